@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test): our chain, our tree and the flat method on N sshd nodes.
+
+Needs root: builds its own lab of sshd nodes in network namespaces (bridge
+kbtbr0, 10.201.0.0/24; see tests/integration/remote/sshnodes.py) and removes
+it at the end. One run prints, side by side: wall time, ratio to flat, and CPU
+seconds per GiB per node (whole machine, from /proc/stat: server, sshd and
+relays together, since all "nodes" share this host's CPUs), for
+
+  * random data of --size MiB into /dev/null: kascade (fault-tolerant chain),
+    chain, tree (--arity), flat, kascade with one node killed mid-stream, and
+    kascade with sendfile disabled on the server (what zero-copy buys);
+  * with --tgz PATH (e.g. the debian12-min image): real extraction with tar.
+
+    python3 benchmarks/broadcast.py --nodes 16 --size 512 [--tgz debian12-min.tgz] [--ring 64]
+
+`--ring` (MiB) sets the relays' ring buffer (default: the library's). Every
+relay touches min(ring, image) MiB of fresh memory; on a VM that is a large
+share of a small image's CPU (see the printed CPU columns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration" / "remote"))
+
+from sshnodes import SshLab  # noqa: E402
+
+from kadeploy.broadcast import broadcast, source  # noqa: E402
+from kadeploy.remote import Executor  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+LOAD_BEFORE = Path("/proc/loadavg").read_text().split()[0]  # the machine is shared: say how busy it was
+
+
+def _cpu_seconds() -> float:
+    """Busy CPU time of the whole machine (user+nice+system+irq+softirq), in seconds."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(value) for value in fields[:7])
+    return (user + nice + system + irq + softirq) / TICKS
+
+
+RING: dict[str, int] = {}  # broadcast(ring=...) when --ring is given
+
+
+async def _measure(label: str, lab: SshLab, image: Path, sink: str, method: str, arity: int,
+                   kill: bool = False, kill_after: float = 0.0) -> tuple[str, float, float, int, int]:
+    executor = Executor(lab.private_key)
+    hosts = [(node.hostname, node.address) for node in lab.nodes]
+    try:
+        await executor.run(lab.hosts, "true")  # connections up: measure the broadcast, not the handshakes
+        killer = None
+        cpu = _cpu_seconds()
+        own = os.times()
+        started = time.monotonic()
+        if kill:
+            killer = asyncio.ensure_future(_kill_after(lab, len(lab.nodes) // 2, kill_after))
+        result = await broadcast(image, hosts, sink, method=method, executor=executor, timeout=1800,
+                                 tree_arity=arity, stall=5, **RING)
+        seconds = time.monotonic() - started
+        cpu = _cpu_seconds() - cpu
+        after = os.times()
+        server_cpu = after.user + after.system - own.user - own.system
+        if killer is not None:
+            killer.cancel()
+    finally:
+        await executor.close()
+    gib = image.stat().st_size / (1 << 30)
+    ours = (result.node_cpu_seconds + server_cpu) / gib / len(lab.nodes)
+    return label, seconds, ours, cpu / gib / len(lab.nodes), len(result.ok), len(result.ko)
+
+
+async def _kill_after(lab: SshLab, index: int, delay: float) -> None:
+    await asyncio.sleep(delay)
+    for pid in lab.nodes[index].pids_matching("python3 -c"):
+        os.kill(pid, signal.SIGKILL)
+
+
+async def _run(lab: SshLab, image: Path, arity: int, tgz: Path | None) -> None:
+    null_sink = "cat > /dev/null"
+    rows = []
+    for label, method in (("kascade (chain, FT)", "kascade"), ("chain", "chain"),
+                          (f"tree (k={arity})", "tree"), ("flat", "flat")):
+        rows.append(await _measure(label, lab, image, null_sink, method, arity))
+    kascade_seconds = rows[0][1]
+    rows.append(await _measure("kascade, 1 killed", lab, image, null_sink, "kascade", arity,
+                               kill=True, kill_after=kascade_seconds / 2))
+    source.USE_SENDFILE = False
+    rows.append(await _measure("kascade, no sendfile", lab, image, null_sink, "kascade", arity))
+    source.USE_SENDFILE = True
+    flat_seconds = rows[3][1]
+    size_mib = image.stat().st_size >> 20
+    ring = f", ring {RING['ring'] >> 20} MiB" if RING else ""
+    print(f"\n== {size_mib} MiB of random data to {len(lab.nodes)} nodes, sink /dev/null{ring} "
+          f"(load average before: {LOAD_BEFORE}, after: {Path('/proc/loadavg').read_text().split()[0]}) ==")
+    _print(rows, flat_seconds)
+    if tgz is not None:
+        sink = 'rm -rf "$KBT_NODE_DIR/dest"; mkdir -p "$KBT_NODE_DIR/dest"; tar --numeric-owner -C "$KBT_NODE_DIR/dest" -xzf -'
+        real = [await _measure("kascade", lab, tgz, sink, "kascade", arity),
+                await _measure("flat", lab, tgz, sink, "flat", arity)]
+        print(f"\n== {tgz.name} ({tgz.stat().st_size >> 20} MiB) extracted with tar on {len(lab.nodes)} nodes ==")
+        _print(real, real[1][1])
+        for node in lab.nodes:
+            os.system(f"rm -rf {node.directory / 'dest'}")
+
+
+def _print(rows, flat_seconds: float) -> None:
+    # CPU s/GiB/node: "relays" = relays, local pipelines and the server process (sshd excluded);
+    # "machine" = every busy CPU second of this host during the run (includes sshd and anything else running)
+    print(f"{'method':<24}{'seconds':>9}{'x/flat':>8}{'speed-up':>9}{'CPU relays':>11}{'CPU machine':>12}  ok/ko")
+    for label, seconds, ours, machine, ok, ko in rows:
+        print(f"{label:<24}{seconds:>9.2f}{seconds / flat_seconds:>8.2f}{flat_seconds / seconds:>9.2f}"
+              f"{ours:>11.2f}{machine:>12.2f}  {ok}/{ko}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=16)
+    parser.add_argument("--size", type=int, default=512, help="MiB of random data")
+    parser.add_argument("--arity", type=int, default=2)
+    parser.add_argument("--tgz", type=Path, help="a real tgz image to extract (e.g. debian12-min)")
+    parser.add_argument("--ring", type=int, help="relay ring buffer in MiB (default: the library's)")
+    args = parser.parse_args()
+    if args.ring:
+        RING["ring"] = args.ring << 20
+    if os.geteuid() != 0:
+        sys.exit("needs root (network namespaces)")
+    lab = SshLab.create(args.nodes)
+    try:
+        image = lab.workdir / "random.img"
+        with open(image, "wb") as out:
+            for _ in range(args.size):
+                out.write(os.urandom(1 << 20))
+        asyncio.run(_run(lab, image, args.arity, args.tgz))
+    finally:
+        lab.teardown()
+
+
+if __name__ == "__main__":
+    main()

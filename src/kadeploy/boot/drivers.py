@@ -1,0 +1,160 @@
+"""Built-in power drivers, usable in a cluster's remoteops instead of a command template.
+
+* `IPMIDriver` drives a BMC with `ipmitool` (IPMI v2 over lanplus by default).
+* `RedfishDriver` speaks Redfish's `ComputerSystem.Reset` over HTTPS with httpx.
+
+Credentials come from the server's configuration only: nothing a user sends
+reaches these objects. ipmitool gets the password through its environment
+(`-E`, `IPMI_PASSWORD`), never on the command line where `ps` would show it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+import httpx
+
+from kadeploy.boot.process import run_process
+
+PowerAction = Literal["on", "off", "soft_off", "reset", "cycle", "graceful_restart"]
+POWER_ACTIONS: tuple[str, ...] = ("on", "off", "soft_off", "reset", "cycle", "graceful_restart")
+
+
+class PowerDriverError(Exception):
+    """The BMC refused or did not answer; the message is what the node's error shows."""
+
+
+class PowerDriver(Protocol):
+    """What the escalation needs from a driver; `bmc` keys the per-BMC interval gate."""
+
+    bmc: str
+
+    async def power(self, action: PowerAction, timeout: float = 30.0) -> None: ...
+
+    async def status(self, timeout: float = 30.0) -> str: ...
+
+
+_IPMI_ACTIONS = {"on": "on", "off": "off", "soft_off": "soft", "reset": "reset", "cycle": "cycle"}
+
+
+class IPMIDriver:
+    """ipmitool against one BMC."""
+
+    def __init__(
+        self,
+        address: str,
+        user: str,
+        password: str,
+        interface: str = "lanplus",
+        *,
+        port: int | None = None,
+        ipmitool: str = "ipmitool",
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.address = address
+        self.user = user
+        self.password = password
+        self.interface = interface
+        self.port = port
+        self.ipmitool = ipmitool
+        self.extra_args = tuple(extra_args)
+        self.bmc = f"{address}:{port}" if port else address
+
+    def command_line(self, *arguments: str) -> list[str]:
+        """The argv of one ipmitool call (exec'ed, no shell: nothing to quote)."""
+        argv = [self.ipmitool, "-I", self.interface, "-H", self.address]
+        if self.port:
+            argv += ["-p", str(self.port)]
+        argv += ["-U", self.user, "-E", *self.extra_args, *arguments]
+        return argv
+
+    def power_command_line(self, action: PowerAction) -> list[str]:
+        try:
+            verb = _IPMI_ACTIONS[action]
+        except KeyError:
+            raise PowerDriverError(f"IPMI has no {action!r} power action") from None
+        return self.command_line("chassis", "power", verb)
+
+    async def _run(self, argv: list[str], timeout: float) -> str:
+        result = await run_process(argv, timeout, env={"IPMI_PASSWORD": self.password})
+        if result.timed_out:
+            raise PowerDriverError(f"ipmitool on {self.bmc} timed out after {timeout:g}s")
+        if result.exit_status != 0:
+            message = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.exit_status}"]
+            raise PowerDriverError(f"ipmitool on {self.bmc}: {message[0]}")
+        return result.stdout.strip()
+
+    async def power(self, action: PowerAction, timeout: float = 30.0) -> None:
+        await self._run(self.power_command_line(action), timeout)
+
+    async def status(self, timeout: float = 30.0) -> str:
+        return await self._run(self.command_line("chassis", "power", "status"), timeout)
+
+
+_REDFISH_ACTIONS = {
+    "on": "On",
+    "off": "ForceOff",
+    "soft_off": "GracefulShutdown",
+    "reset": "ForceRestart",
+    "cycle": "PowerCycle",
+    "graceful_restart": "GracefulRestart",
+}
+
+
+class RedfishDriver:
+    """Redfish `ComputerSystem.Reset` and `PowerState` of one system."""
+
+    def __init__(
+        self,
+        base_url: str,
+        user: str,
+        password: str,
+        system_id: str = "1",
+        *,
+        verify: bool | str = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.user = user
+        self.password = password
+        self.system_id = system_id
+        self.verify = verify
+        self.transport = transport
+        self.bmc = self.base_url
+
+    @property
+    def system_path(self) -> str:
+        return f"/redfish/v1/Systems/{self.system_id}"
+
+    def _client(self, timeout: float) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.base_url,
+            auth=(self.user, self.password),
+            verify=self.verify,
+            timeout=timeout,
+            transport=self.transport,
+        )
+
+    async def power(self, action: PowerAction, timeout: float = 30.0) -> None:
+        try:
+            reset_type = _REDFISH_ACTIONS[action]
+        except KeyError:
+            raise PowerDriverError(f"Redfish has no {action!r} power action") from None
+        url = f"{self.system_path}/Actions/ComputerSystem.Reset"
+        try:
+            async with self._client(timeout) as client:
+                response = await client.post(url, json={"ResetType": reset_type})
+        except httpx.HTTPError as exc:
+            raise PowerDriverError(f"Redfish {self.bmc}: {exc.__class__.__name__}: {exc}") from None
+        if response.status_code >= 300:
+            raise PowerDriverError(f"Redfish {self.bmc}: {reset_type} refused with HTTP {response.status_code}")
+
+    async def status(self, timeout: float = 30.0) -> str:
+        try:
+            async with self._client(timeout) as client:
+                response = await client.get(self.system_path)
+            response.raise_for_status()
+            return str(response.json()["PowerState"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise PowerDriverError(f"Redfish {self.bmc}: cannot read PowerState ({exc.__class__.__name__})") from None

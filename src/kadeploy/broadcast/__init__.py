@@ -1,0 +1,81 @@
+"""broadcast room: sending an image to many nodes, decompressed on the fly.
+
+Imports `kadeploy.remote`, `kadeploy.nodeset` and `kadeploy.errors` only.
+Methods (docs/contracts.md, "broadcast"): `kascade` (fault-tolerant pipelined
+chain, the default), `chain` (plain chain, Kastafior semantics), `tree`
+(fan-out k tree of relays), `flat` (one SSH stream per node, the baseline).
+The node side is `relay.py`, one stdlib-only file sent over SSH.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from kadeploy.broadcast.flat import flat_broadcast
+from kadeploy.broadcast.pipeline import DEFAULT_RING, Pipeline, PipelineOptions
+from kadeploy.broadcast.result import BroadcastResult
+from kadeploy.broadcast.topology import chain_order
+from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.remote import Executor
+
+METHODS = ("kascade", "chain", "tree", "flat")
+
+# Kadeploy3 macro-step implementation -> method (issue: BroadcastEnvKascade is the default).
+IMPLEMENTATION_METHODS = {
+    "BroadcastEnvKascade": "kascade",
+    "BroadcastEnvKastafior": "chain",
+    "BroadcastEnvChain": "chain",
+    "BroadcastEnvTree": "tree",
+}
+
+
+async def broadcast(image: Path, hosts: Sequence[tuple[str, str]], sink_command: str, *,
+                    method: str = "kascade", executor: Executor, timeout: float | None = None,
+                    tree_arity: int = 2, topology: Mapping[str, str] | None = None,
+                    switch_parents: Mapping[str, str] | None = None, digest: str | None = None,
+                    stall: float = 30.0, ring: int = DEFAULT_RING, start_timeout: float = 30.0,
+                    relay_options: Mapping[str, Mapping[str, Any]] | None = None) -> BroadcastResult:
+    """Send `image` to every `(hostname, address)` and feed it to `sink_command` there.
+
+    Never raises for a node failure: each node ends in `ok` or in `ko` with its
+    reason. Raises KadeployError before touching any node when the image cannot
+    be read or the method is unknown. `topology` (hostname -> switch) and
+    `switch_parents` order the chain switch by switch; `digest` (hex) skips
+    hashing the image on the server when the cache already knows it;
+    `relay_options` adds per-host relay settings (test hooks such as `corrupt_at`).
+    """
+    if method not in METHODS:
+        raise KadeployError(ErrorCode.INVALID_OPTION,
+                            f"Unknown broadcast method {method!r} (expected one of {', '.join(METHODS)})")
+    if tree_arity < 1:
+        raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid tree arity {tree_arity}: must be at least 1")
+    total = _readable_size(Path(image))
+    addresses = dict(hosts)
+    order = [(hostname, addresses[hostname]) for hostname in chain_order(list(addresses), topology, switch_parents)]
+    if not order:
+        return BroadcastResult(digest=digest or "")
+    options = PipelineOptions(stall=stall, ring=ring, start_timeout=start_timeout,
+                              relay_options=dict(relay_options or {}))
+    if method == "flat":
+        return await flat_broadcast(Path(image), total, order, sink_command, executor=executor,
+                                    timeout=timeout, options=options, digest=digest)
+    pipeline = Pipeline(Path(image), total, order, sink_command, executor=executor, method=method,
+                        tree_arity=tree_arity, options=options, digest=digest)
+    return await pipeline.run(timeout)
+
+
+def _readable_size(image: Path) -> int:
+    """Size of the image, or a clear error if the server cannot read it."""
+    try:
+        with open(image, "rb") as source:
+            source.read(1)
+            return os.fstat(source.fileno()).st_size
+    except OSError as exc:
+        raise KadeployError(ErrorCode.INVALID_FILE,
+                            f"Cannot read the environment image {image}: {exc.strerror or exc}") from None
+
+
+__all__ = ["IMPLEMENTATION_METHODS", "METHODS", "BroadcastResult", "PipelineOptions", "broadcast"]

@@ -1,0 +1,507 @@
+"""Broadcast relay: runs ON A NODE, receives the image stream, feeds it to the local
+pipeline and forwards it to the next node(s).
+
+This file is sent over the SSH channel and started with `python3 -c <source>
+<json config>`: it must stay ONE stdlib-only file, compatible with python3 >= 3.9,
+importing nothing from kadeploy. The server talks to it through the SSH
+channel: JSON lines on stdin (commands) and on stdout (events).
+
+Data path: upstream TCP socket -> ring buffer (recv_into, one copy) -> (a) the
+local pipeline `sh -c <sink>` through a pipe, with the digest computed on the
+way, and (b) every child socket (send from the ring, no further copy).
+
+Resumption (the fault-tolerant chain): every receiver, when a sender connects,
+first writes the 8-byte offset it has reached; the sender resumes there from
+its ring buffer. A receiver that has everything answers with the total, and
+at the end of a stream it writes the total again as an acknowledgement.
+A sender whose child refuses, resets, or does not take data for `stall`
+seconds reports it (`bypass`) and, when it has fallbacks, moves on to the next
+live node. A node whose own pipeline fails keeps relaying.
+
+Tree repair: with `below` (every node under this one -> its children), a relay
+whose child dies adopts that child's children, one sender each, resumed at
+their own offsets; their ring readers hold the dead child's position until
+they connect, so the bytes they need are still there (and recursively, for a
+child that is dead as well).
+
+Commands (stdin): {"op": "start", "children": [[[host, addr, port], ...fallbacks], ...],
+                   "repair": bool, "below": {host: [[host, addr, port], ...]}}
+                  {"op": "dead", "host": host};  EOF = quit.
+Events (stdout):  ready {port, pid}; bypass {host, reason}; adopt {host, dead, offset};
+                  done {received, digest, sink_status, sink_error}; error {message}.
+"""
+
+import hashlib
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+OFFSET = struct.Struct("!Q")
+CHUNK = 4 * 1024 * 1024
+# Socket buffers between relays, set explicitly (the kernel doubles them): the bytes in
+# flight between two relays are then at most IN_FLIGHT whatever the host's tcp_rmem and
+# tcp_wmem allow (tcp_rmem's maximum is 32 MiB on some hosts). 1 MiB is ~40 round trips
+# of a 10 GbE LAN.
+SOCKET_BUFFER = 1024 * 1024
+IN_FLIGHT = 4 * SOCKET_BUFFER
+# The smallest ring for which repairs are guaranteed (see repair_retention).
+MIN_RING = 8 * IN_FLIGHT
+# The server always sends its own value; this one is for a relay started by hand.
+DEFAULT_RING = 64 * 1024 * 1024
+F_SETPIPE_SZ = 1031
+_emit_lock = threading.Lock()
+
+
+def emit(event, **fields):
+    """Write one event line for the server (stdout is the SSH channel)."""
+    fields["ev"] = event
+    line = json.dumps(fields) + "\n"
+    with _emit_lock:
+        try:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+
+class Ring:
+    """A circular buffer over the stream: offsets are absolute stream positions.
+
+    The writer (receiver) may only overwrite bytes that every reader has
+    consumed, minus `retain` bytes for readers that may have to resume an
+    older offset on another node (the fault-tolerant chain).
+    """
+
+    def __init__(self, capacity, total):
+        self.capacity = max(1, min(capacity, total))
+        self.total = total
+        self.buffer = bytearray(self.capacity)
+        self.view = memoryview(self.buffer)
+        self.received = 0
+        self.readers = {}
+        self.retain = {}
+        self.cond = threading.Condition()
+
+    def oldest(self):
+        return max(0, self.received - self.capacity)
+
+    def _low(self):
+        if not self.readers:
+            return self.received
+        low = min(offset - self.retain.get(name, 0) for name, offset in self.readers.items())
+        # A ring that holds the whole stream is never overwritten: nothing to hold back.
+        # Otherwise not clipped at 0: at the start of the stream too, the writer stays within
+        # `capacity - retain` of a retaining reader (repair_retention counts on it).
+        return max(0, low) if self.capacity >= self.total else low
+
+    def slot(self, timeout):
+        """A writable view at the current end of the stream, or None after `timeout`."""
+        with self.cond:
+            deadline = time.monotonic() + timeout
+            while self.received - self._low() >= self.capacity:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self.cond.wait(remaining)
+            space = self.capacity - (self.received - self._low())
+            position = self.received % self.capacity
+            size = min(space, self.capacity - position, CHUNK, self.total - self.received)
+            return self.view[position:position + size]
+
+    def commit(self, count):
+        with self.cond:
+            self.received += count
+            self.cond.notify_all()
+
+    def wait_data(self, offset, timeout):
+        """Wait until bytes beyond `offset` exist; return the readable view (maybe empty)."""
+        with self.cond:
+            if self.received <= offset:
+                self.cond.wait(timeout)
+            if self.received <= offset:
+                return None
+            if offset < self.oldest():
+                raise ResumeError("offset %d is no longer in the ring buffer" % offset)
+            position = offset % self.capacity
+            size = min(self.received - offset, self.capacity - position, CHUNK)
+            return self.view[position:position + size]
+
+    def set_reader(self, name, offset, retain=0):
+        with self.cond:
+            self.readers[name] = offset
+            self.retain[name] = retain
+            self.cond.notify_all()
+
+    def drop_reader(self, name):
+        with self.cond:
+            self.readers.pop(name, None)
+            self.retain.pop(name, None)
+            self.cond.notify_all()
+
+
+class ResumeError(Exception):
+    pass
+
+
+class Relay:
+    def __init__(self, config):
+        self.total = int(config["total"])
+        self.sink_command = config["sink"]
+        self.stall = float(config.get("stall", 30))
+        self.connect_timeout = float(config.get("connect_timeout", 10))
+        self.corrupt_at = config.get("corrupt_at")  # test hook: flip the byte at this offset on arrival
+        self.limit_rate = float(config.get("limit_rate") or 0)  # test hook: bytes/s taken from upstream
+        self.ring = Ring(max(MIN_RING, int(config.get("ring", DEFAULT_RING))), max(self.total, 1))
+        self.digest = hashlib.new(config.get("digest", "sha256"))
+        self.dead = set()
+        self.dead_lock = threading.Lock()
+        self.current = {}  # reader name -> (host, socket)
+        self.below = {}  # tree repair: host under this node -> its children [host, addr, port]
+        self.readers = 0
+        self.readers_lock = threading.Lock()
+        self.upstream_lock = threading.Lock()
+        self.new_upstream = None
+        self.stopping = False
+        self.sink = None
+        self.sink_stderr = tempfile.TemporaryFile()
+
+    # local pipeline -------------------------------------------------------
+    def start_sink(self):
+        self.sink = subprocess.Popen(["sh", "-c", self.sink_command], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=self.sink_stderr)
+        try:
+            import fcntl
+            fcntl.fcntl(self.sink.stdin.fileno(), F_SETPIPE_SZ, 1024 * 1024)
+        except (OSError, ImportError):
+            pass
+        self.ring.set_reader("sink", 0)
+
+    def sink_loop(self):
+        """Hash every byte and write it to the pipeline; a failed pipeline is only a local KO."""
+        fd = self.sink.stdin.fileno()
+        offset = 0
+        failed = False
+        while offset < self.total:
+            view = self.ring.wait_data(offset, 1.0)
+            if view is None:
+                continue
+            self.digest.update(view)
+            if not failed:
+                try:
+                    written = 0
+                    while written < len(view):
+                        written += os.write(fd, view[written:])
+                except OSError:
+                    failed = True
+            offset += len(view)
+            self.ring.set_reader("sink", offset)
+        self.ring.drop_reader("sink")
+        try:
+            self.sink.stdin.close()
+        except OSError:
+            pass
+        status = self.sink.wait()
+        self.sink_stderr.seek(0)
+        error = self.sink_stderr.read()[-2000:].decode("utf-8", "replace").strip()
+        if failed and status == 0:
+            status = 1
+            error = error or "the local pipeline stopped reading its input"
+        times = os.times()
+        emit("done", received=self.ring.received, digest=self.digest.hexdigest(),
+             sink_status=status, sink_error=error,
+             cpu=times.user + times.system + times.children_user + times.children_system)
+
+    # receiving --------------------------------------------------------------
+    def accept_loop(self, listener):
+        while not self.stopping:
+            try:
+                connection, _ = listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self.upstream_lock:
+                if self.new_upstream is not None:
+                    self.new_upstream.close()
+                self.new_upstream = connection
+
+    def receive_loop(self):
+        upstream = None
+        began = time.monotonic()
+        while not self.stopping:
+            with self.upstream_lock:
+                fresh, self.new_upstream = self.new_upstream, None
+            if fresh is not None:
+                if upstream is not None:
+                    upstream.close()
+                upstream = fresh
+                try:
+                    upstream.settimeout(self.stall)
+                    upstream.sendall(OFFSET.pack(self.ring.received))
+                    upstream.settimeout(0.5)
+                except OSError:
+                    upstream.close()
+                    upstream = None
+            if upstream is None or self.ring.received >= self.total:
+                time.sleep(0.05)
+                continue
+            slot = self.ring.slot(0.5)
+            if slot is None:
+                continue
+            try:
+                count = upstream.recv_into(slot)
+            except socket.timeout:
+                continue
+            except OSError:
+                count = 0
+            if count == 0:
+                upstream.close()
+                upstream = None
+                continue
+            start = self.ring.received
+            if self.corrupt_at is not None and start <= self.corrupt_at < start + count:
+                slot[self.corrupt_at - start] ^= 0xFF
+            self.ring.commit(count)
+            if self.limit_rate:
+                ahead = self.ring.received / self.limit_rate - (time.monotonic() - began)
+                if ahead > 0:
+                    time.sleep(ahead)
+            if self.ring.received >= self.total:
+                try:
+                    upstream.settimeout(self.stall)
+                    upstream.sendall(OFFSET.pack(self.total))
+                except OSError:
+                    pass
+
+    def receive_stdin(self):
+        """Flat method: the stream is this process's stdin (one SSH stream per node)."""
+        source = sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer
+        while self.ring.received < self.total:
+            slot = self.ring.slot(1.0)
+            if slot is None:
+                continue
+            count = source.readinto(slot)
+            if not count:
+                break
+            self.ring.commit(count)
+
+    # forwarding -------------------------------------------------------------
+    def reader_name(self):
+        with self.readers_lock:
+            self.readers += 1
+            return "child-%d" % self.readers
+
+    def forward_loop(self, name, targets, repair, held=0):
+        """Feed one child (or, with fallbacks, the first live one); `held` = where its reader starts."""
+        retain = repair_retention(self.ring.capacity) if repair else 0
+        queue = list(targets)
+        # Registered before connecting, so that no byte this child needs is overwritten.
+        self.ring.set_reader(name, held, retain)
+        while queue and not self.stopping:
+            host, address, port = queue[0]
+            with self.dead_lock:
+                known_dead = host in self.dead
+            if known_dead:
+                queue.pop(0)
+                if repair:
+                    self.adopt(host, held, retain)
+                continue
+            connection = None
+            try:
+                connection = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+                connection.settimeout(self.connect_timeout)
+                connection.connect((address, int(port)))
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.current[name] = (host, connection)
+                connection.settimeout(self.stall)
+                offset = OFFSET.unpack(recv_exact(connection, OFFSET.size))[0]
+                if offset > self.total:
+                    raise ResumeError("node reported offset %d beyond the stream" % offset)
+                if offset < self.total:
+                    if offset < self.ring.oldest():
+                        raise ResumeError("offset %d is no longer in the ring buffer" % offset)
+                    held = offset
+                    self.ring.set_reader(name, offset, retain)
+                    while offset < self.total:
+                        view = self.ring.wait_data(offset, 1.0)
+                        if view is None:
+                            check_open(connection)  # no data to send: a dead child would go unnoticed
+                            continue
+                        try:
+                            sent = connection.send(view)
+                        except socket.timeout:
+                            raise socket.timeout("stalled: no data accepted for %gs" % self.stall)
+                        offset += sent
+                        held = offset
+                        self.ring.set_reader(name, offset, retain)
+                    self.wait_ack(connection, host)
+                held = self.total
+                if not repair:
+                    self.ring.drop_reader(name)
+                    return
+                # The child has the whole stream but may die before it has forwarded it all: stay
+                # its predecessor until the broadcast ends, and feed its next live node(s) if it does.
+                self.ring.set_reader(name, self.total, retain)
+                connection.close()
+                connection = None
+                while not self.stopping:
+                    with self.dead_lock:
+                        if host in self.dead:
+                            break
+                    time.sleep(0.2)
+                if self.stopping:
+                    self.ring.drop_reader(name)
+                    return
+                queue.pop(0)
+                self.adopt(host, held, retain)
+                continue
+            except (OSError, ResumeError) as exc:
+                with self.dead_lock:
+                    known_dead = host in self.dead
+                    self.dead.add(host)
+                if not known_dead and not self.stopping:
+                    emit("bypass", host=host, reason=describe(exc), repair=repair)
+                queue.pop(0)
+                if not repair:
+                    break
+                self.adopt(host, held, retain)
+            finally:
+                self.current.pop(name, None)
+                if connection is not None:
+                    connection.close()
+        self.ring.drop_reader(name)
+
+    def adopt(self, host, offset, retain):
+        """Tree repair: feed the children of dead `host` ourselves, each from its own offset.
+
+        Their readers start at `offset`, where `host` was, before this child's reader is
+        dropped: the ring keeps what they may need to resume (they are behind `host`)."""
+        for target in self.below.get(host, ()):
+            name = self.reader_name()
+            self.ring.set_reader(name, offset, retain)
+            emit("adopt", host=target[0], dead=host, offset=offset)
+            thread(self.forward_loop, name, [target], True, offset)
+
+    def wait_ack(self, connection, host):
+        """The child acknowledges the end of the stream; a slow child is not a dead one."""
+        connection.settimeout(1.0)
+        data = b""
+        while len(data) < OFFSET.size:
+            with self.dead_lock:
+                if host in self.dead:
+                    raise ConnectionAbortedError("declared dead by the server")
+            try:
+                chunk = connection.recv(OFFSET.size - len(data))
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise ConnectionResetError("connection closed before the end-of-stream acknowledgement")
+            data += chunk
+
+    def mark_dead(self, host):
+        with self.dead_lock:
+            self.dead.add(host)
+        for current_host, connection in list(self.current.values()):
+            if current_host == host:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def repair_retention(capacity):
+    """Bytes a repairing sender keeps behind each child's offset, so that the child's own
+    children can resume from it if the child dies.
+
+    The child's writer blocks `capacity - retain` ahead of what it *sent* its child (G), which
+    is ahead of what G received by the bytes in flight; we keep `retain` behind what we sent
+    the child, ahead of what it received by the bytes in flight again. So G can resume from
+    us if `2 * retain - capacity >= 2 * IN_FLIGHT`: with 3/4, half the ring must cover
+    them, hence MIN_RING = 8 * IN_FLIGHT (twice the need). Half the ring (the old value)
+    covered nothing: a slow successor of a dead node failed to resume."""
+    return capacity * 3 // 4
+
+
+def check_open(connection):
+    """Raise if the child closed or reset the connection (it sends nothing before its final ack)."""
+    readable, _, _ = select.select([connection], [], [], 0)
+    if readable and not connection.recv(1, socket.MSG_PEEK):
+        raise ConnectionResetError("connection closed by the node")
+
+
+def recv_exact(connection, size):
+    data = b""
+    while len(data) < size:
+        chunk = connection.recv(size - len(data))
+        if not chunk:
+            raise ConnectionResetError("connection closed by the node")
+        data += chunk
+    return data
+
+
+def describe(exc):
+    if isinstance(exc, socket.timeout):
+        return str(exc) if str(exc) and str(exc) != "timed out" else "connection timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def thread(target, *args):
+    worker = threading.Thread(target=target, args=args, daemon=True)
+    worker.start()
+    return worker
+
+
+def main():
+    config = json.loads(sys.argv[1])
+    relay = Relay(config)
+    relay.start_sink()
+    sink_thread = thread(relay.sink_loop)
+    if config.get("mode") == "stdin":
+        relay.receive_stdin()
+        sink_thread.join()
+        return
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)  # inherited by accepted sockets
+    listener.bind(("0.0.0.0", int(config.get("port", 0))))
+    listener.listen(16)
+    listener.settimeout(0.5)
+    thread(relay.accept_loop, listener)
+    thread(relay.receive_loop)
+    emit("ready", port=listener.getsockname()[1], pid=os.getpid())
+    for line in sys.stdin:
+        try:
+            command = json.loads(line)
+        except ValueError:
+            emit("error", message="bad command line: %r" % line[:200])
+            continue
+        if command.get("op") == "start":
+            repair = bool(command.get("repair"))
+            relay.below = command.get("below") or {}
+            for targets in command.get("children", []):
+                thread(relay.forward_loop, relay.reader_name(), targets, repair)
+        elif command.get("op") == "dead":
+            relay.mark_dead(command["host"])
+    # EOF on the control channel: the server is done with us (or gone).
+    relay.stopping = True
+    if relay.sink is not None and relay.sink.poll() is None and relay.ring.received < relay.total:
+        relay.sink.kill()
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Fetching the files a request names: server://, http(s):// and client-local files.
+
+Reference 1.6: environment images, pre/post-install archives, keys and custom
+files may live on the server (`server:///path`), behind a URL, or on the
+client machine (plain path or `local://`), which the client exports through
+its embedded HTTP server (`<client>/<urlsafe-base64(path)>`). Server files are
+confined to the directories the configuration allows: a path outside them,
+with `..`, or a symlink escaping them is refused.
+
+Downloaded files go through the server cache (`kadeploy.catalog.cache`): a
+cached copy is revalidated with a conditional GET (`If-None-Match` on its
+ETag, as the client file server and most HTTP servers answer 304), counted as
+used by the workflow that asked (`wid`) until `release(wid)`, and evicted by
+priority then age. Server files are read in place (copying a multi-GB image
+into the cache would double the disk I/O); their MD5 is memoised per (inode,
+size, mtime) so that a recorded image is hashed once, not at every deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kadeploy.catalog.cache import CacheEntry, FileCache, Priority, cache_from_config
+from kadeploy.errors import ErrorCode, KadeployError
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    """A file ready to read on the server, with what identifies its content."""
+
+    uri: str
+    path: Path
+    size: int
+    checksum: str  # md5 hex for server files, ETag (quotes stripped) for HTTP and client files
+
+
+class FileFetcher:
+    """Resolves file references to local paths, downloading through the server cache."""
+
+    def __init__(self, cache_dir: Path, server_dirs: Sequence[Path], *, timeout: float = 60.0,
+                 max_size: int | None = None, cache: FileCache | None = None) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.server_dirs = [Path(d).resolve() for d in server_dirs]
+        self.timeout = timeout
+        self.max_size = max_size
+        if cache is None:
+            cache = FileCache(self.cache_dir, None)
+            cache.load()
+        self.cache = cache
+        self._md5_memo: dict[tuple[str, int, int, int], str] = {}
+
+    async def fetch(self, uri: str, *, client: str | None = None, what: str = "file",
+                    expected_checksum: str | None = None, wid: str | None = None,
+                    priority: int = Priority.ANON_KEEP, max_size: int | None = None) -> FetchedFile:
+        """Make `uri` available locally; raise INVALID_FILE / INVALID_CLIENT / CACHE_FULL with the reason.
+
+        A downloaded file stays referenced by `wid` (never evicted) until
+        `release(wid)`; without `wid` it is cached but evictable at once.
+        """
+        limit = max_size if max_size is not None else self.max_size
+        if uri.startswith("server://"):
+            fetched = await asyncio.to_thread(self._server_file, uri, what, limit)
+        elif uri.startswith(("http://", "https://")):
+            fetched = await self._cached_download(uri, uri, what, wid, priority, limit)
+        else:
+            path = uri[len("local://"):] if uri.startswith("local://") else uri
+            if not client:
+                raise KadeployError(ErrorCode.INVALID_CLIENT,
+                                    f"The {what} {uri} is a local file but no client file server was given")
+            if not path.startswith("/"):
+                raise KadeployError(ErrorCode.INVALID_FILE, f"The {what} {uri} must be an absolute path")
+            token = base64.urlsafe_b64encode(path.encode()).decode()
+            fetched = await self._cached_download(uri, f"{client.rstrip('/')}/{token}", what, wid, priority, limit)
+        if expected_checksum and fetched.checksum != expected_checksum:
+            raise KadeployError(ErrorCode.INVALID_FILE,
+                                f"Checksum of the {what} {uri} does not match (an update is necessary)")
+        return fetched
+
+    def release(self, wid: str) -> None:
+        """The operation `wid` ended: its cached files may be evicted (anonymous ones are deleted)."""
+        self.cache.release(wid)
+
+    def confine(self, uri: str, what: str = "file") -> Path:
+        """The real path of a `server://` reference, refused unless inside an allowed directory."""
+        raw = uri[len("server://"):]
+        if not raw.startswith("/"):
+            raise KadeployError(ErrorCode.INVALID_FILE, f"The {what} {uri} must be an absolute server:// path")
+        if ".." in Path(raw).parts:
+            raise KadeployError(ErrorCode.INVALID_FILE, f"The {what} {uri} contains '..'")
+        real = Path(os.path.realpath(raw))
+        if not any(real == d or d in real.parents for d in self.server_dirs):
+            allowed = ", ".join(str(d) for d in self.server_dirs) or "none configured"
+            raise KadeployError(ErrorCode.INVALID_FILE,
+                                f"The {what} {uri} is outside the server directories users may read ({allowed})")
+        return real
+
+    def _server_file(self, uri: str, what: str, limit: int | None) -> FetchedFile:
+        real = self.confine(uri, what)
+        if not real.is_file():
+            raise KadeployError(ErrorCode.INVALID_FILE, f"The {what} {uri} does not exist on the server")
+        stat = real.stat()
+        self._check_size(uri, stat.st_size, what, limit)
+        key = (str(real), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        checksum = self._md5_memo.get(key)
+        if checksum is None:
+            digest = hashlib.md5()
+            with real.open("rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+            checksum = digest.hexdigest()
+            self._md5_memo[key] = checksum
+        return FetchedFile(uri, real, stat.st_size, checksum)
+
+    async def _cached_download(self, uri: str, url: str, what: str, wid: str | None, priority: int,
+                               limit: int | None) -> FetchedFile:
+        cache = self.cache
+        async with cache.lock(uri):
+            entry = cache.lookup(uri)
+            if entry is not None and not entry.path.is_file():
+                cache.discard(uri)
+                entry = None
+            headers = {"Accept-Encoding": "identity"}  # the file as stored, its size as announced
+            if entry is not None and entry.etag:
+                headers["If-None-Match"] = f'"{entry.etag}"'
+            elif entry is not None and entry.last_modified:
+                headers["If-Modified-Since"] = entry.last_modified
+            entry = await self._download(uri, url, what, headers, entry, priority, limit)
+            if not entry.path.is_file():
+                # released and deleted by another operation while we revalidated it (304): fetch again
+                cache.discard(uri)
+                entry = await self._download(uri, url, what, {"Accept-Encoding": "identity"}, None, priority, limit)
+            cache.acquire(entry, wid, priority)
+            return FetchedFile(uri, entry.path, entry.size, entry.checksum)
+
+    async def _download(self, uri: str, url: str, what: str, headers: dict[str, str], cached: CacheEntry | None,
+                        priority: int, limit: int | None) -> CacheEntry:
+        cache = self.cache
+        cache.directory.mkdir(parents=True, exist_ok=True)
+        target = cache.new_path(uri)
+        partial = target.with_name(target.name + ".part")
+        try:
+            async with httpx.AsyncClient(verify=False, timeout=self.timeout) as http:
+                async with http.stream("GET", url, headers=headers) as response:
+                    if response.status_code == 304 and cached is not None:
+                        return cached
+                    if response.status_code != 200:
+                        raise KadeployError(ErrorCode.INVALID_FILE,
+                                            f"Unable to grab the {what} {uri} (HTTP {response.status_code})")
+                    etag = response.headers.get("etag", "").strip('"')
+                    announced = _content_length(response.headers)
+                    if announced is not None:
+                        self._check_size(uri, announced, what, limit)
+                    size = 0
+                    digest = hashlib.md5()
+                    with cache.reservation(uri, announced or 0) as grow, partial.open("wb") as handle:
+                        async for chunk in response.aiter_bytes(_CHUNK):
+                            size += len(chunk)
+                            self._check_size(uri, size, what, limit)
+                            grow(size)
+                            digest.update(chunk)
+                            handle.write(chunk)
+                        if announced is not None and size != announced:
+                            raise KadeployError(ErrorCode.INVALID_FILE,
+                                                f"The {what} {uri} is truncated ({size} bytes received, "
+                                                f"{announced} announced)")
+                        partial.replace(target)
+                        return cache.register(uri, target, size, etag or digest.hexdigest(), priority, etag=etag,
+                                              last_modified=response.headers.get("last-modified", ""))
+        except httpx.HTTPError as exc:
+            raise KadeployError(ErrorCode.INVALID_FILE, f"Unable to grab the {what} {uri}: {exc}") from None
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def _check_size(self, uri: str, size: int, what: str, limit: int | None) -> None:
+        if limit is not None and size > limit:
+            raise KadeployError(ErrorCode.INVALID_FILE,
+                                f"The {what} {uri} is too big ({size} bytes, at most {limit})")
+
+
+def _content_length(headers: Any) -> int | None:
+    value = headers.get("content-length")
+    if value is None or headers.get("content-encoding"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def fetcher_from_config(cfg: Any) -> FileFetcher:
+    """The fetcher server.conf describes: the cache of `cache/*`, server files under `environments/server_dirs`
+    (default `<config dir>/envs`)."""
+    server = cfg.server
+    cache = cache_from_config(server)
+    server_dirs = [Path(d) for d in getattr(server.environments, "server_dirs", None) or []]
+    if not server_dirs:
+        server_dirs = [Path(cfg.config_dir) / "envs"]
+    return FileFetcher(cache.directory, server_dirs, cache=cache)

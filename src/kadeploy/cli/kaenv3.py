@@ -1,0 +1,243 @@
+"""kaenv3: the environment catalogue (reference 2.4, 1.4 `/environments`).
+
+CLI room. List (`-l`), print (`-p`), add (`-a`), delete (`-d`), tag
+(visibility, destructive), checksum updates and `--move-files`. Listing
+columns and YAML printing follow Kadeploy3's kaenv3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+import yaml
+
+from kadeploy.cli.common import (
+    OptionError,
+    add_generic_options,
+    new_parser,
+    open_session,
+    parse_or_finish,
+    run_tool,
+)
+from kadeploy.client.export import FileExporter
+from kadeploy.client.http import Connection
+
+CHECKSUM_PARAMS = {
+    "update_image_checksum": "update_image_checksum",
+    "update_preinstall_checksum": "update_preinstall_checksum",
+    "update_postinstalls_checksum": "update_postinstalls_checksum",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser("kaenv3", "Manage the environment catalogue")
+    add_generic_options(parser)
+    ops = parser.add_argument_group("General options")
+    ops.add_argument("-a", "--add", metavar="ENVFILE", help="Add an environment")
+    ops.add_argument("-d", "--delete", metavar="ENVNAME", help="Delete an environment")
+    ops.add_argument("-l", "--list", nargs="?", const="", default=None, metavar="PATTERN",
+                     help="List environments (% is a wildcard)")
+    ops.add_argument("-p", "--print", metavar="ENVNAME", dest="print_env", help="Print an environment")
+    ops.add_argument("-s", "--all-versions", "--show-all-versions", action="store_true",
+                     help="Apply to or show all versions of an environment")
+    ops.add_argument("-t", "--visibility-tag", metavar="TAG", help="Visibility tag (private, shared, public)")
+    ops.add_argument("-u", "--env-user", "--user", metavar="USERNAME", help="Owner of the environment")
+    ops.add_argument("--env-version", metavar="NUMBER", help="Version of the environment")
+    ops.add_argument("-m", "--files-to-move", metavar="FILES", help="Files to move (src1::dst1,src2::dst2,...)")
+    adv = parser.add_argument_group("Advanced options")
+    adv.add_argument("--toggle-destructive-tag", metavar="ENVNAME", help="Toggle the destructive tag")
+    adv.add_argument("--set-visibility-tag", metavar="ENVNAME", help="Set the visibility tag (needs -t)")
+    adv.add_argument("--update-image-checksum", metavar="ENVNAME", help="Update the checksum of the image")
+    adv.add_argument("--update-preinstall-checksum", metavar="ENVNAME", help="Update the preinstall checksum")
+    adv.add_argument("--update-postinstalls-checksum", metavar="ENVNAME", help="Update the postinstalls checksums")
+    adv.add_argument("--move-files", action="store_true", help="Move the files of the environments (admins)")
+    adv.add_argument("--secure", action=argparse.BooleanOptionalAction, default=False,
+                     help="Use a secure connection to export files to the server")
+    return parser
+
+
+OPERATIONS = (
+    ("add", "add"), ("delete", "delete"), ("list", "list"), ("print_env", "print"),
+    ("toggle_destructive_tag", "toggle-destructive-tag"), ("set_visibility_tag", "set-visibility-tag"),
+    ("update_image_checksum", "update-image-checksum"),
+    ("update_preinstall_checksum", "update-preinstall-checksum"),
+    ("update_postinstalls_checksum", "update-postinstalls-checksum"),
+)
+
+
+def operation_of(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The single operation asked for and its argument (env name or file)."""
+    chosen = [(name, getattr(args, attr)) for attr, name in OPERATIONS if getattr(args, attr) is not None]
+    if args.move_files:
+        chosen.append(("move-files", None))
+    if not chosen:
+        raise OptionError("You must choose an operation")
+    if len(chosen) > 1:
+        raise OptionError(f"Only one operation at a time: {', '.join(name for name, _ in chosen)}")
+    return chosen[0]
+
+
+def check_options(args: argparse.Namespace, operation: str, argument: str | None) -> None:
+    if args.visibility_tag is not None and args.visibility_tag not in ("private", "shared", "public"):
+        raise OptionError("Invalid visibility tag")
+    if args.env_user is not None and not re.fullmatch(r"\w+|\*", args.env_user):
+        raise OptionError("Invalid user name")
+    if args.env_version is not None and not args.env_version.isdigit():
+        raise OptionError("Invalid version number")
+    if operation in ("delete", "print", "toggle-destructive-tag", "set-visibility-tag") or \
+            operation.startswith("update-"):
+        if not argument:
+            raise OptionError("You must choose an environment")
+    if operation == "set-visibility-tag" and not args.visibility_tag:
+        raise OptionError("You must define the visibility value")
+    if operation == "move-files" and not args.files_to_move:
+        raise OptionError("You must define some files to move")
+
+
+def parse_files_to_move(text: str) -> dict[str, str]:
+    if not re.fullmatch(r".+::.+(,.+::.+)*", text):
+        raise OptionError("Invalid synthax for files to move")
+    moves: dict[str, str] = {}
+    for pair in text.split(","):
+        source, _, destination = pair.partition("::")
+        moves[source] = destination
+    return moves
+
+
+def env_path(user: str, name: str, version: str | None) -> str:
+    path = f"/environments/{quote(user, safe='')}/{quote(name, safe='')}"
+    return path + (f"/{version}" if version else "")
+
+
+def list_lines(environments: list[dict[str, Any]]) -> list[str]:
+    """Kadeploy3's listing: fixed columns, description cut at 35 characters."""
+    if not environments:
+        return ["No environment has been found"]
+    lines = [
+        f"{'Name':<21} {'Version':<7} {'User':<11} Description",
+        f"{'####':<21} {'#######':<7} {'####':<11} ###########",
+    ]
+    for env in environments:
+        description = str(env.get("description") or "")
+        cut = description[:35] + ("..." if len(description) > 35 else "")
+        lines.append(f"{str(env.get('name')):<21} {str(env.get('version')):<7} {str(env.get('user')):<11} {cut}")
+    return lines
+
+
+def print_lines_yaml(environments: list[dict[str, Any]]) -> str:
+    if not environments:
+        return "No environment has been found\n"
+    out = []
+    for env in environments:
+        env = {key: value for key, value in env.items() if key not in ("user", "id")}
+        out.append(yaml.safe_dump(env, default_flow_style=False, sort_keys=False, explicit_start=True,
+                                  allow_unicode=True))
+    return "".join(out)
+
+
+def run_operation(connection: Connection, args: argparse.Namespace, operation: str, argument: str | None) -> str:
+    """Perform the operation on one server; returns the text to print."""
+    user = args.env_user or connection.user
+    if operation == "list":
+        params: dict[str, Any] = {"username": args.env_user, "version": args.env_version}
+        if argument:
+            params["name"] = argument
+        if not args.all_versions and args.env_version is None:
+            params["last"] = True
+        environments = connection.get("/environments", params) or []
+        return "\n".join(list_lines(environments)) + "\n"
+    if operation == "print":
+        params = {"username": user, "name": argument, "version": args.env_version}
+        if not args.all_versions and args.env_version is None:
+            params["last"] = True
+        return print_lines_yaml(connection.get("/environments", params) or [])
+    if operation == "add":
+        from kadeploy.cli.kadeploy3 import load_env_file
+
+        description, local_files = load_env_file(argument or "")
+        if args.env_user:
+            description["user"] = args.env_user
+        return _with_export(connection, args, local_files,
+                            lambda extra: connection.post("/environments", {"environment": description, **extra}))
+    if operation == "delete":
+        params = {} if args.all_versions or args.env_version else {"last": True}
+        connection.delete(env_path(user, argument or "", args.env_version), params)
+        return ""
+    if operation == "move-files":
+        moves = parse_files_to_move(args.files_to_move)
+        path = "/environments" + (f"/{quote(args.env_user, safe='')}" if args.env_user else "")
+        answer = connection.put(path, {"update_files": moves})
+        return "".join(f"{env.get('name')} v{env.get('version')}\n" for env in answer or [] if isinstance(env, dict))
+    body: dict[str, Any] = {}
+    if operation == "set-visibility-tag":
+        body["visibility"] = args.visibility_tag
+    elif operation == "toggle-destructive-tag":
+        body["toggle_destructive"] = True
+    else:
+        body[operation.replace("-", "_")] = True
+    if not args.all_versions and args.env_version is None:
+        body["last"] = True
+    path = env_path(user, argument or "", args.env_version)
+    if operation.startswith("update-"):
+        local_files = _local_files_of(connection, user, argument or "", args.env_version)
+        _with_export(connection, args, local_files, lambda extra: connection.put(path, {**body, **extra}))
+    else:
+        connection.put(path, body)
+    return ""
+
+
+def _local_files_of(connection: Connection, user: str, name: str, version: str | None) -> list[str]:
+    """Checksum updates of an environment made of client-local files need those files exported."""
+    params: dict[str, Any] = {"username": user, "name": name, "version": version}
+    if version is None:
+        params["last"] = True
+    environments = connection.get("/environments", params) or []
+    files: list[str] = []
+    for env in environments[:1]:
+        candidates = [(env.get("image") or {}).get("file"), (env.get("preinstall") or {}).get("archive")]
+        candidates += [post.get("archive") for post in env.get("postinstalls") or [] if isinstance(post, dict)]
+        files += [str(c) for c in candidates if isinstance(c, str) and c.startswith("/")]
+    return files
+
+
+def _with_export(connection: Connection, args: argparse.Namespace, local_files: list[str], send: Any) -> str:
+    if not local_files:
+        send({})
+        return ""
+    exporter = FileExporter(secure=args.secure)
+    for reference in local_files:
+        exporter.add(reference)
+    exporter.start()
+    try:
+        send({"client": exporter.url(connection.server.hostname)})
+    finally:
+        exporter.stop()
+    return ""
+
+
+def body(argv: Sequence[str]) -> int:
+    parsed = parse_or_finish(build_parser(), argv)
+    if parsed is None:
+        return 0
+    args, generic = parsed
+    operation, argument = operation_of(args)
+    check_options(args, operation, argument)
+    with open_session(generic) as session:
+        for connection in session.connections:
+            text = run_operation(connection, args, operation, argument)
+            if text:
+                prefix = session.prefix(connection)
+                print("".join(f"{prefix}{line}\n" for line in text.splitlines()) if prefix else text, end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_tool(body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

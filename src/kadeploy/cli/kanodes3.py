@@ -1,0 +1,100 @@
+"""kanodes3: node states and running operations, printed as YAML (reference 2.8).
+
+CLI room. `-s` → `GET /nodes` (optionally restricted to `-m/-f` nodes);
+`-d/-r/-p/-c` → `GET /deployment|reboot|power|console[/wid]`; `-a` all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from kadeploy.cli.common import (
+    OptionError,
+    add_generic_options,
+    add_node_options,
+    new_parser,
+    nodes_from_args,
+    open_session,
+    parse_or_finish,
+    run_tool,
+)
+from kadeploy.client.session import Session
+
+STATUS_PATHS = {"deploy": "/deployment", "reboot": "/reboot", "power": "/power", "console": "/console"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser("kanodes3", "Get information about nodes and running operations")
+    add_generic_options(parser)
+    add_node_options(parser)
+    group = parser.add_argument_group("kanodes3 options")
+    group.add_argument("-s", "--get-nodes-state", action="store_const", const="state", dest="operation",
+                       help="Get the state of the nodes (state, last user, last environment)")
+    group.add_argument("-d", "--get-deployments-status", action="store_const", const="deploy", dest="operation",
+                       help="Get the status of running deployments")
+    group.add_argument("-r", "--get-reboots-status", action="store_const", const="reboot", dest="operation",
+                       help="Get the status of running reboot operations")
+    group.add_argument("-p", "--get-powers-status", action="store_const", const="power", dest="operation",
+                       help="Get the status of running power operations")
+    group.add_argument("-c", "--get-consoles-status", action="store_const", const="console", dest="operation",
+                       help="Get the status of open consoles")
+    group.add_argument("-a", "--get-all-status", action="store_const", const="all", dest="operation",
+                       help="Get the status of all running operations")
+    group.add_argument("-w", "--workflow-id", metavar="WID", help="Only this workflow (with the status options)")
+    return parser
+
+
+def check_options(args: argparse.Namespace, nodes: Sequence[str]) -> None:
+    if args.operation is None:
+        raise OptionError("You must choose an operation")
+    if args.operation != "state" and nodes:
+        raise OptionError("Node list is useless when gathering statuses")
+    if args.operation == "state" and args.workflow_id:
+        raise OptionError("Workflow ID is useless when gathering node's states")
+    if args.operation == "all" and args.workflow_id:
+        raise OptionError("Workflow ID cannot be used with -a/--get-all-status")
+
+
+def gather(session: Session, args: argparse.Namespace, nodes: Sequence[str]) -> Any:
+    """The document to print for the chosen operation (merged over servers with -M)."""
+    merged: Any = None
+    for connection in session.connections:
+        if args.operation == "state":
+            answer = connection.get("/nodes", {"nodes": list(nodes) or None})
+            merged = {**(merged or {}), **(answer or {})}
+            continue
+        kinds = list(STATUS_PATHS) if args.operation == "all" else [args.operation]
+        for kind in kinds:
+            path = STATUS_PATHS[kind] + (f"/{args.workflow_id}" if args.workflow_id else "")
+            answer = connection.get(path)
+            if args.workflow_id:
+                merged = answer
+            else:
+                merged = (merged or []) + list(answer or [])
+    return merged
+
+
+def body(argv: Sequence[str]) -> int:
+    parsed = parse_or_finish(build_parser(), argv)
+    if parsed is None:
+        return 0
+    args, generic = parsed
+    nodes = nodes_from_args(args)
+    check_options(args, nodes)
+    with open_session(generic) as session:
+        document = gather(session, args, nodes)
+    if document:
+        print(yaml.safe_dump(document, default_flow_style=False, sort_keys=False, explicit_start=True), end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_tool(body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

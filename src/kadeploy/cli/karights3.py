@@ -1,0 +1,121 @@
+"""karights3: grant, revoke and show deployment rights (reference 2.10, 9; admins only).
+
+CLI room. `-a` → `POST /rights`, `-d` → `DELETE /rights/:user[/:node[/:part]]`,
+`-l` → `GET /rights[/:user]`. `-m '*'` and `-p '*'` mean all nodes / all
+partitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+from kadeploy.cli.common import (
+    OptionError,
+    add_generic_options,
+    new_parser,
+    open_session,
+    parse_or_finish,
+    run_tool,
+)
+from kadeploy.client.http import Connection
+from kadeploy.client.nodes import collect_nodes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser("karights3", "Manage the users' rights on nodes (administrators)")
+    add_generic_options(parser)
+    group = parser.add_argument_group("karights3 options")
+    group.add_argument("-a", "--add", action="store_const", const="add", dest="operation", help="Add some rights")
+    group.add_argument("-d", "--delete", action="store_const", const="delete", dest="operation",
+                       help="Delete some rights")
+    group.add_argument("-l", "--list", "--show-rights", action="store_const", const="list", dest="operation",
+                       help="Show the rights of a user")
+    group.add_argument("-f", "--file", action="append", dest="node_files", metavar="MACHINELIST",
+                       help="A file containing a list of nodes (- means stdin)")
+    group.add_argument("-m", "--machine", action="append", dest="machines", metavar="MACHINE",
+                       help="A node ('*' = all the nodes)")
+    group.add_argument("-p", "--part", action="append", dest="parts", metavar="PARTNAME",
+                       help="A partition, e.g. /dev/sda3 ('*' = all the partitions)")
+    group.add_argument("-o", "--overwrite-rights", action="store_true",
+                       help="Remove the rights of the other (non admin) users on these nodes")
+    group.add_argument("-u", "--user", metavar="USERNAME", help="The user")
+    return parser
+
+
+def targets(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Nodes (`*` kept as is) and partitions from the options."""
+    machines = list(args.machines or [])
+    wildcard = [machine for machine in machines if machine.strip() == "*"]
+    others = [machine for machine in machines if machine.strip() != "*"]
+    nodes = ["*"] if wildcard else []
+    nodes += collect_nodes(others, args.node_files)
+    parts = [part.strip() for part in args.parts or [] if part.strip()]
+    return nodes, parts
+
+
+def check_options(args: argparse.Namespace, nodes: Sequence[str], parts: Sequence[str]) -> None:
+    if args.operation is None:
+        raise OptionError("You must choose an operation (-a, -d or -l)")
+    if args.user is not None and not re.fullmatch(r"[\w.-]+|\*", args.user):
+        raise OptionError("Invalid user name")
+    if args.operation in ("add", "delete"):
+        if not args.user:
+            raise OptionError("You must choose a user")
+        if not nodes:
+            raise OptionError("No node is chosen")
+
+
+def list_lines(rights: dict[str, Any]) -> list[str]:
+    """`user:` then `  node: part, part` per node (sorted nodes, `*` first)."""
+    lines: list[str] = []
+    for user, nodes in (rights or {}).items():
+        lines.append(f"{user}:")
+        for node in sorted(nodes or {}, key=lambda name: (name != "*", name)):
+            parts = nodes[node]
+            rendered = ", ".join(parts) if isinstance(parts, list) else str(parts)
+            lines.append(f"  {node}: {rendered}")
+    return lines
+
+
+def run_operation(connection: Connection, args: argparse.Namespace, nodes: list[str], parts: list[str]) -> list[str]:
+    if args.operation == "add":
+        body: dict[str, Any] = {"username": args.user, "nodes": nodes, "partitions": parts or ["*"]}
+        if args.overwrite_rights:
+            body["overwrite"] = True
+        connection.post("/rights", body)
+        return []
+    if args.operation == "delete":
+        params: dict[str, Any] = {"nodes": nodes}
+        if parts:
+            params["partitions"] = parts
+        connection.delete(f"/rights/{quote(args.user, safe='')}", params)
+        return []
+    path = "/rights" + (f"/{quote(args.user, safe='')}" if args.user else "")
+    answer = connection.get(path, {"nodes": [n for n in nodes if n != "*"] or None})
+    return list_lines(answer if isinstance(answer, dict) else {})
+
+
+def body(argv: Sequence[str]) -> int:
+    parsed = parse_or_finish(build_parser(), argv)
+    if parsed is None:
+        return 0
+    args, generic = parsed
+    nodes, parts = targets(args)
+    check_options(args, nodes, parts)
+    with open_session(generic) as session:
+        for connection in session.connections:
+            for line in run_operation(connection, args, nodes, parts):
+                print(f"{session.prefix(connection)}{line}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_tool(body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

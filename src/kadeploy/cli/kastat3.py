@@ -1,0 +1,185 @@
+"""kastat3: statistics of past operations (reference 2.7, 8).
+
+CLI room. `-a` prints the server's CSV lines (no header, fields in `-F`
+order); `-b [RATE]` prints `host: rate` failure rates. Beyond Kadeploy3:
+`--steps` prints per macro-step and micro-step duration statistics (count,
+median, p90, max) over the selected records and `--plot FILE.png` draws them
+(see `kadeploy.cli.stepstats`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.utils
+import re
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from kadeploy.cli.common import (
+    OptionError,
+    add_generic_options,
+    add_node_options,
+    new_parser,
+    nodes_from_args,
+    open_session,
+    parse_or_finish,
+    run_tool,
+)
+
+FIELDS = (
+    "wid", "user", "hostname", "step1", "step2", "step3", "timeout_step1", "timeout_step2", "timeout_step3",
+    "retry_step1", "retry_step2", "retry_step3", "start", "step1_duration", "step2_duration", "step3_duration",
+    "env", "md5", "success", "error", "anonymous_env", "digest",
+)
+OPERATIONS = ("deploy", "reboot", "power")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser("kastat3", "Statistics of past deployments, reboots and power operations")
+    add_generic_options(parser)
+    add_node_options(parser)
+    group = parser.add_argument_group("kastat3 options")
+    group.add_argument("-a", "--all", action="store_true", help="Print all the records (default)")
+    group.add_argument("-b", "--failure-rate", nargs="?", const="", default=None, metavar="RATE",
+                       help="Print the failure rate of nodes (only those >= RATE, 0..1, if given)")
+    group.add_argument("-F", "--fields", metavar="FIELDS", help=f"Fields to print, among {','.join(FIELDS)}")
+    group.add_argument("-o", "--operation", choices=OPERATIONS, metavar="OPERATION",
+                       help="Only this kind of operation (deploy, reboot, power)")
+    group.add_argument("-r", "--min-retries", metavar="NB", help="Records needing at least NB retries")
+    group.add_argument("-s", "--retry-steps", metavar="STEPS", help="Steps considered by -r (1,2,3)")
+    group.add_argument("-w", "--workflow-id", metavar="ID", help="Only this workflow")
+    group.add_argument("-x", "--date-min", metavar="TIME", help="Records started after TIME")
+    group.add_argument("-y", "--date-max", metavar="TIME", help="Records started before TIME")
+    group.add_argument("--limit", metavar="N", help="Print at most N records")
+    group.add_argument("--sort", metavar="FIELDS", help="Sort by these fields (default start)")
+    group.add_argument("--steps", action="store_true",
+                       help="Duration statistics (count, median, p90, max) per macro-step and micro-step")
+    group.add_argument("--plot", metavar="FILE", help="Draw the --steps statistics into a PNG file")
+    return parser
+
+
+def _field_list(text: str, option: str) -> list[str]:
+    fields = [field.strip() for field in text.split(",") if field.strip()]
+    for field in fields:
+        if field not in FIELDS:
+            raise OptionError(f"Invalid field '{field}' for {option} (allowed: {','.join(FIELDS)})")
+    return fields
+
+
+def _http_date(text: str, option: str) -> str:
+    """Dates are sent as RFC 2616 dates; accept those, epochs and ISO 8601."""
+    text = text.strip()
+    moment: datetime | None = None
+    if re.fullmatch(r"\d+", text):
+        moment = datetime.fromtimestamp(int(text), timezone.utc)
+    else:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(text) if _looks_rfc2822(text) else None
+            moment = parsed
+    if moment is None:
+        raise OptionError(f"Invalid date '{text}' for {option} (use an epoch, ISO 8601 or RFC 2616 date)")
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return email.utils.format_datetime(moment.astimezone(timezone.utc), usegmt=True)
+
+
+def _looks_rfc2822(text: str) -> bool:
+    try:
+        return email.utils.parsedate_to_datetime(text) is not None
+    except (TypeError, ValueError):
+        return False
+
+
+def build_query(args: argparse.Namespace, nodes: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """Path and query of `GET /stats[/operation]` for the options."""
+    steps = args.steps or bool(args.plot)
+    if args.all and args.failure_rate is not None:
+        raise OptionError("-a and -b cannot be used together")
+    if steps and (args.all or args.failure_rate is not None or args.fields or args.sort or args.limit):
+        raise OptionError("--steps/--plot cannot be used with -a, -b, -F, --sort or --limit")
+    kind = "steps" if steps else "failure_rates" if args.failure_rate is not None else "all"
+    params: dict[str, Any] = {"kind": kind}
+    if args.failure_rate:
+        try:
+            rate = float(args.failure_rate)
+        except ValueError:
+            rate = -1.0
+        if not 0.0 <= rate <= 1.0:
+            raise OptionError(f"Invalid failure rate '{args.failure_rate}' (a number between 0 and 1)")
+        params["min_failure_rate"] = rate
+    if nodes:
+        params["nodes"] = list(nodes)
+    if args.fields:
+        params["fields"] = _field_list(args.fields, "-F")
+    if args.sort:
+        params["sort"] = _field_list(args.sort, "--sort")
+    for value, key, option in ((args.limit, "limit", "--limit"), (args.min_retries, "min_retries", "-r")):
+        if value is not None:
+            if not value.isdigit():
+                raise OptionError(f"Invalid value '{value}' for {option} (an integer is expected)")
+            params[key] = int(value)
+    if args.retry_steps:
+        steps = args.retry_steps.split(",")
+        if any(step not in ("1", "2", "3") for step in steps):
+            raise OptionError(f"Invalid steps '{args.retry_steps}' for -s (1,2,3)")
+        params["step_retries"] = [int(step) for step in steps]
+    if args.workflow_id:
+        params["wid"] = args.workflow_id
+    if args.date_min:
+        params["date_min"] = _http_date(args.date_min, "-x")
+    if args.date_max:
+        params["date_max"] = _http_date(args.date_max, "-y")
+    path = "/stats" + (f"/{args.operation}" if args.operation else "")
+    return path, params
+
+
+def failure_rate_lines(rates: dict[str, Any]) -> list[str]:
+    return [f"{host}: {rate}" for host, rate in rates.items()]
+
+
+def print_steps(generic: Any, path: str, params: dict[str, Any], plot: str | None) -> int:
+    """`--steps`: the tables of each server; `--plot`: one picture (of the first server's selection)."""
+    from pathlib import Path
+
+    from kadeploy.cli.stepstats import plot_steps, step_table
+
+    with open_session(generic) as session:
+        for index, connection in enumerate(session.connections):
+            answer = connection.get(path, params)
+            stats = answer if isinstance(answer, dict) else {}
+            for line in step_table(stats):
+                print(f"{session.prefix(connection)}{line}" if line else line)
+            if plot and index == 0:
+                plot_steps(stats, Path(plot))
+    return 0
+
+
+def body(argv: Sequence[str]) -> int:
+    parsed = parse_or_finish(build_parser(), argv)
+    if parsed is None:
+        return 0
+    args, generic = parsed
+    nodes = nodes_from_args(args)
+    path, params = build_query(args, nodes)
+    if params["kind"] == "steps":
+        return print_steps(generic, path, params, args.plot)
+    with open_session(generic) as session:
+        for connection in session.connections:
+            answer = connection.get(path, params)
+            if isinstance(answer, dict):
+                for line in failure_rate_lines(answer):
+                    print(line)
+            elif answer:
+                print(str(answer), end="" if str(answer).endswith("\n") else "\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_tool(body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,13 @@
+"""remote room: the asyncssh executor that runs commands on nodes.
+
+Imports only `kadeploy.errors`; knows nothing of the engine, PXE or SQL.
+Public surface (docs/contracts.md, "remote"): `Executor`, `CommandResult`,
+`RemoteProcess` (for long-lived commands such as broadcast relays), `ConnectError`.
+"""
+
+from kadeploy.remote.connections import ConnectError
+from kadeploy.remote.executor import Executor
+from kadeploy.remote.process import RemoteProcess
+from kadeploy.remote.result import CommandResult
+
+__all__ = ["CommandResult", "ConnectError", "Executor", "RemoteProcess"]

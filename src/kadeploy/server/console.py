@@ -1,0 +1,82 @@
+"""Console workflows (`C-` ids) behind a pluggable session factory (room `server`, reference 6.4).
+
+The HTTP layer keeps the registry of console workflows; opening the TCP
+listener and bridging it to the console command's PTY is the job of a
+`ConsoleFactory` supplied by whoever builds the app (the lead plugs the
+real one). Without a factory, POST /console answers error 15.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kadeploy.errors import ErrorCode, KadeployError
+
+
+class ConsoleSession(Protocol):
+    """An open console: a TCP endpoint bridged to the node's console command."""
+
+    uri: str                      # tcp://<server>:<port>
+
+    @property
+    def attached(self) -> bool:
+        """A client is connected."""
+
+    @property
+    def error(self) -> str | None:
+        """Why the console ended, if it failed."""
+
+    async def close(self) -> None:
+        """Kill the console command's process tree and stop listening."""
+
+
+class ConsoleFactory(Protocol):
+    async def open(self, wid: str, node: str, user: str) -> ConsoleSession:
+        """Start listening for `node`'s console; KadeployError if no console command exists."""
+
+
+@dataclass
+class ConsoleWorkflow:
+    wid: str
+    user: str
+    node: str
+    session: ConsoleSession
+    start_time: float = field(default_factory=time.time)
+
+    def info(self) -> dict[str, Any]:
+        return {"id": self.wid, "wid": self.wid, "user": self.user, "node": self.node,
+                "attached": self.session.attached, "console_uri": self.session.uri,
+                "error": self.session.error is not None, "time": round(time.time() - self.start_time, 2)}
+
+
+class ConsoleRegistry:
+    """Open consoles by id."""
+
+    def __init__(self, factory: ConsoleFactory | None) -> None:
+        self.factory = factory
+        self.consoles: dict[str, ConsoleWorkflow] = {}
+
+    async def open(self, wid: str, node: str, user: str) -> ConsoleWorkflow:
+        if self.factory is None:
+            raise KadeployError(ErrorCode.EXECUTE_ERROR, "No console support is configured on this server")
+        session = await self.factory.open(wid, node, user)
+        console = ConsoleWorkflow(wid, user, node, session)
+        self.consoles[wid] = console
+        return console
+
+    def get(self, wid: str) -> ConsoleWorkflow:
+        console = self.consoles.get(wid)
+        if console is None:
+            raise KadeployError(ErrorCode.INVALID_WORKFLOW_ID, f"Console {wid!r} not found")
+        return console
+
+    async def close(self, wid: str) -> None:
+        console = self.get(wid)
+        await console.session.close()
+        del self.consoles[wid]
+
+    async def close_all(self) -> None:
+        for wid in list(self.consoles):
+            await self.close(wid)

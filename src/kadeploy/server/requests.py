@@ -1,0 +1,286 @@
+"""Validation of launch requests into `Operation`s (room `server`, reference 1.4).
+
+POST /deployment, POST /reboot, PUT /power and GET /power parameters are
+checked here, with Kadeploy3's error codes, before anything is persisted:
+nodes (ranges expanded, unknown nodes refused), environment lookup, options,
+and rights.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.nodeset import expand_all
+from kadeploy.server.auth import Identity
+from kadeploy.server.environments import EnvironmentService, validate_description
+from kadeploy.server.http import as_bool, as_dict, as_int, as_list, as_str
+from kadeploy.server.operations import Operation, OperationKind
+from kadeploy.server.rights import RightsService
+from kadeploy.server.settings import ServerSettings
+from kadeploy.server.workflows import new_wid
+
+_BREAKPOINT = re.compile(r"^\w+(:\w+)?$")
+_BLOCK_DEVICE = re.compile(r"^[\w/]+$")
+REBOOT_KINDS = ("simple", "set_pxe", "deploy_env", "recorded_env")
+LEVELS = ("soft", "hard", "very_hard")
+
+
+def resolve_nodes(settings: ServerSettings, params: dict[str, Any]) -> dict[str, list[str]]:
+    """`nodes` expanded and grouped per cluster; error 2 for unknown nodes, 12 when missing."""
+    patterns = as_list(params, "nodes")
+    if not patterns:
+        raise KadeployError(ErrorCode.MISSING_OPTION, "No node given (parameter nodes)")
+    hostnames = expand_all(patterns)
+    owner = settings.node_cluster
+    unknown = [host for host in hostnames if host not in owner]
+    if unknown:
+        raise KadeployError(ErrorCode.INVALID_NODELIST, f"The node(s) {', '.join(unknown)} do not exist")
+    grouped: dict[str, list[str]] = {}
+    for host in hostnames:
+        grouped.setdefault(owner[host], []).append(host)
+    return grouped
+
+
+def _check_timeout(params: dict[str, Any], key: str) -> str | None:
+    value = as_str(params, key)
+    if value is None:
+        return None
+    try:
+        from kadeploy.config import TimeoutExpr
+    except ImportError:  # config room absent: accept plain numbers only
+        try:
+            float(value)
+        except ValueError:
+            raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid {key} {value!r}") from None
+        return value
+    try:
+        TimeoutExpr(value).evaluate(1)
+    except (KadeployError, ValueError, ArithmeticError) as exc:
+        raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid {key} {value!r}: {exc}") from None
+    return value
+
+
+def _automata(params: dict[str, Any]) -> Any:
+    raw = params.get("automata")
+    if raw is None:
+        return None
+    try:
+        from kadeploy.config import parse_request_automata
+    except ImportError:
+        return raw
+    try:
+        return parse_request_automata(raw, "automata")
+    except KadeployError as exc:
+        raise KadeployError(ErrorCode.INVALID_OPTION, exc.message) from None
+
+
+class RequestBuilder:
+    """Turns request parameters into validated, rights-checked operations."""
+
+    def __init__(self, settings: ServerSettings, environments: EnvironmentService, rights: RightsService) -> None:
+        self.settings = settings
+        self.environments = environments
+        self.rights = rights
+
+    def _common(self, kind: OperationKind, identity: Identity, params: dict[str, Any]) -> Operation:
+        nodes = resolve_nodes(self.settings, params)
+        breakpoint_ = as_str(params, "breakpoint")
+        if breakpoint_ is not None and not _BREAKPOINT.match(breakpoint_):
+            raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid breakpoint {breakpoint_!r} (Macro or Macro:micro)")
+        custom = as_dict(params, "custom_operations")
+        requested = {n for ns in nodes.values() for n in ns}
+        addresses = {host: self.settings.clusters[cluster].addresses.get(host, "")
+                     for cluster, hosts in nodes.items() for host in hosts if host in requested}
+        op = Operation(wid=new_wid(kind), kind=kind, user=identity.user, nodes=nodes, addresses=addresses,
+                       verbose_level=as_int(params, "verbose_level", self.settings.verbosity_clients or 3,
+                                            minimum=0, maximum=5) or 0,
+                       debug=as_bool(params, "debug"), force=as_bool(params, "force"),
+                       breakpoint=breakpoint_, client=as_str(params, "client"))
+        op.params = {"hook": as_bool(params, "hook")}
+        if custom is not None:
+            op.params["custom_operations"] = custom
+        for key in ("ssh_authorized_keys", "vlan"):
+            value = as_str(params, key)
+            if value is not None:
+                op.params[key] = value
+        pxe = as_dict(params, "pxe")
+        if pxe is not None:
+            if not pxe.get("profile"):
+                raise KadeployError(ErrorCode.INVALID_OPTION, "pxe: profile missing")
+            op.params["pxe"] = pxe
+        block_device = as_str(params, "block_device")
+        if block_device is not None:
+            if not _BLOCK_DEVICE.match(block_device):
+                raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid block_device {block_device!r}")
+            op.params["block_device"] = block_device
+        if params.get("deploy_partition") not in (None, ""):
+            op.params["deploy_partition"] = as_int(params, "deploy_partition", minimum=0)
+        return op
+
+    def _deploy_part(self, op: Operation) -> dict[str, str]:
+        """The device the rights must cover, per cluster (request values or cluster defaults)."""
+        parts = {}
+        for cluster_name in op.nodes:
+            cluster = self.settings.clusters[cluster_name]
+            device = op.params.get("block_device", cluster.block_device)
+            if "block_device" in op.params and "deploy_partition" not in op.params:
+                parts[cluster_name] = device  # whole-disk dd
+            else:
+                parts[cluster_name] = f"{device}{op.params.get('deploy_partition', cluster.deploy_partition)}"
+        return parts
+
+    async def _environment(self, identity: Identity, raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise KadeployError(ErrorCode.MISSING_OPTION, "No environment given (parameter environment)")
+        kind = raw.get("kind", "database")
+        if kind == "anonymous":
+            description = {k: v for k, v in raw.items() if k != "kind"}
+            env = validate_description(description, "anonymous environment")
+            env["user"] = identity.user
+            return env
+        if kind != "database":
+            raise KadeployError(ErrorCode.INVALID_ENVIRONMENT, f"Invalid environment kind {kind!r}")
+        name = raw.get("name")
+        if not name:
+            raise KadeployError(ErrorCode.INVALID_ENVIRONMENT, "environment: name missing")
+        version = raw.get("version")
+        try:
+            version = int(version) if version not in (None, "") else None
+        except (TypeError, ValueError):
+            raise KadeployError(ErrorCode.INVALID_ENVIRONMENT, f"environment: invalid version {version!r}") from None
+        return await self.environments.lookup(identity, str(name), raw.get("user") or None, version)
+
+    async def _resume(self, identity: Identity, wid: str,
+                      params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """The parameters of a resumed deployment and the resume point of each node (beyond Kadeploy3).
+
+        The finished workflow `wid` recorded its request and where each of its
+        failed or breakpointed nodes stopped; the new request keeps those
+        parameters (new ones override them) and runs the nodes from there.
+        """
+        from kadeploy.db import workflows as db_workflows
+
+        def load(session: Any) -> tuple[str, str, str, dict[str, Any] | None] | None:
+            row = db_workflows.get_workflow(session, wid)
+            return None if row is None else (row.kind, row.user, row.state, row.result)
+
+        found = await self.environments.database.run(load)
+        if found is None or found[0] != "deploy":
+            raise KadeployError(ErrorCode.INVALID_WORKFLOW_ID, f"No deployment {wid} to resume")
+        _, owner, state, result = found
+        if owner != identity.user and not identity.admin:
+            raise KadeployError(ErrorCode.INVALID_RIGHTS, f"The deployment {wid} belongs to {owner}")
+        if state == "running" or not result or "request" not in result:
+            raise KadeployError(ErrorCode.INVALID_WORKFLOW_ID,
+                                f"The deployment {wid} cannot be resumed (it is {state} or left no record)")
+        points: dict[str, dict[str, Any]] = result.get("resume") or {}
+        merged = dict(result["request"])
+        merged.update({key: value for key, value in params.items() if key not in ("resume", "nodes")})
+        requested = [n for nodes in resolve_nodes(self.settings, params).values() for n in nodes] \
+            if params.get("nodes") else list(points)
+        resumable = [node for node in requested if node in points]
+        if not resumable:
+            raise KadeployError(ErrorCode.NOTHING_MODIFIED,
+                                f"None of the requested nodes failed or stopped at a breakpoint in {wid}")
+        merged["nodes"] = resumable
+        if "breakpoint" not in params:
+            merged.pop("breakpoint", None)  # the resumed run goes past the breakpoint it stopped at
+        return merged, points
+
+    async def deployment(self, identity: Identity, params: dict[str, Any]) -> Operation:
+        resume_points: dict[str, dict[str, Any]] | None = None
+        resume_wid = as_str(params, "resume")
+        if resume_wid:
+            params, resume_points = await self._resume(identity, resume_wid, params)
+        op = self._common("deploy", identity, params)
+        op.request = {k: v for k, v in params.items() if k not in ("resume", "dry_run")}
+        if resume_points is not None:
+            op.params["resume_points"] = {node: resume_points[node] for node in op.hostnames if node in resume_points}
+        op.environment = await self._environment(identity, params.get("environment"))
+        if params.get("boot_partition") not in (None, ""):
+            op.params["boot_partition"] = as_int(params, "boot_partition", minimum=0)
+        if "block_device" in op.params and "deploy_partition" not in op.params and "boot_partition" not in op.params:
+            raise KadeployError(ErrorCode.MISSING_OPTION, "boot_partition is mandatory to deploy on a whole disk")
+        for key in ("timeout_reboot_classical", "timeout_reboot_kexec"):
+            value = _check_timeout(params, key)
+            if value is not None:
+                op.params[key] = value
+        for flag in ("disable_bootloader_install", "disable_disk_partitioning", "disable_kexec"):
+            op.params[flag] = as_bool(params, flag)
+        fstype = as_str(params, "reformat_tmp_partition")
+        if fstype is not None:
+            op.params["reformat_tmp_partition"] = fstype
+        automata = _automata(params)
+        if automata is not None:
+            op.params["automata"] = automata
+        # beyond Kadeploy3: automatic redeployment of failed nodes (engine run_with_retries)
+        retry_failed = as_int(params, "retry_failed", 0, minimum=0, maximum=10)
+        if retry_failed:
+            op.params["retry_failed"] = retry_failed
+        if params.get("min_success") not in (None, ""):
+            try:
+                ratio = float(params["min_success"])
+            except (TypeError, ValueError):
+                ratio = -1.0
+            if not 0.0 < ratio <= 1.0:
+                raise KadeployError(ErrorCode.INVALID_OPTION,
+                                    f"min_success must be a ratio in ]0, 1] (got {params['min_success']!r})")
+            op.params["min_success"] = ratio
+        await self.rights.check(identity, op.hostnames)
+        for cluster_name, part in self._deploy_part(op).items():
+            await self.rights.check(identity, op.nodes[cluster_name], part)
+        return op
+
+    async def reboot(self, identity: Identity, params: dict[str, Any]) -> Operation:
+        op = self._common("reboot", identity, params)
+        kind = as_str(params, "kind")
+        if kind is None:
+            raise KadeployError(ErrorCode.MISSING_OPTION, "No reboot kind given (simple, set_pxe, deploy_env, "
+                                                          "recorded_env)")
+        if kind not in REBOOT_KINDS:
+            raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid reboot kind {kind!r}")
+        level = as_str(params, "level", "soft")
+        if level not in LEVELS:
+            raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid level {level!r} (soft, hard, very_hard)")
+        op.params.update(kind=kind, level=level, check_destructive=as_bool(params, "check_destructive"))
+        if kind == "set_pxe" and "pxe" not in op.params:
+            raise KadeployError(ErrorCode.MISSING_OPTION, "A PXE profile is mandatory for a set_pxe reboot")
+        if kind == "recorded_env":
+            if params.get("environment") is None or "deploy_partition" not in op.params:
+                raise KadeployError(ErrorCode.MISSING_OPTION,
+                                    "An environment and a deploy partition are mandatory for a recorded_env reboot")
+            env = dict(params["environment"]) if isinstance(params["environment"], dict) else params["environment"]
+            if isinstance(env, dict):
+                env.setdefault("kind", "database")
+            op.environment = await self._environment(identity, env)
+            # reference 5.2: a node rebooted onto its cluster's prod partition runs its production env
+            op.params["prod_env_nodes"] = sorted(
+                node for name, nodes in op.nodes.items() for node in nodes
+                if name in self.settings.clusters
+                and self.settings.clusters[name].prod_partition == op.params["deploy_partition"])
+        elif params.get("environment") is not None:
+            raise KadeployError(ErrorCode.CONFLICTING_OPTIONS, "An environment is only meaningful for recorded_env")
+        if "ssh_authorized_keys" in op.params and kind != "deploy_env":
+            raise KadeployError(ErrorCode.CONFLICTING_OPTIONS, "A key can only be given with deploy_env reboots")
+        timeout = _check_timeout(params, "timeout_reboot_classical")
+        if timeout is not None:
+            op.params["timeout_reboot_classical"] = timeout
+        await self.rights.check(identity, op.hostnames)
+        return op
+
+    async def power(self, identity: Identity, params: dict[str, Any], *, status_only: bool) -> Operation:
+        op = self._common("power-status" if status_only else "power", identity, params)
+        if not status_only:
+            status = as_str(params, "status")
+            if status is None:
+                raise KadeployError(ErrorCode.MISSING_OPTION, "No power status given (on, off)")
+            if status not in ("on", "off"):
+                raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid power status {status!r} (on, off)")
+            level = as_str(params, "level", "soft")
+            if level not in LEVELS:
+                raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid level {level!r} (soft, hard, very_hard)")
+            op.params.update(status=status, level=level)
+        await self.rights.check(identity, op.hostnames)
+        return op

@@ -1,0 +1,218 @@
+"""The exact shell commands the deployment micro-steps run on nodes.
+
+Reference section 5.4 gives Kadeploy3's commands; they are rebuilt here as
+pure functions of a `DeployPlan` so that every user-controlled value is
+quoted in one place (`q`) and unit tests can read the commands. The node
+side is a plain POSIX shell as root in the deployment environment.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.steps.plan import DeployPlan, partition_device
+
+q = shlex.quote
+
+#: decompression filters by compression name (image streams and archives)
+DECOMPRESSORS = {
+    "gzip": "gzip -cd",
+    "bzip2": "bzip2 -cd",
+    "xz": "xz -cd",
+    "zstd": "zstd -cd",
+    "none": "cat",
+}
+
+
+def decompressor(compression: str) -> str:
+    """The filter turning a compressed stream into the raw one."""
+    try:
+        return DECOMPRESSORS[compression]
+    except KeyError:
+        raise KadeployError(ErrorCode.INVALID_ENVIRONMENT, f"unsupported compression {compression!r}") from None
+
+
+def deploy_variables(plan: DeployPlan, version: str = "") -> dict[str, str]:
+    """The KADEPLOY_* variables of reference section 3.7, exported to node scripts."""
+    variables = {
+        "KADEPLOY_CLUSTER": plan.cluster,
+        "KADEPLOY_DEPLOY_PART": plan.deploy_part,
+        "KADEPLOY_BLOCK_DEVICE": plan.block_device,
+        "KADEPLOY_DEPLOY_PART_NUM": str(plan.deploy_part_num),
+        "KADEPLOY_SWAP_PART_NUM": str(plan.swap_part_num),
+        "KADEPLOY_PROD_PART_NUM": str(plan.prod_part_num),
+        "KADEPLOY_TMP_PART_NUM": str(plan.tmp_part_num),
+        "KADEPLOY_PREPOST_EXTRACTION_DIR": plan.rambin_dir,
+        "KADEPLOY_TMP_DIR": plan.tmp_dir,
+        "KADEPLOY_ENV": plan.env_name,
+        "KADEPLOY_ENV_KERNEL": plan.env_kernel,
+        "KADEPLOY_ENV_INITRD": plan.env_initrd,
+        "KADEPLOY_ENV_KERNEL_PARAMS": plan.kernel_params,
+        "KADEPLOY_ENV_HYPERVISOR": plan.hypervisor,
+        "KADEPLOY_ENV_HYPERVISOR_PARAMS": plan.hypervisor_params,
+        "KADEPLOY_OS_KIND": plan.os_kind,
+        "KADEPLOY_PART_TYPE": format(plan.partition_type, "x"),
+        "KADEPLOY_FS_TYPE": plan.filesystem,
+        "KADEPLOY_FS_TYPE_TMP": plan.reformat_tmp or "",
+        "KADEPLOY_ENV_EXTRACTION_DIR": plan.extraction_dir,
+    }
+    if version:
+        variables["KADEPLOY_VERSION"] = version
+    return variables
+
+
+def export_prefix(variables: dict[str, str]) -> str:
+    """`VAR='value' VAR2='value2' ` as a command prefix, every value quoted."""
+    return "".join(f"{name}={q(value)} " for name, value in variables.items())
+
+
+def export_statement(variables: dict[str, str]) -> str:
+    """`export VAR='value' ...; `: the variables set in the shell itself, so that a user's
+    command line may expand them (`echo x > $KADEPLOY_ENV_EXTRACTION_DIR/f`), which a prefix
+    assignment does not allow (the shell expands words before applying it)."""
+    if not variables:
+        return ""
+    return "export " + " ".join(f"{name}={q(value)}" for name, value in variables.items()) + "; "
+
+
+def run_script(variables: dict[str, str], params: str = "") -> str:
+    """Run a script received on stdin with the deployment variables (Kadeploy3's `run_script`)."""
+    suffix = f" {params}" if params else ""
+    return (
+        "tmp=$(mktemp) && chmod 755 \"$tmp\" && cat - > \"$tmp\" && "
+        f"{export_prefix(variables)}\"$tmp\"{suffix}; status=$?; rm -f \"$tmp\"; exit $status"
+    )
+
+
+def append_authorized_keys(root: str = "") -> str:
+    """Append stdin to root's authorized_keys under `root` (empty = the running system)."""
+    ssh_dir = f"{root.rstrip('/')}/root/.ssh"
+    return f"mkdir -p {q(ssh_dir)} && chmod 700 {q(ssh_dir)} && cat - >> {q(ssh_dir + '/authorized_keys')}"
+
+
+def mkfs(fstype: str, device: str, args: str) -> str:
+    """mkfs with the per-filesystem arguments of server.conf `external/mkfs` (forced, quiet)."""
+    extra = args or _default_mkfs_args(fstype)
+    return f"mkfs -t {q(fstype)} {extra} {q(device)}".replace("  ", " ")
+
+
+def _default_mkfs_args(fstype: str) -> str:
+    if fstype.startswith("ext"):
+        return "-F -q"
+    if fstype == "xfs":
+        return "-f -q"
+    return ""
+
+
+def format_deploy_part(plan: DeployPlan) -> str:
+    dest = plan.extraction_dir
+    return (f"mkdir -p {q(dest)}; umount {q(plan.deploy_part)} 2>/dev/null; "
+            + mkfs(plan.filesystem, plan.deploy_part, plan.mkfs_args.get(plan.filesystem, "")))
+
+
+def format_tmp_part(plan: DeployPlan) -> str:
+    device = partition_device(plan.block_device, plan.tmp_part_num)
+    fstype = plan.reformat_tmp or "ext4"
+    return (f"mkdir -p {q(plan.tmp_dir)}; umount {q(device)} 2>/dev/null; "
+            + mkfs(fstype, device, plan.mkfs_args.get(fstype, "")))
+
+
+def format_swap_part(plan: DeployPlan) -> str:
+    return f"mkswap {q(partition_device(plan.block_device, plan.swap_part_num))}"
+
+
+def mount_deploy_part(plan: DeployPlan) -> str:
+    dest = plan.extraction_dir
+    return f"mkdir -p {q(dest)} && (mountpoint -q {q(dest)} || mount {q(plan.deploy_part)} {q(dest)})"
+
+
+def umount_deploy_part(plan: DeployPlan) -> str:
+    return f"sync; umount -l {q(plan.deploy_part)} 2>/dev/null; true"
+
+
+def image_sink(plan: DeployPlan) -> str:
+    """The node-side pipeline fed with the image stream (reference section 7)."""
+    unpack = decompressor(plan.image_compression)
+    if plan.image_kind == "tar":
+        extra = f" {plan.tar_options}" if plan.tar_options else ""
+        return f"{unpack} | tar --numeric-owner{extra} -C {q(plan.extraction_dir)} -xf -"
+    if plan.image_kind == "dd":
+        return f"{unpack} > {q(plan.deploy_part)}"
+    raise KadeployError(ErrorCode.INVALID_ENVIRONMENT,
+                        f"image kind {plan.image_kind!r} is not supported (tar and dd are)")
+
+
+def unpack_archive(plan: DeployPlan, compression: str) -> str:
+    """Unpack a pre/post-install archive from stdin into the rambin dir."""
+    rambin = q(plan.rambin_dir)
+    return f"mkdir -p {rambin} && {decompressor(compression)} | tar -C {rambin} -xf -"
+
+
+def run_archive_script(plan: DeployPlan, script: str, variables: dict[str, str]) -> str | None:
+    """Run a pre/post-install archive's script from the rambin dir; None when `none`."""
+    if not script or script.strip() == "none":
+        return None
+    words = shlex.split(script)
+    command = " ".join(q(word) for word in words)
+    return f"cd {q(plan.rambin_dir)} && {export_prefix(variables)}{q(plan.rambin_dir)}/{command}"
+
+
+def check_kernel_files(plan: DeployPlan) -> str:
+    """Fail with Kadeploy3's message unless the kernel (and initrd) exist in the extracted image."""
+    checks = []
+    for label, path in (("kernel", plan.env_kernel), ("initrd", plan.env_initrd)):
+        if not path:
+            continue
+        full = plan.extraction_dir.rstrip("/") + "/" + path.lstrip("/")
+        checks.append(f"test -e {q(full)} || {{ echo {q(f'Environment {label} file {path} not found in tarball')} >&2; exit 1; }}")
+    return "; ".join(checks) or "true"
+
+
+def kexec_load(kernel: str, initrd: str, params: str, root_dir: str = "") -> str:
+    """Load a kernel with kexec, resolving symlinks inside `root_dir`, then reboot detached."""
+    root = root_dir.rstrip("/")
+    kernel_path = q(f"{root}/{kernel.lstrip('/')}")
+    initrd_opt = f" --initrd={q(f'{root}/{initrd.lstrip(chr(47))}')}" if initrd else ""
+    resolve = ""
+    if root:
+        # symlinks like /vmlinuz -> boot/vmlinuz-6.1 must resolve inside the image, not on the host
+        resolve = (f"k={kernel_path}; while [ -L \"$k\" ]; do t=$(readlink \"$k\"); "
+                   f"case \"$t\" in /*) k={q(root)}\"$t\";; *) k=$(dirname \"$k\")/\"$t\";; esac; done; ")
+        kernel_path = '"$k"'
+        if initrd:
+            resolve += (f"i={q(f'{root}/{initrd.lstrip(chr(47))}')}; while [ -L \"$i\" ]; do t=$(readlink \"$i\"); "
+                        f"case \"$t\" in /*) i={q(root)}\"$t\";; *) i=$(dirname \"$i\")/\"$t\";; esac; done; ")
+            initrd_opt = ' --initrd="$i"'
+    return (f"{resolve}kexec -l {kernel_path}{initrd_opt} --append={q(params)} && "
+            "(nohup /bin/sh -c 'sleep 1; kexec -e || reboot' </dev/null >/dev/null 2>&1 &)")
+
+
+def reboot_from_deploy_env() -> str:
+    return "(nohup /bin/sh -c 'sleep 1; /sbin/reboot -f' </dev/null >/dev/null 2>&1 &)"
+
+
+def root_device_check(prod_device: str) -> str:
+    """Print the device mounted on / (SetDeploymentEnvProd's check_nodes)."""
+    return "mount | grep ' / ' | cut -f1 -d' '"
+
+
+def same_root_device_check(prod_device: str) -> str:
+    """Succeed when / is mounted from the same block device (major:minor) as `prod_device`.
+
+    Why: the name `mount` prints for / may differ from the configured one for the
+    same partition (a by-uuid or kernel name, a symlinked /dev entry), which made
+    Kadeploy3's text comparison refuse a correctly booted production system.
+    """
+    return (f"set -- $(stat -L -c '%t %T' {q(prod_device)}) && [ $# -eq 2 ] && "
+            f"[ \"$(findmnt -n -o MAJ:MIN / | head -1 | tr -d ' ')\" = \"$((0x$1)):$((0x$2))\" ]")
+
+
+def custom_send_destination(destination: str, variables: dict[str, str]) -> str:
+    """Substitute `$KADEPLOY_*` in a custom `send` destination with their values."""
+    result = destination
+    for name in sorted(variables, key=len, reverse=True):
+        result = result.replace(f"${name}", variables[name]).replace(f"${{{name}}}", variables[name])
+    if "$" in result or ".." in result.split("/"):
+        raise KadeployError(ErrorCode.INVALID_CUSTOMOP, f"invalid destination {destination!r}")
+    return result

@@ -1,0 +1,56 @@
+"""The console factory kadeploy3d plugs into POST /console (reference 6.4).
+
+Runs the cluster's `remoteops/console` command (or the node's command.conf
+override) in a PTY behind a TCP listener. Unlike Kadeploy3, whose listener
+accepted anybody who found the port, the session requires a one-time token
+that only the workflow's owner receives in the POST answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kadeploy.boot.console import ConsoleSession, new_token
+from kadeploy.errors import ErrorCode, KadeployError
+
+
+class BridgedConsole:
+    """A started `ConsoleSession` with the published URI and token."""
+
+    def __init__(self, session: ConsoleSession, uri: str, token: str) -> None:
+        self.session = session
+        self.uri = uri
+        self.token = token
+
+    @property
+    def attached(self) -> bool:
+        return self.session.attached
+
+    @property
+    def error(self) -> str | None:
+        return self.session.error
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+class ConsoleFactory:
+    """Opens console sessions using the runner's per-cluster command tables."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+
+    async def open(self, wid: str, node: str, user: str) -> BridgedConsole:
+        cfg = self.runner.cfg
+        info = cfg.nodes.get(node)
+        if info is None:
+            raise KadeployError(ErrorCode.INVALID_NODELIST, f"Unknown node {node}")
+        invocation = self.runner._command_table(info.cluster).single("console", node)
+        if invocation is None or not invocation.command:
+            raise KadeployError(ErrorCode.EXECUTE_ERROR, f"No console command is configured for {node}")
+        token = new_token()
+        host = cfg.server.network.server_hostname
+        bind = "127.0.0.1" if cfg.server.security.local_only else "0.0.0.0"
+        session = ConsoleSession(invocation.command, token, bind=bind)
+        port = await session.start()
+        return BridgedConsole(session, f"tcp://{host}:{port}", token)

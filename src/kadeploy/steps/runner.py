@@ -1,0 +1,517 @@
+"""The real operation runner: the engine driving the micro-steps, one workflow per cluster.
+
+The server validates a request into an `Operation` and hands it here
+(`create_runner(cfg)` is what `kadeploy.server.runners` plugs in). For each
+cluster of the operation this module resolves what the steps need (plan,
+addresses, boot targets, PXE writers, power commands, fetched files), builds
+the engine `Workflow` with the cluster's automaton (or the request's
+`--force-steps`), runs the clusters concurrently and returns per-node
+verdicts and the statistics records of reference section 8.
+
+Server-wide resources live on the runner and are shared by every operation:
+the SSH executor (connections reused across operations), the reboot window
+(a semaphore, not Kadeploy3's sleep loop) and the per-BMC interval gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from kadeploy.boot.commands import CommandTable
+from kadeploy.boot.commands import RemoteOp as BootRemoteOp
+from kadeploy.boot.drivers import IPMIDriver, RedfishDriver
+from kadeploy.boot.pxe import BootTarget, PXEMethodSettings, PXEProfiles
+from kadeploy.boot.window import MinIntervalGate, RebootWindow
+from kadeploy.catalog.cache import Priority
+from kadeploy.catalog.files import fetcher_from_config
+from kadeploy.catalog.grab import grab_environment
+from kadeploy.engine import (
+    ImplementationSpec,
+    MicroStepConf,
+    ResumePoint,
+    Workflow,
+    WorkflowResult,
+    default_deploy_macrosteps,
+    merge_results,
+    power_macrosteps,
+    reboot_macrosteps,
+    run_with_retries,
+)
+from kadeploy.engine.model import CustomOperation as EngineCustomOperation
+from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.remote import Executor
+from kadeploy.server.operations import (
+    NodeOutcome,
+    Operation,
+    OperationOutcome,
+    WorkflowSink,
+)
+from kadeploy.steps.context import ClusterRun, FileRef
+from kadeploy.steps.customops import apply_custom_operations
+from kadeploy.steps.deploy import NodeSteps
+from kadeploy.steps.plan import Archive, DeployPlan
+from kadeploy.steps.timing import TimedLibrary
+
+log = logging.getLogger("kadeploy.steps")
+
+_KIND = {"deploy": "Deploy", "reboot": "Reboot", "power": "Power", "power-status": "Power"}
+
+
+class EngineRunner:
+    """`OperationRunner` backed by the engine and the real micro-steps."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        server = cfg.server
+        self.executor = Executor(Path(server.ssh_private_key), port=server.network.ports.ssh,
+                                 connect_timeout=10.0)
+        self.reboot_window = RebootWindow(server.windows.reboot.size)
+        self.gate = MinIntervalGate(1.0)
+        # the server cache (size limit, priorities, per-workflow references): reference 1.6
+        self.fetcher = fetcher_from_config(cfg)
+        self._pxe: dict[str, PXEProfiles] = {}
+        self._commands: dict[str, CommandTable] = {}
+
+    # -- OperationRunner -----------------------------------------------------------------
+
+    async def run(self, op: Operation, sink: WorkflowSink) -> OperationOutcome:
+        try:
+            return await self._run(op, sink)
+        finally:
+            # the operation's cached files may be evicted again; anonymous ones are deleted
+            self.fetcher.release(op.wid)
+
+    async def _run(self, op: Operation, sink: WorkflowSink) -> OperationOutcome:
+        kind = _KIND[op.kind]
+        start = time.time()
+        workflows: dict[str, Workflow] = {}
+        timings: dict[str, TimedLibrary] = {}
+        sink.set_status_provider(lambda: {c: wf.status() for c, wf in workflows.items()})
+        files = await self._fetch_files(op, sink)
+        multi = len(op.nodes) > 1
+
+        async def one_cluster(cluster: str, nodes: list[str]) -> tuple[str, WorkflowResult]:
+            run = self._cluster_run(op, cluster, nodes, files, sink)
+            library = TimedLibrary(NodeSteps(run, kind))
+            timings[cluster] = library
+            output = _ClusterOutput(sink, cluster)
+            macrosteps = self._macrosteps(op, cluster, run.plan)
+            prefix = (self.cfg.clusters[cluster].prefix or cluster) if multi else None
+
+            def make_workflow(round_number: int) -> Workflow:
+                workflow = Workflow(kind, cluster, macrosteps, library, output, breakpoint=op.breakpoint,
+                                    cluster_prefix=prefix, wid=op.wid)
+                workflows[cluster] = workflow
+                return workflow
+
+            rounds = int(op.params.get("retry_failed") or 0)
+            min_success = op.params.get("min_success")
+            if kind == "Deploy" and (rounds or min_success):
+                results = await run_with_retries(make_workflow, nodes, max_rounds=rounds + 1,
+                                                 min_success=float(min_success) if min_success else None,
+                                                 output=output)
+                result = merge_results(results)
+            else:
+                result = await make_workflow(1).run(nodes, resume=_resume_points(op, nodes))
+            for node, text in run.power_output.items():
+                output.log(0, f"{node}: {text}")
+            return cluster, result
+
+        results = await asyncio.gather(*(one_cluster(c, n) for c, n in op.nodes.items()))
+        return self._outcome(op, dict(results), start, files, timings)
+
+    # -- building a cluster run ----------------------------------------------------------
+
+    def _cluster_run(self, op: Operation, cluster: str, nodes: list[str], files: dict[str, Any],
+                     sink: WorkflowSink) -> ClusterRun:
+        cfg = self.cfg
+        cluster_cfg = cfg.clusters[cluster]
+        server = cfg.server
+        plan = build_plan(cfg, cluster, op.environment if op.kind in ("deploy", "reboot") else None, op.params,
+                          ssh_key=files.get("key") is not None)
+        hosts = {node: op.addresses.get(node) or self._address(node, cluster_cfg) for node in nodes}
+        targets = {node: BootTarget(node, cfg.nodes[node].address, cfg.nodes[node].mac) for node in nodes}
+        deploy_kernel = cluster_cfg.boot.kernels.deploy
+        pxe_profile = op.params.get("pxe") or {}
+        run = ClusterRun(
+            wid=op.wid, user=op.user, cluster=cluster, plan=plan, hosts=hosts, targets=targets,
+            executor=self.executor, reboot_window=self.reboot_window, gate=self.gate,
+            commands=self._command_table(cluster), pxe=self._pxe_profiles(cluster),
+            pxe_repository=Path(server.pxe.networkboot.repository),
+            deploy_kernel=deploy_kernel.vmlinuz, deploy_initrd=deploy_kernel.initrd,
+            deploy_kernel_params=deploy_kernel.params,
+            reboot_timeout=_timeout(op.params.get("timeout_reboot_classical"), cluster_cfg.timeouts.reboot),
+            kexec_timeout=_timeout(op.params.get("timeout_reboot_kexec"), cluster_cfg.timeouts.kexec),
+            sleep_before_ping=float(cluster_cfg.boot.sleep_time_before_ping),
+            probe_interval=float(server.network.ports.probe_interval),
+            check_window=server.windows.check.size,
+            ssh_port=server.network.ports.ssh, deploy_env_port=server.network.ports.test_deploy_env,
+            partitioning_script=cluster_cfg.partitioning.script,
+            bootloader_script=cluster_cfg.boot.install_bootloader,
+            image=files.get("image"), image_digest=None, ssh_key=files.get("key"),
+            archives=files.get("archives", {}), custom_files=files.get("custom", {}),
+            user_pxe_profile=pxe_profile.get("profile"),
+            user_pxe_singularities=dict(pxe_profile.get("singularities") or {}),
+            # under the names the user gave (FILES_PREFIX--<name>), not the cache's file names
+            user_pxe_files={Path(f.uri.rstrip("/")).name: f.path for f in files.get("pxe_files", [])},
+            reboot_level=str(op.params.get("level") or "soft"),
+            power_kind=str(op.params.get("status") or ("status" if op.kind == "power-status" else "")),
+            reboot_kind=str(op.params.get("kind") or ""),
+            vlan_command=self._vlan_command(op.user),
+            debug=sink.debug if op.debug else None,
+            custom_broadcast_cmd=cluster_cfg.localops.broadcastenv.cmd,
+            topology=cluster_cfg.topology.node_switches(),
+            switch_parents=cluster_cfg.topology.switch_parents(),
+            connector=server.external.default_connector,
+        )
+        return run
+
+    @staticmethod
+    def _address(node: str, cluster_cfg: Any) -> str:
+        return node
+
+    def _vlan_command(self, user: str):
+        template = self.cfg.server.network.vlan.set_cmd
+        if not template:
+            return None
+
+        def command(nodes: list[str], vlan: str) -> str:
+            import shlex
+            node_args = "".join(f" -m {shlex.quote(n)}" for n in nodes)
+            return (template.replace("NODES", node_args).replace("VLAN_ID", shlex.quote(vlan))
+                    .replace("USER", shlex.quote(user)))
+
+        return command
+
+    def _pxe_profiles(self, cluster: str) -> PXEProfiles:
+        if cluster not in self._pxe:
+            pxe = self.cfg.server.pxe
+            headers = self.cfg.clusters[cluster].pxe.headers
+            self._pxe[cluster] = PXEProfiles(
+                _pxe_settings(pxe.dhcp, self.cfg), _pxe_settings(pxe.localboot, self.cfg),
+                _pxe_settings(pxe.networkboot, self.cfg),
+                headers={"dhcp": headers.dhcp, "localboot": headers.localboot, "networkboot": headers.networkboot})
+        return self._pxe[cluster]
+
+    def _command_table(self, cluster: str) -> CommandTable:
+        if cluster not in self._commands:
+            cluster_cfg = self.cfg.clusters[cluster]
+            remoteops = {}
+            for kind in ("reboot", "power_on", "power_off", "power_status", "console"):
+                ops = []
+                for op in getattr(cluster_cfg.remoteops, kind):
+                    driver = None
+                    if op.driver == "ipmi":
+                        driver = _ipmi_factory(op)
+                    elif op.driver == "redfish":
+                        driver = _redfish_factory(op)
+                    ops.append(BootRemoteOp(op.name, cmd=op.cmd, group=op.group, driver=driver))
+                remoteops[kind] = ops
+            self._commands[cluster] = CommandTable(
+                remoteops, self.cfg.commands, default_connector=self.cfg.server.external.default_connector,
+                levels=cluster_cfg.remoteops.level_name)
+        return self._commands[cluster]
+
+    # -- automata ------------------------------------------------------------------------
+
+    def _macrosteps(self, op: Operation, cluster: str, plan: DeployPlan):
+        if op.kind == "reboot":
+            return reboot_macrosteps(str(op.params.get("kind") or "simple"))
+        if op.kind in ("power", "power-status"):
+            return power_macrosteps("status" if op.kind == "power-status" else str(op.params.get("status")))
+        automata = op.params.get("automata") or self.cfg.clusters[cluster].automata
+        macrosteps = []
+        for interface in ("SetDeploymentEnv", "BroadcastEnv", "BootNewEnv"):
+            implementations = [self._implementation(conf) for conf in automata.get(interface, [])]
+            if not implementations:
+                implementations = dict(default_deploy_macrosteps())[interface]
+            macrosteps.append((interface, implementations))
+        macrosteps = _substitute(macrosteps, plan, self.cfg.clusters[cluster], op.params)
+        return apply_custom_operations(macrosteps, op.params.get("custom_operations"))
+
+    @staticmethod
+    def _implementation(conf: Any) -> ImplementationSpec:
+        if isinstance(conf, ImplementationSpec):
+            return conf
+        if isinstance(conf, dict):
+            return ImplementationSpec(str(conf.get("name")), retries=int(conf.get("retries", 0)),
+                                      timeout=float(conf.get("timeout", 0)))
+        microsteps = {}
+        for micro in conf.microsteps:
+            microsteps[micro.name] = MicroStepConf(
+                timeout=micro.timeout, retries=micro.retries, raisable=micro.raisable, breakpoint=micro.breakpoint,
+                pre_ops=tuple(_engine_op(o) for o in micro.pre_ops),
+                post_ops=tuple(_engine_op(o) for o in micro.post_ops),
+                substitute=tuple(_engine_op(o) for o in micro.substitute) or None)
+        return ImplementationSpec(conf.name, retries=conf.retries, timeout=float(conf.timeout),
+                                  raisable=conf.raisable, breakpoint=conf.breakpoint, microsteps=microsteps)
+
+    # -- files ---------------------------------------------------------------------------
+
+    async def _fetch_files(self, op: Operation, sink: WorkflowSink) -> dict[str, Any]:
+        files: dict[str, Any] = {}
+        env = op.environment or {}
+        if op.kind == "deploy":
+            server = self.cfg.server
+            grabbed = await grab_environment(
+                self.fetcher, env, client=op.client, wid=op.wid,
+                max_preinstall_size=server.environments.max_preinstall_size * 1024 * 1024 or None,
+                max_postinstall_size=server.environments.max_postinstall_size * 1024 * 1024 or None)
+            files["image"] = FileRef(grabbed.image.path, grabbed.image.size)
+            files["image_checksum"] = grabbed.image.checksum
+            archives: dict[Archive, FileRef] = {}
+            got_archives = ([grabbed.preinstall] if grabbed.preinstall else []) + grabbed.postinstalls
+            for archive, got in zip(_archives(env), got_archives):
+                archives[archive] = FileRef(got.path, got.size)
+            files["archives"] = archives
+        key = op.params.get("ssh_authorized_keys")
+        if key:
+            got = await self.fetcher.fetch(str(key), client=op.client, what="key file", wid=op.wid,
+                                           priority=Priority.ANON)
+            files["key"] = got.path.read_bytes()
+            for cluster in op.nodes:
+                sink.log(cluster, 3, f"Grab the key file {key}")
+        pxe = op.params.get("pxe") or {}
+        pxe_files = []
+        for ref in pxe.get("files") or []:
+            pxe_files.append(await self.fetcher.fetch(str(ref), client=op.client, what="PXE file", wid=op.wid,
+                                                      priority=Priority.ANON))
+        files["pxe_files"] = pxe_files
+        custom: dict[str, FileRef] = {}
+        for ref in _custom_files(op.params.get("custom_operations")):
+            got = await self.fetcher.fetch(ref, client=op.client, what="custom operation file", wid=op.wid,
+                                           priority=Priority.ANON)
+            custom[ref] = FileRef(got.path, got.size)
+        files["custom"] = custom
+        return files
+
+    # -- outcome -------------------------------------------------------------------------
+
+    def _outcome(self, op: Operation, results: dict[str, WorkflowResult], start: float,
+                 files: dict[str, Any], timings: dict[str, TimedLibrary] | None = None) -> OperationOutcome:
+        nodes: dict[str, NodeOutcome] = {}
+        stats: list[dict[str, Any]] = []
+        resume: dict[str, dict[str, Any]] = {}
+        env = op.environment or {}
+        env_label = f"{env.get('name', '')}:{env.get('version', '')}" if env else ""
+        for cluster, result in results.items():
+            brk = set(result.brk)
+            for node, record in result.records.items():
+                if node in brk:
+                    state = "brk"
+                elif node in result.ko or record.state in ("ko", "aborted"):
+                    state = "ko"
+                else:
+                    state = "ok"
+                nodes[node] = NodeOutcome(state, result.ko.get(node, record.error or ""))
+                point = result.resume_points.get(node)
+                if point is not None and state != "ok":
+                    resume[node] = {"macro_index": point.macro_index, "macro": point.macro,
+                                    "implementation": point.implementation, "micro": point.micro}
+                row: dict[str, Any] = {"wid": op.wid, "user": op.user, "hostname": node, "start": int(start),
+                                       "env": env_label, "anonymous_env": bool(env) and "id" not in env,
+                                       "success": state != "ko", "error": nodes[node].error,
+                                       # Kadeploy3 never filled this field; we record the image's checksum
+                                       "md5": files.get("image_checksum", "")}
+                for index, step in enumerate(record.steps[:3], start=1):
+                    if step is None:
+                        continue
+                    row[f"step{index}"] = step.implementation
+                    row[f"timeout_step{index}"] = int(step.timeout)
+                    row[f"retry_step{index}"] = step.retries
+                    row[f"step{index}_duration"] = int(round(step.duration))
+                if timings and cluster in timings:
+                    row["micro_steps"] = timings[cluster].of(node)
+                stats.append(row)
+        return OperationOutcome(nodes, stats, resume)
+
+
+class _ClusterOutput:
+    """Engine output -> server sink, tagged with the cluster."""
+
+    def __init__(self, sink: WorkflowSink, cluster: str) -> None:
+        self.sink = sink
+        self.cluster = cluster
+
+    def log(self, level: int, text: str, nodeset_id: str | None = None) -> None:
+        self.sink.log(self.cluster, level, text)
+
+    def node_state(self, hostname: str, macro: str | None, micro: str | None, state: str,
+                   error: str | None = None) -> None:
+        self.sink.node_state(hostname, macro or "", micro or "", state, error)
+
+
+def build_plan(cfg: Any, cluster: str, env: dict[str, Any] | None, params: dict[str, Any], *,
+               ssh_key: bool = False) -> DeployPlan:
+    """Resolve the deployment plan of one cluster from configuration, environment and request."""
+    cluster_cfg = cfg.clusters[cluster]
+    partitioning = cluster_cfg.partitioning
+    block_device = str(params.get("block_device") or partitioning.block_device)
+    deploy_partition = params.get("deploy_partition")
+    whole_disk = bool(params.get("block_device")) and deploy_partition in (None, "")
+    try:
+        deploy_part_num = int(deploy_partition) if deploy_partition not in (None, "") else partitioning.partitions.deploy
+        boot_partition = params.get("boot_partition")
+        boot_partition = int(boot_partition) if boot_partition not in (None, "") else None
+    except (TypeError, ValueError):
+        raise KadeployError(ErrorCode.INVALID_OPTION, "Partition numbers must be integers") from None
+    env = env or {}
+    image = env.get("image") or {}
+    boot = env.get("boot") or {}
+    swap = partitioning.partitions.swap
+    server = cfg.server
+    kernels = cluster_cfg.boot.kernels
+    preinstall = env.get("preinstall")
+    partition_type = env.get("partition_type", 0x83)
+    if isinstance(partition_type, str):
+        partition_type = int(partition_type, 16) if partition_type.lower().startswith("0x") else int(partition_type)
+    return DeployPlan(
+        cluster=cluster, block_device=block_device, deploy_part_num=deploy_part_num,
+        swap_part_num=-1 if partitioning.disable_swap or swap is None else swap,
+        prod_part_num=partitioning.partitions.prod, tmp_part_num=partitioning.partitions.tmp,
+        whole_disk=whole_disk, boot_partition=boot_partition,
+        env_name=str(env.get("name", "")), env_version=int(env.get("version") or 1),
+        os_kind=str(env.get("os", "linux")), image_kind=str(image.get("kind", "tar")),
+        image_compression=str(image.get("compression", "gzip")),
+        filesystem=str(env.get("filesystem") or ""), partition_type=int(partition_type or 0),
+        env_kernel=str(boot.get("kernel") or ""), env_initrd=str(boot.get("initrd") or ""),
+        env_kernel_params=str(boot.get("kernel_params") or ""),
+        hypervisor=str(boot.get("hypervisor") or ""), hypervisor_params=str(boot.get("hypervisor_params") or ""),
+        multipart=bool(env.get("multipart")),
+        user_postinstalls=tuple(_archives(env, postinstalls_only=True)),
+        preinstall=_archive(preinstall) if preinstall else None,
+        admin_postinstalls=tuple(Archive(f.file, _compression(f.format), f.script)
+                                 for f in cluster_cfg.postinstall.files),
+        supported_fs=tuple(kernels.deploy.supported_fs),
+        cluster_kernel_params=kernels.user.params,
+        mkfs_args={m.fstype: m.args for m in server.external.mkfs},
+        tar_options=server.external.tar,
+        extraction_dir=server.environments.deployment.extraction_dir,
+        rambin_dir=server.environments.deployment.rambin_dir,
+        tmp_dir=server.environments.deployment.tarball_dir,
+        kexec_repository=cluster_cfg.kexec.repository,
+        localboot_method=server.pxe.localboot.method,
+        ssh_key=ssh_key,
+        reformat_tmp=params.get("reformat_tmp_partition") or None,
+        disable_bootloader_install=bool(params.get("disable_bootloader_install")),
+        disable_disk_partitioning=bool(params.get("disable_disk_partitioning")),
+        disable_kexec=bool(params.get("disable_kexec")),
+        vlan=str(params["vlan"]) if params.get("vlan") else None,
+        user_pxe_profile=bool((params.get("pxe") or {}).get("profile")),
+    )
+
+
+def _resume_points(op: Operation, nodes: list[str]) -> dict[str, ResumePoint] | None:
+    """The engine resume points of a resumed deployment (`kadeploy3 --resume WID`), None otherwise."""
+    raw = op.params.get("resume_points")
+    if not raw:
+        return None
+    return {node: ResumePoint(node, int(point["macro_index"]), str(point["macro"]), point.get("implementation"),
+                              point.get("micro"))
+            for node, point in raw.items() if node in nodes}
+
+
+def _archive(raw: dict[str, Any]) -> Archive:
+    return Archive(str(raw.get("archive") or raw.get("file")), str(raw.get("compression") or "gzip"),
+                   str(raw.get("script") or "none"))
+
+
+def _archives(env: dict[str, Any], postinstalls_only: bool = False) -> list[Archive]:
+    archives = [_archive(raw) for raw in env.get("postinstalls") or []]
+    if not postinstalls_only and env.get("preinstall"):
+        archives.insert(0, _archive(env["preinstall"]))
+    return archives
+
+
+def _compression(short_format: str) -> str:
+    return {"tgz": "gzip", "tbz2": "bzip2", "txz": "xz", "tzst": "zstd"}.get(short_format, "gzip")
+
+
+def _custom_files(raw: Any) -> list[str]:
+    refs: list[str] = []
+    if not isinstance(raw, dict):
+        return refs
+    for micros in raw.values():
+        if not isinstance(micros, dict):
+            continue
+        for conf in micros.values():
+            if not isinstance(conf, dict):
+                continue
+            for key in ("substitute", "pre-ops", "post-ops"):
+                for op in conf.get(key) or []:
+                    if isinstance(op, dict) and op.get("file"):
+                        refs.append(str(op["file"]))
+    return refs
+
+
+def _engine_op(op: Any) -> EngineCustomOperation:
+    return EngineCustomOperation(op.action, op.label, command=op.command, file=op.file,
+                                 destination=op.destination, params=op.params or None,
+                                 timeout=float(op.timeout), retries=op.retries, scattering=op.scattering)
+
+
+def _substitute(macrosteps, plan: DeployPlan, cluster_cfg: Any, params: dict[str, Any]):
+    """Kadeploy3's automatic substitutions (reference 5.2), with its `--no-kexec` bug fixed.
+
+    BootNewEnvKexec becomes BootNewEnvClassical (retries 0, timeout = reboot
+    timeout + 200) for a non-linux OS, an unsupported filesystem or
+    `--no-kexec`; SetDeploymentEnvKexec becomes SetDeploymentEnvUntrusted under
+    `--no-kexec` (Kadeploy3 applied that one to the wrong list). An environment
+    with a preinstall forces SetDeploymentEnvUntrustedCustomPreInstall.
+    """
+    no_kexec = plan.disable_kexec
+    result = []
+    for interface, implementations in macrosteps:
+        replaced = []
+        for spec in implementations:
+            if spec.name == "BootNewEnvKexec" and (no_kexec or plan.os_kind != "linux" or not plan.filesystem_supported):
+                timeout = cluster_cfg.timeouts.reboot.evaluate(1) + 200
+                spec = ImplementationSpec("BootNewEnvClassical", retries=0, timeout=float(timeout))
+            elif spec.name == "SetDeploymentEnvKexec" and no_kexec:
+                spec = replace(spec, name="SetDeploymentEnvUntrusted")
+            if interface == "SetDeploymentEnv" and plan.preinstall is not None:
+                spec = replace(spec, name="SetDeploymentEnvUntrustedCustomPreInstall")
+            replaced.append(spec)
+        result.append((interface, replaced))
+    return result
+
+
+def _timeout(override: Any, configured: Any):
+    """A timeout function of `n`: the request's expression if given, else the cluster's."""
+    if override:
+        from kadeploy.config.timeout import TimeoutExpr
+        return TimeoutExpr(str(override)).evaluate
+    return configured.evaluate
+
+
+def _pxe_settings(conf: Any, cfg: Any) -> PXEMethodSettings:
+    server = conf.export.server
+    if server == "LOCAL_IP":
+        server = cfg.server.network.server_hostname
+    return PXEMethodSettings(conf.method, Path(conf.repository), profiles_directory=conf.profiles.directory,
+                             profiles_filename=conf.profiles.filename, export_kind=conf.export.kind,
+                             export_server=server, binary=conf.binary, userfiles_directory=conf.userfiles.directory)
+
+
+def _ipmi_factory(op: Any):
+    def build(hostname: str) -> IPMIDriver:
+        address = (op.address or "").replace("HOSTNAME_SHORT", hostname.split(".")[0]).replace("HOSTNAME_FQDN", hostname)
+        return IPMIDriver(address, op.user, op.password)
+    return build
+
+
+def _redfish_factory(op: Any):
+    def build(hostname: str) -> RedfishDriver:
+        address = (op.address or "").replace("HOSTNAME_SHORT", hostname.split(".")[0]).replace("HOSTNAME_FQDN", hostname)
+        return RedfishDriver(address, op.user, op.password)
+    return build
+
+
+def create_runner(cfg: Any) -> EngineRunner:
+    """The runner `kadeploy3d` uses for every operation (see `kadeploy.server.runners`)."""
+    return EngineRunner(cfg)

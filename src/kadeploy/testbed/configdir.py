@@ -1,0 +1,225 @@
+"""testbed room: writes a ready-to-use Kadeploy3 configuration directory.
+
+Why: the server, the CLI tools and the e2e tests must run against the testbed
+with exactly the files an administrator would write (reference sections
+3.1-3.5), so that what passes here is what real sites configure. Output:
+`<dir>/etc/` (server.conf, clusters.conf, `<cluster>.conf`, command.conf,
+client.conf, version, keys/, scripts/) and the node files `<dir>/nodes`,
+`<dir>/nodes-<cluster>`. Imports `layout` only; YAML via PyYAML.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.testbed.layout import SERVER_IP, Layout
+
+KADEPLOY_VERSION = "3.3.11.0"
+DEPLOY_KERNEL = "kernels/deploy-vmlinuz"
+DEPLOY_INITRD = "kernels/deploy-initrd"
+DEPLOY_KERNEL_PARAMS = "console=tty0 console=ttyS0,38400n8 rw"
+PARTITIONS = {"swap": 1, "prod": 2, "deploy": 3, "tmp": 5}
+SSH_OPTIONS = ("-q -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+               "-o PreferredAuthentications=publickey -o ConnectTimeout=2")
+
+# Runs on the node. The percentages keep the layout valid for any --disk-size >= 2G;
+# the final loop is the contract: the script ends with the partition devices present.
+PARTITIONING_SCRIPT = """#!/bin/sh
+# kadeploy-testbed partitioning: swap 256M, prod, deploy, extended + tmp (msdos label)
+set -e
+BD="${KADEPLOY_BLOCK_DEVICE:-/dev/sda}"
+do_parted() { parted --script -a optimal "$BD" "$@"; }
+do_parted mklabel msdos
+do_parted unit MiB mkpart primary linux-swap 1 257
+do_parted mkpart primary ext4 257MiB 30%
+do_parted mkpart primary ext4 30% 85%
+do_parted mkpart extended 85% 100%
+do_parted mkpart logical ext4 85% 100%
+do_parted toggle "${KADEPLOY_DEPLOY_PART_NUM:-3}" boot
+partprobe "$BD" 2>/dev/null || true
+for n in 1 2 3 5; do
+  tries=0
+  until [ -b "$BD$n" ]; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 100 ]; then echo "$BD$n did not appear after partitioning" >&2; exit 1; fi
+    sleep 0.1
+  done
+done
+"""
+
+# Runs on the node. The netns node "firmware" chainloads a partition by reading the
+# grub.cfg written here (root= names the partition); grub-install is tried as on
+# real hardware, and its failure (no BIOS disk in a netns) is not an error.
+BOOTLOADER_SCRIPT = """#!/bin/sh
+# kadeploy-testbed bootloader: GRUB configuration on the deploy partition
+set -e
+D="${KADEPLOY_ENV_EXTRACTION_DIR:-/mnt/dest}"
+mkdir -p "$D/boot/grub"
+cat > "$D/boot/grub/grub.cfg" <<EOF
+set default=0
+set timeout=0
+menuentry "${KADEPLOY_ENV:-kadeploy}" {
+  set root=(hd0,${KADEPLOY_DEPLOY_PART_NUM:-3})
+  linux ${KADEPLOY_ENV_KERNEL} ${KADEPLOY_ENV_KERNEL_PARAMS} root=${KADEPLOY_DEPLOY_PART}
+  initrd ${KADEPLOY_ENV_INITRD}
+}
+EOF
+if command -v grub-install >/dev/null 2>&1; then
+  grub-install --root-directory="$D" --force "${KADEPLOY_DEPLOY_PART}" >/dev/null 2>&1 || true
+fi
+"""
+
+
+@dataclass(frozen=True)
+class ConfigPaths:
+    """Where `write_config` put things, printed by `up`."""
+
+    etc: Path
+    nodes_file: Path
+    private_key: Path
+    tftpboot: Path
+
+
+def generate_deploy_key(keys_dir: Path) -> Path:
+    """ed25519 key pair for root logins on nodes; kept if it already exists."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    private = keys_dir / "id_deploy"
+    if not private.exists():
+        try:
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kadeploy-testbed",
+                            "-f", str(private)], check=True, capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise KadeployError(ErrorCode.EXECUTE_ERROR, f"ssh-keygen for {private} failed: {exc}") from None
+    return private
+
+
+IMAGES_CACHE = Path("/var/cache/kadeploy-testbed")
+
+
+def _ipmitool(bmc_user: str, bmc_password: str, cluster: str, action: str) -> str:
+    return (f"ipmitool -I lanplus -N 1 -R 2 -H HOSTNAME_SHORT-bmc.{cluster}.testbed "
+            f"-U {shlex.quote(bmc_user)} -P {shlex.quote(bmc_password)} chassis power {action}")
+
+
+def server_conf(directory: Path, private_key: Path) -> dict[str, object]:
+    """server.conf (reference 3.1) with our sqlite extension."""
+    testbed_cli = f"kadeploy-testbed vlan --dir {shlex.quote(str(directory))}"
+    return {
+        "database": {"kind": "sqlite", "name": str(directory / "kadeploy.db")},
+        "rights": {"kind": "db", "almighty_users": "root"},
+        "authentication": {"acl": {"whitelist": ["127.0.0.1", SERVER_IP]}},
+        "security": {"secure_server": False},
+        "ssh_private_key": str(private_key),
+        "cache": {"directory": str(directory / "cache"), "size": 8000},
+        "network": {
+            "server_hostname": SERVER_IP,
+            "ports": {"kadeploy_server": 25300, "ssh": 22, "test_deploy_env": 25300},
+            "vlan": {"hostname_suffix": "", "set_cmd": f"{testbed_cli} --vlan VLAN_ID NODES"},
+        },
+        "windows": {"reboot": {"size": 50, "sleep_time": 1}, "check": {"size": 50}},
+        # the images built by `kadeploy-testbed image build` are registered as server:// files
+        "environments": {"server_dirs": [str(IMAGES_CACHE)]},
+        "pxe": {
+            "dhcp": {
+                "method": "PXElinux",
+                "repository": str(directory / "tftpboot"),
+                "export": {"kind": "tftp", "server": SERVER_IP},
+                "profiles": {"directory": "pxelinux.cfg", "filename": "ip_hex"},
+                "userfiles": {"directory": "userfiles", "max_size": 200},
+            },
+        },
+    }
+
+
+def cluster_conf(cluster: str, directory: Path, private_key: Path, bmc_user: str, bmc_password: str) -> dict[str, object]:
+    """One cluster file (reference 3.3): partitioning, boot, timeouts, remoteops."""
+    scripts = directory / "etc" / "scripts"
+    ssh = f"ssh -i {shlex.quote(str(private_key))} {SSH_OPTIONS} root@HOSTNAME_FQDN"
+    console = f"kadeploy-testbed console --dir {shlex.quote(str(directory))} HOSTNAME_FQDN"
+    return {
+        "partitioning": {
+            "block_device": "/dev/sda",
+            "partitions": dict(PARTITIONS),
+            "script": str(scripts / "partitioning"),
+        },
+        "boot": {
+            "install_bootloader": str(scripts / "install_bootloader"),
+            # > the 1 s a reboot from a running system waits (`sleep 1; reboot -f`): probing
+            # earlier finds the old system still up and takes it for the new one
+            "sleep_time_before_ping": 3,
+            "kernels": {
+                "user": {"params": "console=tty0 console=ttyS0,38400n8"},
+                "deploy": {"vmlinuz": DEPLOY_KERNEL, "initrd": DEPLOY_INITRD, "params": DEPLOY_KERNEL_PARAMS,
+                           "supported_fs": "ext2, ext3, ext4, vfat"},
+            },
+        },
+        "timeouts": {"reboot": "30 + n", "kexec": 20},
+        "remoteops": {
+            "reboot": [
+                {"name": "soft", "cmd": f"{ssh} /sbin/reboot"},
+                {"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "reset")},
+                {"name": "very_hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "cycle")},
+            ],
+            "power_on": [{"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "on")}],
+            "power_off": [
+                {"name": "soft", "cmd": f"{ssh} 'nohup /sbin/poweroff >/dev/null 2>&1 &'"},
+                {"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "off")},
+            ],
+            "power_status": [{"name": "soft", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "status")}],
+            "console": [{"name": "soft", "cmd": console}],
+        },
+    }
+
+
+def clusters_conf(layout: Layout) -> dict[str, object]:
+    """clusters.conf (reference 3.2) with our optional per-node `mac`."""
+    return {
+        "clusters": [
+            {
+                "name": cluster,
+                "prefix": cluster,
+                "conf_file": f"{cluster}.conf",
+                "nodes": [{"name": node.hostname, "address": node.ip, "mac": node.mac}
+                          for node in layout.by_cluster(cluster)],
+            }
+            for cluster in layout.clusters
+        ]
+    }
+
+
+def _write_yaml(path: Path, data: object) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+
+
+def write_config(directory: Path, layout: Layout, bmc_user: str, bmc_password: str) -> ConfigPaths:
+    """Write the whole configuration directory and node files; returns their paths."""
+    etc = directory / "etc"
+    scripts = etc / "scripts"
+    scripts.mkdir(parents=True, exist_ok=True)
+    private_key = generate_deploy_key(etc / "keys")
+    (scripts / "partitioning").write_text(PARTITIONING_SCRIPT)
+    (scripts / "install_bootloader").write_text(BOOTLOADER_SCRIPT)
+    for script in scripts.iterdir():
+        script.chmod(0o755)
+    _write_yaml(etc / "server.conf", server_conf(directory, private_key))
+    _write_yaml(etc / "clusters.conf", clusters_conf(layout))
+    for cluster in layout.clusters:
+        _write_yaml(etc / f"{cluster}.conf", cluster_conf(cluster, directory, private_key, bmc_user, bmc_password))
+    (etc / "command.conf").write_text("{}\n")
+    _write_yaml(etc / "client.conf", {
+        "default": "testbed",
+        "servers": [{"name": "testbed", "hostname": SERVER_IP, "port": 25300, "secure": False}],
+    })
+    (etc / "version").write_text(KADEPLOY_VERSION + "\n")
+    nodes_file = directory / "nodes"
+    nodes_file.write_text("".join(node.hostname + "\n" for node in layout.nodes))
+    for cluster in layout.clusters:
+        (directory / f"nodes-{cluster}").write_text(
+            "".join(node.hostname + "\n" for node in layout.by_cluster(cluster)))
+    return ConfigPaths(etc=etc, nodes_file=nodes_file, private_key=private_key, tftpboot=directory / "tftpboot")

@@ -1,0 +1,167 @@
+"""testbed.fake room: `kadeploy-testbed up --mode fake` and `down` for a fake testbed.
+
+`up(args)` validates the options, writes `<dir>/fake.json` and the
+configuration directory, forks the daemon (`python -m
+kadeploy.testbed.fake.daemon`) and waits until its control socket answers.
+`down(args)` asks it to stop (every node powered off), then kills it by its
+recorded pid if it did not go. Neither needs root. `status`, `power` and
+`fault` of the main CLI work unchanged: the daemon speaks their protocol.
+Standalone: `python -m kadeploy.testbed.fake.cli --dir D up --nodes N ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.testbed.cli import control
+from kadeploy.testbed.fake.configdir import write_fake_config
+from kadeploy.testbed.fake.model import FailureModel
+from kadeploy.testbed.fake.settings import (
+    DEFAULT_MARKER_PORT,
+    DEFAULT_SSH_PORT,
+    FakeSettings,
+    is_fake,
+    load_settings,
+)
+from kadeploy.testbed.layout import DEFAULT_DIR
+from kadeploy.testbed.state import control_socket
+
+STOP_TIMEOUT = 30.0
+
+
+def add_up_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `up --mode fake` (the netns ones it shares: --nodes, --clusters, --seed)."""
+    parser.add_argument("--boot-time", default="2-4", help="seconds from power-on to sshd, LOW-HIGH (default 2-4)")
+    parser.add_argument("--kexec-time", default="", help="seconds of a kexec reboot (default: a third of --boot-time)")
+    parser.add_argument("--failure-rate", type=float, default=0.0, help="share of boots that hang (0-1)")
+    parser.add_argument("--fail", action="append", default=[], metavar="KIND=RATE",
+                        help="other failures: bmc, partition, format, mount, image, bootloader, kexec, command")
+    parser.add_argument("--ssh-port", type=int, default=DEFAULT_SSH_PORT, help="nodes' sshd port (network/ports/ssh)")
+    parser.add_argument("--server-port", type=int, default=25300, help="kadeploy3d port written in server.conf")
+    parser.add_argument("--marker-port", type=int, default=DEFAULT_MARKER_PORT,
+                        help="port a node opens in the deployment environment (network/ports/test_deploy_env); "
+                             "fake testbeds sharing the host need distinct ones: their nodes share 127.1.x.y")
+    parser.add_argument("--initial", choices=("prod", "off"), default="prod",
+                        help="nodes start up on their production partition (default) or powered off")
+    parser.add_argument("--no-inspect-images", dest="inspect_images", action="store_false",
+                        help="do not decompress and walk images (saves the fake process CPU at scale)")
+
+
+def _daemon_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"kadeploy.testbed.fake.daemon" in cmdline
+
+
+def start_daemon(settings: FakeSettings) -> int:
+    """Fork the daemon and wait until it answers; its log is `<dir>/daemon.log`."""
+    directory = settings.path
+    with open(directory / "daemon.log", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "kadeploy.testbed.fake.daemon", "--dir", str(directory)],
+                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    timeout = 60.0 + settings.nodes / 50
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = (directory / "daemon.log").read_text(errors="replace")[-1500:]
+            raise KadeployError(ErrorCode.EXECUTE_ERROR, f"fake testbed daemon exited at start:\n{tail}")
+        if control_socket(directory).exists():
+            try:
+                control(directory, {"op": "stats"}, timeout=5)
+                return process.pid
+            except KadeployError:
+                pass
+        time.sleep(0.1)
+    process.kill()
+    raise KadeployError(ErrorCode.EXECUTE_ERROR, f"fake testbed daemon not ready after {timeout:.0f}s")
+
+
+def up(args: argparse.Namespace) -> int:
+    """`kadeploy-testbed up --mode fake`: write the configuration, start the daemon."""
+    directory: Path = Path(args.dir).resolve()
+    if is_fake(directory) and _daemon_alive(load_settings(directory).daemon_pid):
+        raise KadeployError(ErrorCode.INVALID_OPTION, f"{directory}: a fake testbed is already up (run `down` first)")
+    if (directory / "state.json").exists():
+        raise KadeployError(ErrorCode.INVALID_OPTION, f"{directory}: holds a netns testbed; use another --dir")
+    settings = FakeSettings(directory=str(directory), nodes=args.nodes, clusters=args.clusters,
+                            seed=args.seed if args.seed is not None else 0, boot_time=args.boot_time,
+                            kexec_time=args.kexec_time, failure_rate=args.failure_rate,
+                            ssh_port=args.ssh_port, marker_port=getattr(args, "marker_port", DEFAULT_MARKER_PORT),
+                            server_port=args.server_port, initial=args.initial,
+                            inspect_images=args.inspect_images)
+    settings.failures = FailureModel.parse(settings.seed, 0, args.fail).rates
+    settings.validate()
+    started = time.monotonic()
+    settings.save()
+    paths = write_fake_config(settings)
+    settings.daemon_pid = start_daemon(settings)
+    settings.save()
+    print(f"fake testbed up: {settings.nodes} nodes in {settings.clusters} cluster(s) in "
+          f"{time.monotonic() - started:.1f}s (boot time {settings.boot_time}s, seed {settings.seed})")
+    print(f"  configuration: {paths.etc}  (KADEPLOY3_CONFIG_DIR)")
+    print(f"  node file:     {paths.nodes_file}")
+    print(f"  nodes:         127.1.x.y, sshd on port {settings.ssh_port}, marker port {settings.marker_port}")
+    print(f"  server:        kadeploy3d on 127.0.0.1:{settings.server_port}")
+    return 0
+
+
+def down(args: argparse.Namespace) -> int:
+    """Stop the fake daemon (nodes powered off); the directory is kept."""
+    directory = Path(args.dir).resolve()
+    settings = load_settings(directory)
+    started = time.monotonic()
+    if control_socket(directory).exists():
+        try:
+            control(directory, {"op": "stop"}, timeout=10)
+        except KadeployError:
+            pass
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline and _daemon_alive(settings.daemon_pid):
+        time.sleep(0.1)
+    if _daemon_alive(settings.daemon_pid):
+        assert settings.daemon_pid is not None
+        os.kill(settings.daemon_pid, signal.SIGKILL)
+    control_socket(directory).unlink(missing_ok=True)
+    settings.daemon_pid = None
+    settings.save()
+    print(f"fake testbed down in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="kadeploy-testbed-fake", description="fake (scale) testbed on loopback")
+    top.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    subs = top.add_subparsers(dest="command", required=True)
+    up_parser = subs.add_parser("up", help="start a fake testbed")
+    up_parser.add_argument("--nodes", type=int, required=True)
+    up_parser.add_argument("--clusters", type=int, default=1)
+    up_parser.add_argument("--seed", type=int, default=None)
+    add_up_options(up_parser)
+    up_parser.set_defaults(func=up)
+    subs.add_parser("down", help="stop it").set_defaults(func=down)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KadeployError as exc:
+        print(f"kadeploy-testbed {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

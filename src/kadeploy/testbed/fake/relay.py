@@ -1,0 +1,271 @@
+"""testbed.fake room: the broadcast relay of a fake node, in-process and asyncio.
+
+The real relay (`kadeploy/broadcast/relay.py`) is a python3 process per node
+with threads and a ring buffer of up to 256 MiB: at 4,000 nodes on one machine
+that is 4,000 interpreters. This class speaks the same protocol on the same
+SSH channel (JSON lines: `start`/`dead` in, `ready`/`bypass`/`done` out) and
+the same TCP resumption protocol between relays (8-byte offsets, end-of-stream
+acknowledgement), bound to the node's own loopback address, so the server's
+coordinator and `SourceSender` run unchanged. Differences, on purpose: the
+sink is an `ImageSink` (digest checked, nothing written), and the buffer
+behind the slowest child is small (`buffer`, default 256 KiB) with half of it
+retained for a repaired chain to resume from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import struct
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kadeploy.testbed.fake.sinks import ImageSink
+
+OFFSET = struct.Struct("!Q")
+CHUNK = 256 * 1024
+
+
+class ResumeError(Exception):
+    pass
+
+
+class FakeRelay:
+    """One relay run; `await run(readline)` returns the exit status of the `python3` command."""
+
+    def __init__(self, address: str, config: dict[str, Any], sink: ImageSink,
+                 emit: Callable[[str], None], *, buffer: int = 256 * 1024) -> None:
+        self.address = address
+        self.total = int(config["total"])
+        self.stall = float(config.get("stall", 30))
+        self.connect_timeout = float(config.get("connect_timeout", 10))
+        self.corrupt_at = config.get("corrupt_at")
+        self.limit_rate = float(config.get("limit_rate") or 0)
+        self.mode = config.get("mode", "")
+        self.capacity = max(1, min(int(config.get("ring", buffer)), buffer, max(self.total, 1)))
+        self.sink = sink
+        self._emit_line = emit
+        self.digest = hashlib.new(config.get("digest", "sha256"))
+        self.received = 0
+        self.chunks: deque[tuple[int, bytes]] = deque()
+        self.readers: dict[str, tuple[int, int]] = {}  # child -> (offset, retain)
+        self.dead: set[str] = set()
+        self.sink_done = asyncio.Event()
+        self._data = asyncio.Event()
+        self._space = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._upstream: asyncio.Task[Any] | None = None
+        self._current: dict[int, tuple[str, asyncio.StreamWriter]] = {}
+        self._began = time.monotonic()
+
+    # -- events ------------------------------------------------------------------------
+    def emit(self, event: str, **fields: Any) -> None:
+        fields["ev"] = event
+        self._emit_line(json.dumps(fields) + "\n")
+
+    # -- the ring ----------------------------------------------------------------------
+    def _low(self) -> int:
+        if not self.readers:
+            return self.received
+        return max(0, min(offset - retain for offset, retain in self.readers.values()))
+
+    def _trim(self) -> None:
+        low = self._low()
+        while self.chunks and self.chunks[0][0] + len(self.chunks[0][1]) <= low:
+            self.chunks.popleft()
+        if self.received - self._low() < self.capacity:
+            self._space.set()
+
+    def oldest(self) -> int:
+        return self.chunks[0][0] if self.chunks else self.received
+
+    def _wake(self) -> None:
+        event, self._data = self._data, asyncio.Event()
+        event.set()
+
+    async def _wait_space(self) -> None:
+        while self.received - self._low() >= self.capacity:
+            self._space.clear()
+            await self._space.wait()
+
+    def _commit(self, data: bytes) -> None:
+        start = self.received
+        if self.corrupt_at is not None and start <= int(self.corrupt_at) < start + len(data):
+            mutable = bytearray(data)
+            mutable[int(self.corrupt_at) - start] ^= 0xFF
+            data = bytes(mutable)
+        self.digest.update(data)
+        self.sink.feed(data)
+        self.received += len(data)
+        if self.readers:
+            self.chunks.append((start, data))
+        self._wake()
+        if self.received >= self.total and not self.sink_done.is_set():
+            status = self.sink.close()
+            self.emit("done", received=self.received, digest=self.digest.hexdigest(),
+                      sink_status=status, sink_error=self.sink.error, cpu=0.0)
+            self.sink_done.set()
+
+    def _view(self, offset: int) -> memoryview | None:
+        if offset < self.oldest():
+            raise ResumeError(f"offset {offset} is no longer in the ring buffer")
+        for start, data in self.chunks:
+            if start <= offset < start + len(data):
+                return memoryview(data)[offset - start:]
+        return None
+
+    # -- receiving ---------------------------------------------------------------------
+    async def _upstream_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        previous, self._upstream = self._upstream, asyncio.current_task()
+        if previous is not None:
+            previous.cancel()
+        try:
+            writer.write(OFFSET.pack(self.received))
+            await asyncio.wait_for(writer.drain(), self.stall)
+            while self.received < self.total:
+                await self._wait_space()
+                data = await reader.read(min(CHUNK, self.total - self.received))
+                if not data:
+                    return
+                self._commit(data)
+                if self.limit_rate:
+                    ahead = self.received / self.limit_rate - (time.monotonic() - self._began)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+            writer.write(OFFSET.pack(self.total))
+            await asyncio.wait_for(writer.drain(), self.stall)
+        except (TimeoutError, OSError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def receive_stdin(self, read: Callable[[int], Awaitable[bytes]]) -> None:
+        """Flat method: the stream is the channel's stdin."""
+        while self.received < self.total:
+            data = await read(min(CHUNK, self.total - self.received))
+            if not data:
+                break
+            self._commit(data)
+
+    # -- forwarding --------------------------------------------------------------------
+    async def _forward(self, index: int, targets: list[list[Any]], repair: bool) -> None:
+        name = f"child-{index}"
+        retain = self.capacity // 2 if repair else 0
+        queue = list(targets)
+        self.readers[name] = (0, retain)
+        try:
+            while queue:
+                host, address, port = queue[0]
+                if host in self.dead:
+                    queue.pop(0)
+                    continue
+                writer: asyncio.StreamWriter | None = None
+                try:
+                    reader, writer = await asyncio.wait_for(asyncio.open_connection(address, int(port)),
+                                                            self.connect_timeout)
+                    self._current[index] = (host, writer)
+                    offset = OFFSET.unpack(await asyncio.wait_for(reader.readexactly(OFFSET.size), self.stall))[0]
+                    if offset > self.total:
+                        raise ResumeError(f"node reported offset {offset} beyond the stream")
+                    if offset < self.total:
+                        self.readers[name] = (offset, retain)
+                        while offset < self.total:
+                            event = self._data
+                            view = self._view(offset)
+                            if view is None:
+                                await event.wait()
+                                continue
+                            writer.write(view)
+                            offset += len(view)
+                            try:
+                                await asyncio.wait_for(writer.drain(), self.stall)
+                            except TimeoutError:
+                                raise TimeoutError(f"stalled: no data accepted for {self.stall:g}s") from None
+                            self.readers[name] = (offset, retain)
+                            self._trim()
+                        await self._wait_ack(reader, host)
+                    return
+                except (TimeoutError, OSError, ResumeError, asyncio.IncompleteReadError) as exc:
+                    known = host in self.dead
+                    self.dead.add(host)
+                    if not known:
+                        self.emit("bypass", host=host, reason=_describe(exc), repair=repair)
+                    queue.pop(0)
+                    if not repair:
+                        return
+                finally:
+                    self._current.pop(index, None)
+                    if writer is not None:
+                        writer.close()
+        finally:
+            self.readers.pop(name, None)
+            self._trim()
+
+    async def _wait_ack(self, reader: asyncio.StreamReader, host: str) -> None:
+        while True:
+            if host in self.dead:
+                raise ConnectionAbortedError("declared dead by the server")
+            try:
+                await asyncio.wait_for(reader.readexactly(OFFSET.size), 1.0)
+                return
+            except TimeoutError:
+                continue
+
+    def mark_dead(self, host: str) -> None:
+        self.dead.add(host)
+        for current, writer in list(self._current.values()):
+            if current == host:
+                writer.transport.abort()
+
+    # -- the whole run -----------------------------------------------------------------
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self, readline: Callable[[], Awaitable[bytes]],
+                  read: Callable[[int], Awaitable[bytes]]) -> int:
+        if self.mode == "stdin":
+            if self.total == 0:
+                self._commit(b"")
+            await self.receive_stdin(read)
+            return 0
+        server = await asyncio.start_server(self._upstream_connection, self.address, 0, backlog=16)
+        try:
+            port = server.sockets[0].getsockname()[1]
+            self.emit("ready", port=port, pid=0)
+            if self.total == 0:
+                self._commit(b"")
+            while line := await readline():
+                try:
+                    command = json.loads(line)
+                except ValueError:
+                    self.emit("error", message=f"bad command line: {line[:200]!r}")
+                    continue
+                if command.get("op") == "start":
+                    repair = bool(command.get("repair"))
+                    for index, targets in enumerate(command.get("children", [])):
+                        self._spawn(self._forward(index, targets, repair))
+                elif command.get("op") == "dead":
+                    self.mark_dead(str(command.get("host")))
+            return 0
+        finally:
+            server.close()
+            for task in [*self._tasks, *([self._upstream] if self._upstream else [])]:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return str(exc) or "connection timeout"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,128 @@
+"""testbed.fake room: the settings of a fake testbed, saved as `<dir>/fake.json`.
+
+Why a file: `up` writes it and forks the daemon, which reads it; `down`,
+`status` and the benchmark find the daemon's pid and socket through it; its
+presence is how the `kadeploy-testbed` CLI tells a fake testbed from a netns one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.testbed.fake.model import Distribution, FailureModel
+from kadeploy.testbed.layout import NodeSpec, host_part, mac_for
+
+SETTINGS_FILE = "fake.json"
+MAX_FAKE_NODES = 254 * 200  # 127.1.1.1 .. 127.1.200.254
+DEFAULT_SSH_PORT = 2222     # a high port: no root needed, no clash with the host's sshd
+DEFAULT_MARKER_PORT = 25300  # Kadeploy3's test_deploy_env port
+
+
+@dataclass
+class FakeSettings:
+    """Everything the fake daemon needs; `nodes`/`clusters` rebuild the layout deterministically."""
+
+    directory: str
+    nodes: int
+    clusters: int = 1
+    seed: int = 0
+    boot_time: str = "2-4"          # seconds from power-on to sshd, uniform (firmware included)
+    kexec_time: str = ""            # default: a third of boot_time
+    failure_rate: float = 0.0       # share of boots that hang
+    failures: dict[str, float] = field(default_factory=dict)  # other kinds (model.FAILURE_KINDS)
+    ssh_port: int = DEFAULT_SSH_PORT
+    marker_port: int = DEFAULT_MARKER_PORT  # network/ports/test_deploy_env
+    server_port: int = 25300        # kadeploy3d on 127.0.0.1
+    initial: str = "prod"           # prod (up on the production partition) or off
+    relay_buffer: int = 256 * 1024
+    firmware_share: float = 0.3     # part of the boot before the PXE profile is read
+    inspect_images: bool = True     # decompress and walk tar images (CPU of the fake process)
+    daemon_pid: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.directory)
+
+    def boot_distribution(self) -> Distribution:
+        return Distribution.parse(self.boot_time, "--boot-time")
+
+    def kexec_distribution(self) -> Distribution:
+        if self.kexec_time:
+            return Distribution.parse(self.kexec_time, "--kexec-time")
+        boot = self.boot_distribution()
+        return Distribution(boot.low / 3, boot.high / 3)
+
+    def failure_model(self) -> FailureModel:
+        rates = dict(self.failures)
+        if self.failure_rate:
+            rates["boot"] = self.failure_rate
+        return FailureModel(self.seed, rates)
+
+    def validate(self) -> None:
+        if not 1 <= self.nodes <= MAX_FAKE_NODES:
+            raise KadeployError(ErrorCode.INVALID_OPTION, f"--nodes {self.nodes}: must be between 1 and {MAX_FAKE_NODES}")
+        if not 1 <= self.clusters <= self.nodes:
+            raise KadeployError(ErrorCode.INVALID_OPTION,
+                                f"--clusters {self.clusters}: must be between 1 and the number of nodes ({self.nodes})")
+        if self.initial not in ("prod", "off"):
+            raise KadeployError(ErrorCode.INVALID_OPTION, f"--initial {self.initial!r}: expected prod or off")
+        self.boot_distribution()
+        self.kexec_distribution()
+        self.failure_model()
+        if not 0.0 <= self.failure_rate <= 1.0:
+            raise KadeployError(ErrorCode.INVALID_OPTION, f"--failure-rate {self.failure_rate}: must be within 0-1")
+
+    def save(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=self.path, prefix=".fake-")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(asdict(self), handle, indent=2, sort_keys=True)
+        os.replace(temp, self.path / SETTINGS_FILE)
+
+
+def is_fake(directory: Path) -> bool:
+    """Whether `directory` holds a fake testbed (the CLI's `down`/`status` dispatch on this)."""
+    return (Path(directory) / SETTINGS_FILE).exists()
+
+
+def load_settings(directory: Path) -> FakeSettings:
+    path = Path(directory) / SETTINGS_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KadeployError(ErrorCode.INVALID_FILE, f"{path}: no fake testbed here (run `kadeploy-testbed up --mode fake`)") from None
+    except (OSError, ValueError) as exc:
+        raise KadeployError(ErrorCode.INVALID_FILE, f"{path}: unreadable: {exc}") from None
+    known = FakeSettings.__dataclass_fields__
+    return FakeSettings(**{key: value for key, value in data.items() if key in known})
+
+
+def fake_ip(index: int) -> str:
+    """Loopback address of node `index` (1-based): 127.1.<1+(k-1)//254>.<1+(k-1)%254>."""
+    third, fourth = host_part(index)
+    return f"127.1.{third}.{fourth}"
+
+
+def fake_layout(nodes: int, clusters: int):
+    """The netns layout's names and cluster split, with loopback addresses."""
+    from kadeploy.testbed.layout import Layout
+    if not 1 <= nodes <= MAX_FAKE_NODES:
+        raise KadeployError(ErrorCode.INVALID_OPTION, f"--nodes {nodes}: must be between 1 and {MAX_FAKE_NODES}")
+    if not 1 <= clusters <= nodes:
+        raise KadeployError(ErrorCode.INVALID_OPTION,
+                            f"--clusters {clusters}: must be between 1 and the number of nodes ({nodes})")
+    names = tuple(f"c{j + 1}" for j in range(clusters))
+    base, extra = divmod(nodes, clusters)
+    specs: list[NodeSpec] = []
+    index = 1
+    for j, cluster in enumerate(names):
+        for _ in range(base + (1 if j < extra else 0)):
+            ip = fake_ip(index)
+            specs.append(NodeSpec(index=index, cluster=cluster, ip=ip, mac=mac_for(ip), bmc_ip=""))
+            index += 1
+    return Layout(nodes=tuple(specs), clusters=names)

@@ -1,0 +1,25 @@
+"""testbed/qemu: the QEMU mode of the testbed — real firmware, bootloaders and kernels in the loop.
+
+Each node is a QEMU VM (1 GiB, TCG unless the host has hardware KVM) whose
+e1000 iPXE ROM PXE-boots from dnsmasq on the bridge `ktq0` (DHCP with a fixed
+address per MAC and the `pxe/dhcp` method's boot file; TFTP of the PXE
+repository, also exported over HTTP on 10.202.0.1:8069 for iPXE), with a sparse
+IDE disk (`/dev/sda`), a serial console on a Unix socket, and a pyghmi IPMI BMC
+that powers it through QMP. The deployment kernel and initramfs are built from
+the deployment rootfs (`deployimage`).
+
+Public API::
+
+    kadeploy-testbed up --mode qemu --nodes N [--pxe-method PXElinux|IPXE|GrubPXE] [--accel auto|kvm|tcg]
+                        [--qemu-disk-size 6G] [--dir /var/lib/kadeploy-testbed-qemu]
+    kadeploy-testbed down|status --mode qemu            (or --dir of a QEMU testbed)
+    kadeploy-testbed power on|off|cycle|reset NODE... --mode qemu
+
+    deployimage.ensure_deploy_kernel(cache=/var/cache/kadeploy-testbed) -> DeployKernel(directory, vmlinuz, initrd)
+    deployimage.install_deploy_kernel(kernel, vmlinuz_dest, initrd_dest, public_key) -> None
+    deployimage.boot_segment(public_key) -> bytes          # the per-testbed cpio segment (/init, key)
+    layout.build_layout(n) -> Layout                       # node-<k>.qemu.testbed, 10.202.1.k, BMC 10.202.64.k
+    configdir.write_config(dir, layout, bmc_user, bmc_password, method="PXElinux") -> ConfigPaths
+    vm.QemuPower(qmp_socket)                               # PowerControl: power_on/off/cycle/reset/state
+    cli.cmd_up(args) / cmd_down(dir) / cmd_status(dir) / cmd_power(dir, action, nodes)
+"""

@@ -1,0 +1,225 @@
+"""A small lab of real sshd "nodes", each in its own network namespace (root only).
+
+Used by the remote and broadcast integration tests and by the benchmarks.
+Layout: bridge `kbtbr0` (10.201.0.1/24 on the host), namespaces `kbt-<i>` with
+veth `kbtv<i>` and address 10.201.0.<10+i>, one `sshd -D` per namespace with a
+generated host key and a generated client key in its authorized_keys. Node
+files (sinks) live under the host filesystem in `<workdir>/node-<i>/`.
+Everything is removed by `teardown()`; only processes started here are killed.
+
+The nodes share the host's filesystem, and bash sources root's ~/.bashrc for
+every command sshd runs: each sshd runs in its own mount namespace (`ip netns
+exec` makes one) with that file hidden behind an empty one, so that a node
+command costs what it costs on a real node, not the host's shell set-up
+(pyenv init there: ~170 ms of CPU per command, 20 CPU-seconds per command on
+128 nodes sharing 2 cores, which drowned every tool in the benchmarks).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BRIDGE = "kbtbr0"
+HOST_ADDRESS = "10.201.0.1"
+MAX_NODES = 240
+
+
+def _sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), check=check, capture_output=True, text=True, timeout=30)
+
+
+@dataclass
+class SshNode:
+    index: int
+    hostname: str
+    address: str
+    namespace: str
+    directory: Path
+    sshd: subprocess.Popen[bytes] | None = None
+
+    def pids(self) -> list[int]:
+        """Every process in this node's namespace (what `ip netns pids` reports)."""
+        out = _sh("ip", "netns", "pids", self.namespace, check=False).stdout
+        return [int(pid) for pid in out.split()]
+
+    def pids_matching(self, text: str) -> list[int]:
+        """Processes of this node whose command line contains `text`."""
+        found = []
+        for pid in self.pids():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(pid)
+        return found
+
+
+@dataclass
+class SshLab:
+    """N sshd nodes in namespaces; create with `SshLab.create(n)`."""
+
+    workdir: Path
+    private_key: Path
+    nodes: list[SshNode] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, count: int, workdir: Path | None = None) -> SshLab:
+        if count > MAX_NODES:
+            raise ValueError(f"at most {MAX_NODES} nodes on 10.201.0.0/24")
+        cleanup_stale()
+        workdir = Path(workdir or tempfile.mkdtemp(prefix="kbt-lab-"))
+        keys = workdir / "keys"
+        keys.mkdir(parents=True, exist_ok=True)
+        _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "host_ed25519"))
+        _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "id_deploy"))
+        shutil.copy(keys / "id_deploy.pub", keys / "authorized_keys")
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        lab = cls(workdir=workdir, private_key=keys / "id_deploy")
+        _sh("ip", "link", "add", BRIDGE, "type", "bridge")
+        _sh("ip", "addr", "add", f"{HOST_ADDRESS}/24", "dev", BRIDGE)
+        _sh("ip", "link", "set", BRIDGE, "up")
+        try:
+            for index in range(1, count + 1):
+                lab.nodes.append(lab._add_node(index))
+            for node in lab.nodes:
+                lab.start_sshd(node)
+            for node in lab.nodes:
+                lab.wait_port(node)
+        except BaseException:
+            lab.teardown()
+            raise
+        return lab
+
+    def _add_node(self, index: int) -> SshNode:
+        namespace = f"kbt-{index}"
+        veth = f"kbtv{index}"
+        address = f"10.201.0.{10 + index}"
+        directory = self.workdir / f"node-{index}"
+        directory.mkdir(exist_ok=True)
+        _sh("ip", "netns", "add", namespace)
+        _sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+        _sh("ip", "link", "set", veth, "master", BRIDGE)
+        _sh("ip", "link", "set", veth, "up")
+        _sh("ip", "-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0")
+        _sh("ip", "-n", namespace, "link", "set", "eth0", "up")
+        _sh("ip", "-n", namespace, "link", "set", "lo", "up")
+        keys = self.workdir / "keys"
+        (directory / "sshd_config").write_text(
+            f"ListenAddress {address}\nPort 22\nHostKey {keys / 'host_ed25519'}\n"
+            f"AuthorizedKeysFile {keys / 'authorized_keys'}\nPermitRootLogin yes\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+            "PidFile none\nMaxStartups 1000:30:1000\nMaxSessions 64\nUseDNS no\nLogLevel ERROR\n"
+            # the nodes share the host filesystem: each one learns its own directory
+            f"SetEnv KBT_NODE_DIR={directory}\n"
+        )
+        return SshNode(index, f"node-{index}.kbt", address, namespace, directory)
+
+    @property
+    def hosts(self) -> dict[str, str]:
+        return {node.hostname: node.address for node in self.nodes}
+
+    def node(self, hostname: str) -> SshNode:
+        return next(node for node in self.nodes if node.hostname == hostname)
+
+    def start_sshd(self, node: SshNode) -> None:
+        empty = self.workdir / "empty-bashrc"
+        empty.touch()
+        # `ip netns exec` runs us in a new mount namespace (a slave of the host's): the bind
+        # mount is this sshd's only, and goes away with it
+        script = ('[ -f "$HOME/.bashrc" ] && mount --bind "$1" "$HOME/.bashrc"; '
+                  'exec /usr/sbin/sshd -D -f "$2" -E "$3"')
+        node.sshd = subprocess.Popen(
+            ["ip", "netns", "exec", node.namespace, "sh", "-c", script, "sshd", str(empty),
+             str(node.directory / "sshd_config"), str(node.directory / "sshd.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def stop_sshd(self, node: SshNode) -> None:
+        """Stop the listening sshd (established sessions keep running, as with a real node)."""
+        if node.sshd is not None:
+            node.sshd.terminate()
+            node.sshd.wait(timeout=10)
+            node.sshd = None
+
+    def wait_port(self, node: SshNode, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((node.address, 22), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"sshd of {node.hostname} did not come up")
+
+    def kill_node_processes(self, node: SshNode) -> None:
+        """Kill what runs in this node's namespace (all of it was started by this lab)."""
+        for pid in node.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def teardown(self) -> None:
+        for node in self.nodes:
+            if node.sshd is not None:
+                node.sshd.kill()
+                node.sshd.wait(timeout=10)
+                node.sshd = None
+            self.kill_node_processes(node)
+            _sh("ip", "netns", "del", node.namespace, check=False)
+            # A namespace lives on while orphaned TCP sockets in it retransmit (a node whose link
+            # was cut): delete our end of the veth pair, which deletes both ends, now.
+            _sh("ip", "link", "del", f"kbtv{node.index}", check=False)
+        self.nodes.clear()
+        _sh("ip", "link", "del", BRIDGE, check=False)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+_shared: SshLab | None = None
+_shared_users = 0
+
+
+def acquire_shared(count: int = 8) -> SshLab:
+    """One lab for the whole test session, shared by the remote and broadcast tests."""
+    global _shared, _shared_users
+    if _shared is None:
+        _shared = SshLab.create(count)
+    _shared_users += 1
+    return _shared
+
+
+def release_shared() -> None:
+    global _shared, _shared_users
+    _shared_users -= 1
+    if _shared_users <= 0 and _shared is not None:
+        _shared.teardown()
+        _shared = None
+
+
+def cleanup_stale() -> None:
+    """Remove a bridge and namespaces left by a crashed run of this lab (our own names only)."""
+    namespaces = _sh("ip", "netns", "list", check=False).stdout.split("\n")
+    for line in namespaces:
+        name = line.split(" ")[0]
+        if name.startswith("kbt-") and name[4:].isdigit():
+            for pid in _sh("ip", "netns", "pids", name, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            _sh("ip", "netns", "del", name, check=False)
+    for line in _sh("ip", "-o", "link", "show", check=False).stdout.splitlines():
+        name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+        if name.startswith("kbtv") and name[4:].isdigit():
+            _sh("ip", "link", "del", name, check=False)
+    if _sh("ip", "link", "show", BRIDGE, check=False).returncode == 0:
+        _sh("ip", "link", "del", BRIDGE, check=False)

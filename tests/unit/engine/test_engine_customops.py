@@ -1,0 +1,156 @@
+"""Custom operations woven into micro-steps (reference 5.9), status view, canonical lists."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from engine_fakes import NODES, FakeLibrary, deploy, fail, never
+
+from kadeploy.engine import (
+    DEPLOY_MICROSTEPS,
+    CustomOperation,
+    ImplementationSpec,
+    ListOutput,
+    MicroStepConf,
+    Workflow,
+    apply_custom_operations,
+    canonical_microsteps,
+    default_deploy_macrosteps,
+    implementation_name,
+    interface_of,
+    parse_custom_operations,
+    power_macrosteps,
+    reboot_macrosteps,
+)
+from kadeploy.errors import ErrorCode, KadeployError
+
+REQUEST = {
+    "BroadcastEnvKascade": {
+        "send_environment": {
+            "pre-ops": [{"action": "exec", "name": "n1", "command": "echo OK > $KADEPLOY_ENV_EXTRACTION_DIR/TEST"}],
+            "post-ops": [{"action": "send", "name": "hosts", "file": "my_file",
+                          "destination": "$KADEPLOY_ENV_EXTRACTION_DIR/etc", "retries": 1, "scattering": "chain"}],
+        },
+    },
+    "SetDeploymentEnv": {
+        "format_deploy_part": {"substitute": [{"action": "run", "name": "mkfs", "file": "mkfs.sh", "timeout": 16}]},
+    },
+}
+
+
+async def test_custom_operations_run_around_and_instead_of_micro_steps(make_workflow, output):
+    macrosteps = apply_custom_operations(deploy(), parse_custom_operations(REQUEST, "custom.yml"))
+    library = FakeLibrary()
+    result = await make_workflow(library, macrosteps).run(NODES)
+    assert result.ok == NODES
+    order = [c.micro for c in library.calls if c.implementation == "BroadcastEnvKascade"]
+    assert order[:3] == ["custom_pre_send_environment-n1", "send_environment", "custom_post_send_environment-hosts"]
+    setenv = [c.micro for c in library.calls if c.implementation == "SetDeploymentEnvUntrusted"]
+    assert "format_deploy_part" not in setenv and setenv[-1] == "custom_sub_format_deploy_part-mkfs"
+    texts = output.texts(4)
+    assert "  send_environment-n1" in texts
+    assert "   ~ Time in custom_pre_send_environment-n1: 0s" in texts
+
+
+async def test_failing_custom_operation_names_itself_in_the_error(make_workflow):
+    macrosteps = apply_custom_operations(deploy(), parse_custom_operations(REQUEST))
+    library = FakeLibrary({("custom", "hosts"): fail("No such file")})
+    result = await make_workflow(library, macrosteps).run(NODES)
+    assert result.ko["node-1.c1"] == "BroadcastEnvKascade-custom_post_send_environment-hosts: No such file"
+    # retries: 1 of the operation ran it twice
+    assert len([c for c in library.calls if c.micro.endswith("-hosts")]) == 2
+
+
+async def test_custom_operation_timeout(make_workflow):
+    ops = parse_custom_operations({"BroadcastEnv": {"sync": {"post-ops": [
+        {"action": "exec", "name": "slow", "command": "sleep 100", "timeout": 0.1}]}}})
+    library = FakeLibrary({("custom", "slow"): never})
+    result = await asyncio.wait_for(make_workflow(library, apply_custom_operations(deploy(), ops)).run(NODES), 5)
+    assert result.ko["node-1.c1"] == ("BroadcastEnvKascade-custom_post_sync-slow: "
+                                      "Timeout in the custom_post_sync-slow step")
+
+
+def test_request_operations_add_to_admin_ones_unless_override():
+    admin = CustomOperation("exec", "admin", command="true")
+    conf = {"sync": MicroStepConf(post_ops=(admin,))}
+    macrosteps = deploy(broadcast=[ImplementationSpec("BroadcastEnvKascade", microsteps=conf)])
+    user = {"BroadcastEnv": {"sync": {"post-ops": [{"action": "exec", "name": "user", "command": "true"}]}}}
+    added = apply_custom_operations(macrosteps, parse_custom_operations(user))
+    assert [op.name for op in added[1][1][0].microsteps["sync"].post_ops] == ["admin", "user"]
+    user["BroadcastEnv"]["sync"]["override"] = True
+    replaced = apply_custom_operations(macrosteps, parse_custom_operations(user))
+    assert [op.name for op in replaced[1][1][0].microsteps["sync"].post_ops] == ["user"]
+    # The original specs are left untouched.
+    assert [op.name for op in macrosteps[1][1][0].microsteps["sync"].post_ops] == ["admin"]
+
+
+@pytest.mark.parametrize("data, message", [
+    ([], "expected a mapping"),
+    ({"BroadcastEnv": {"sync": {"pre-ops": [{"action": "rm"}]}}}, "BroadcastEnv/sync/pre-ops\\[0\\]: .*action"),
+    ({"BroadcastEnv": {"sync": {"pre-ops": [{"action": "exec"}]}}}, "needs a 'command'"),
+    ({"BroadcastEnv": {"sync": {"post-ops": [{"action": "send", "file": "f"}]}}}, "needs a 'file' and a 'destination'"),
+    ({"BroadcastEnv": {"sync": {"pre-ops": [{"action": "exec", "command": "x", "scattering": "star"}]}}},
+     "scattering"),
+    ({"BroadcastEnv": {"sync": {"pre-ops": [{"action": "exec", "command": "x", "timeout": "soon"}]}}},
+     "must be numbers"),
+    ({"BroadcastEnv": {"sync": {"preops": []}}}, "unknown key"),
+    ({"BroadcastEnv": {"sync": {"pre-ops": [{"action": "exec", "command": "x", "name": "a b"}]}}}, "name"),
+])
+def test_invalid_custom_operations_name_the_path(data, message):
+    with pytest.raises(KadeployError, match=message) as error:
+        parse_custom_operations(data, "custom.yml")
+    assert error.value.code == ErrorCode.INVALID_CUSTOMOP
+    assert error.value.message.startswith("custom.yml: ")
+
+
+async def test_status_view_while_running(make_workflow):
+    library = FakeLibrary({"wait_reboot": never})
+    wf = make_workflow(library)
+    assert wf.status() == {}
+    task = asyncio.create_task(wf.run(NODES))
+    while not any(c.micro == "wait_reboot" for c in library.calls):
+        await asyncio.sleep(0.01)
+    status = wf.status()
+    assert status == {"SetDeploymentEnvUntrusted": {"wait_reboot": {
+        "nodes": {"OK": [], "KO": [], "**": NODES}, "time": 0}}}
+    assert wf.result.processing == NODES
+    wf.kill()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert wf.status() == {}
+
+
+async def test_pruned_micro_steps_are_reported_as_bypassed():
+    output = ListOutput()
+    library = FakeLibrary(microstep_lists={**{k: list(v) for k, v in DEPLOY_MICROSTEPS.items()},
+                                           "BroadcastEnvKascade": ["send_environment", "sync"]})
+    wf = Workflow("Deploy", "c1", default_deploy_macrosteps(), library, output)
+    await wf.run(NODES)
+    texts = output.texts(5)
+    assert " * Bypassing the step Deploy[BroadcastEnvKascade]-install_bootloader" in texts
+    assert not any("Bypassing the step Deploy[SetDeploymentEnvUntrusted]" in t for t in texts)
+    assert not any("Bypassing" in t for t in output.texts(4))
+
+
+def test_canonical_lists_and_names():
+    assert canonical_microsteps("Deploy", "SetDeploymentEnvUntrusted")[:4] == (
+        "switch_pxe", "set_vlan", "reboot", "wait_reboot")
+    assert canonical_microsteps("Deploy", "BootNewEnvClassical") == (
+        "switch_pxe", "umount_deploy_part", "reboot_from_deploy_env", "set_vlan", "wait_reboot")
+    assert "mount_deploy_part" in canonical_microsteps("Deploy", "BroadcastEnvKascade")
+    assert "mount_deploy_part" not in canonical_microsteps("Deploy", "BroadcastEnvChain")
+    assert canonical_microsteps("Reboot", "DeployEnv")[-1] == "send_key_in_deploy_env"
+    assert canonical_microsteps("Deploy", "Nope") is None
+    assert interface_of("BroadcastEnvKascade") == "BroadcastEnv"
+    assert implementation_name("BootNewEnv", "HardReboot") == "BootNewEnvHardReboot"
+    with pytest.raises(KadeployError):
+        implementation_name("BootNewEnv", "Kascade")
+    assert reboot_macrosteps("set_pxe")[0][1][0].name == "SetPXE"
+    assert power_macrosteps("off") == [("Power", [ImplementationSpec("Off")])]
+    with pytest.raises(KadeployError, match="Invalid reboot kind"):
+        reboot_macrosteps("simple_reboot")
+    default = default_deploy_macrosteps()
+    assert [(i.name, i.retries, i.timeout) for _, impls in default for i in impls] == [
+        ("SetDeploymentEnvUntrusted", 2, 200), ("BroadcastEnvKascade", 2, 300),
+        ("BootNewEnvClassical", 0, 150), ("BootNewEnvHardReboot", 1, 120)]

@@ -1,0 +1,178 @@
+"""The node relay without SSH: its ring buffer, and its resume protocol over local TCP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from kadeploy.broadcast import relay
+from kadeploy.broadcast.pipeline import RELAY_SOURCE, relay_command
+
+OFFSET = struct.Struct("!Q")
+
+
+def _fill(ring: relay.Ring, data: bytes) -> None:
+    done = 0
+    while done < len(data):
+        slot = ring.slot(0.1)
+        assert slot is not None
+        count = min(len(slot), len(data) - done)
+        slot[:count] = data[done:done + count]
+        ring.commit(count)
+        done += count
+
+
+def test_ring_wraps_and_reads_back_absolute_offsets():
+    ring = relay.Ring(capacity=10, total=25)
+    ring.set_reader("sink", 0)
+    _fill(ring, b"0123456789")
+    assert ring.slot(0.05) is None  # full: the reader has consumed nothing
+    assert bytes(ring.wait_data(4, 0.1)) == b"456789"
+    ring.set_reader("sink", 7)
+    _fill(ring, b"abcdefg")
+    assert ring.received == 17 and ring.oldest() == 7
+    view = ring.wait_data(8, 0.1)
+    assert bytes(view) == b"89"  # up to the physical end of the buffer
+    assert bytes(ring.wait_data(10, 0.1)) == b"abcdefg"
+    with pytest.raises(relay.ResumeError):
+        ring.wait_data(3, 0.1)  # overwritten
+
+
+def test_ring_retains_bytes_behind_a_reader_that_may_resume_elsewhere():
+    ring = relay.Ring(capacity=10, total=100)
+    ring.set_reader("child", 4, retain=4)
+    _fill(ring, b"x" * 10)
+    ring.set_reader("child", 10, retain=4)
+    slot = ring.slot(0.05)
+    assert slot is not None and len(slot) == 6  # only offsets 0..5 may be overwritten
+    ring.commit(6)
+    assert ring.oldest() == 6 and ring.slot(0.05) is None
+    assert bytes(ring.wait_data(6, 0.1)) == b"xxxx"  # 6..9 are still there to resume from
+
+
+def test_a_lagging_successor_of_a_dead_node_can_still_resume_from_its_predecessor():
+    """Worst case for a repair: the successor S is the slowest node, so the dead node X is as far
+    ahead of S as its ring allows, and the predecessor P as far ahead of what it sent X as its own
+    ring allows; X had not received all P sent (bytes in flight). S's offset must still be in P's
+    ring. Scaled down from the smallest ring and the relays' socket buffers."""
+    capacity = 1 << 16
+    in_flight = capacity * relay.IN_FLIGHT // relay.MIN_RING  # on each hop
+    retain = relay.repair_retention(capacity)
+    successor_offset = 0  # the start of the stream is the worst case (nothing below 0 to retain)
+    dead = relay.Ring(capacity, total=100 * capacity)
+    dead.set_reader("successor", successor_offset + in_flight, retain)  # what the dead node sent it
+    _fill_until_blocked(dead)
+    predecessor = relay.Ring(capacity, total=100 * capacity)
+    predecessor.set_reader("dead", dead.received + in_flight, retain)
+    _fill_until_blocked(predecessor)
+    assert predecessor.oldest() <= successor_offset
+
+
+def test_a_retaining_reader_holds_the_writer_back_from_the_start_of_the_stream():
+    ring = relay.Ring(capacity=10, total=100)
+    ring.set_reader("child", 0, retain=4)
+    _fill_until_blocked(ring)
+    assert ring.received == 6  # capacity - retain ahead of the child, as later in the stream
+
+
+def _fill_until_blocked(ring: relay.Ring) -> None:
+    while (slot := ring.slot(0.0)) is not None:
+        ring.commit(len(slot))
+
+
+def test_ring_is_never_larger_than_the_stream():
+    assert relay.Ring(capacity=1 << 30, total=1000).capacity == 1000
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, "relay closed the connection"
+        data += chunk
+    return data
+
+
+def test_relay_resumes_a_new_upstream_at_the_offset_it_reached(tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    out = tmp_path / "out"
+    config = {"total": len(data), "sink": f"cat > {out}", "stall": 5, "ring": 1 << 20}
+    process = subprocess.Popen([sys.executable, "-c", RELAY_SOURCE.read_text(), json.dumps(config)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        ready = json.loads(process.stdout.readline())
+        assert ready["ev"] == "ready"
+        first = socket.create_connection(("127.0.0.1", ready["port"]), timeout=5)
+        assert OFFSET.unpack(_recv_exact(first, 8))[0] == 0
+        first.sendall(data[:1_000_000])
+        first.close()  # the upstream dies mid-stream
+        # the new upstream replaces the dead one: whatever the relay had read of the old
+        # connection by then is its offset, and the new upstream resends from exactly there
+        second = socket.create_connection(("127.0.0.1", ready["port"]), timeout=5)
+        offset = OFFSET.unpack(_recv_exact(second, 8))[0]
+        assert 0 <= offset <= 1_000_000
+        second.sendall(data[offset:])
+        assert OFFSET.unpack(_recv_exact(second, 8))[0] == len(data)  # end-of-stream acknowledgement
+        done = json.loads(process.stdout.readline())
+        assert done["ev"] == "done" and done["sink_status"] == 0
+        assert done["digest"] == hashlib.sha256(data).hexdigest()
+        assert out.read_bytes() == data
+    finally:
+        process.stdin.close()
+        process.wait(timeout=5)
+
+
+def test_tree_relay_adopts_the_children_of_a_dead_child_at_their_own_offset(tmp_path):
+    """Tree repair, relay side: the child dies mid-stream; the relay feeds the grandchild from the
+    offset the grandchild reports (not from zero, not from where the child was)."""
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    resume_at = 123_457
+    config = {"total": len(data), "sink": "cat > /dev/null", "stall": 5, "ring": 8 << 20}
+    process = subprocess.Popen([sys.executable, "-c", RELAY_SOURCE.read_text(), json.dumps(config)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child, grandchild = socket.create_server(("127.0.0.1", 0)), socket.create_server(("127.0.0.1", 0))
+    child.settimeout(10)
+    grandchild.settimeout(10)
+    try:
+        ready = json.loads(process.stdout.readline())
+        below = {"child": [["grandchild", "127.0.0.1", grandchild.getsockname()[1]]]}
+        process.stdin.write(json.dumps({"op": "start", "repair": True, "below": below,
+                                        "children": [[["child", "127.0.0.1", child.getsockname()[1]]]]}) + "\n")
+        process.stdin.flush()
+        upstream = socket.create_connection(("127.0.0.1", ready["port"]), timeout=5)
+        assert OFFSET.unpack(_recv_exact(upstream, 8))[0] == 0
+        upstream.sendall(data[:1_000_000])
+        feed, _ = child.accept()
+        feed.sendall(OFFSET.pack(0))
+        _recv_exact(feed, 1000)
+        feed.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        feed.close()  # the child dies (RST) with the stream half sent
+        events = [json.loads(process.stdout.readline()) for _ in range(2)]
+        assert [e["ev"] for e in events] == ["bypass", "adopt"] and events[1]["host"] == "grandchild"
+        adopted, _ = grandchild.accept()
+        adopted.settimeout(10)
+        adopted.sendall(OFFSET.pack(resume_at))
+        upstream.sendall(data[1_000_000:])
+        assert _recv_exact(adopted, len(data) - resume_at) == data[resume_at:]
+        adopted.sendall(OFFSET.pack(len(data)))
+        done = json.loads(process.stdout.readline())
+        assert done["ev"] == "done" and done["digest"] == hashlib.sha256(data).hexdigest()
+    finally:
+        child.close()
+        grandchild.close()
+        process.stdin.close()
+        process.wait(timeout=5)
+
+
+def test_relay_command_quotes_its_config():
+    command = relay_command({"sink": "tar -C '/mnt/dest' -xzf -; echo $HOME"})
+    completed = subprocess.run(["sh", "-c", command.replace("exec python3 -c", "printf '%s\\n'", 1)],
+                               capture_output=True, text=True, timeout=10)
+    assert completed.stdout.splitlines()[-1] == json.dumps({"sink": "tar -C '/mnt/dest' -xzf -; echo $HOME"})
