@@ -81,21 +81,27 @@ def wait_ports(ip: str, up: list[int], down: list[int], timeout: float) -> float
     pytest.fail(f"{ip}: ports {up} up / {down} down not reached within {timeout}s")
 
 
-def wait_booted(testbed: Testbed, host: str, ip: str, state: str, timeout: float) -> None:
-    """Wait until the supervisor says `host` runs `state` and that system's sshd answers.
+def boots(testbed: Testbed, host: str) -> int:
+    """How many systems the supervisor has started on `host`: read it before asking for a boot."""
+    return int(testbed.status()[host]["boot_count"])
+
+
+def wait_booted(testbed: Testbed, host: str, ip: str, state: str, timeout: float, after: int) -> None:
+    """Wait until `host` runs `state` in a boot newer than `after` and that system's sshd answers.
 
     Ports alone race with the old system: while it is being killed, its marker
-    port may already be closed and its sshd still open. The supervisor switches
-    the state only once the old system is gone, so state first, then the port.
+    port may already be closed and its sshd still open. The state alone races
+    too: the BMC acts asynchronously, so right after `power cycle` the old
+    system may still show the awaited state. Hence boot count, state, then port.
     """
     start = time.monotonic()
-    seen = ""
+    seen: dict[str, object] = {}
     while time.monotonic() - start < timeout:
-        seen = testbed.status()[host]["state"]
-        if seen == state and port_open(ip, 22):
+        seen = testbed.status()[host]
+        if int(seen["boot_count"]) > after and seen["state"] == state and port_open(ip, 22):
             return
         time.sleep(0.2)
-    pytest.fail(f"{host}: not running {state!r} with sshd up within {timeout}s (last state {seen!r})")
+    pytest.fail(f"{host}: not running {state!r} (boot > {after}) with sshd up within {timeout}s (last {seen!r})")
 
 
 def deploy_rootfs() -> Path:
@@ -203,8 +209,9 @@ def debian_on_partition_3(testbed: Testbed) -> str:
 def test_chain_profile_boots_debian_from_partition_3(testbed: Testbed, debian_on_partition_3: str) -> None:
     host = debian_on_partition_3
     testbed.profile("10.200.1.1", LOCAL_PROFILE)
+    before = boots(testbed, host)
     testbed.ssh(host, "nohup /bin/sh -c 'sleep 1; /sbin/reboot -f' >/dev/null 2>&1 &")
-    wait_booted(testbed, host, "10.200.1.1", "partition 3", 1 + FIRMWARE_DELAY + BOOT_MARGIN + 3)
+    wait_booted(testbed, host, "10.200.1.1", "partition 3", 1 + FIRMWARE_DELAY + BOOT_MARGIN + 3, before)
     assert not port_open("10.200.1.1", 25300)
     result = testbed.ssh(host, "cat /etc/os-release; cat /proc/mounts")
     text = result.stdout.decode()
@@ -214,14 +221,17 @@ def test_chain_profile_boots_debian_from_partition_3(testbed: Testbed, debian_on
 def test_kexec_from_deploy_env_boots_partition_without_firmware(testbed: Testbed, debian_on_partition_3: str) -> None:
     host = debian_on_partition_3
     testbed.profile("10.200.1.1", DEPLOY_PROFILE)
+    before = boots(testbed, host)
     testbed.ipmi("node-1-bmc.c1.testbed", "reset")
-    wait_ports("10.200.1.1", [22, 25300], [], FIRMWARE_DELAY + BOOT_MARGIN)
+    wait_booted(testbed, host, "10.200.1.1", "deploy-env", FIRMWARE_DELAY + BOOT_MARGIN + 3, before)
+    wait_ports("10.200.1.1", [22, 25300], [], BOOT_MARGIN)
+    before = boots(testbed, host)
     loaded = testbed.ssh(host, "mount /dev/sda3 /mnt/dest && kexec -l /mnt/dest/etc/hostname "
                                "--append='console=ttyS0 root=/dev/sda3 ro' && umount /mnt/dest && "
                                "(nohup /bin/sh -c 'sleep 1; kexec -e' >/dev/null 2>&1 &)")
     assert loaded.returncode == 0, loaded.stderr
     # kexec skips the firmware delay and the PXE fetch: the deploy profile is still in place.
-    wait_booted(testbed, host, "10.200.1.1", "partition 3", 1 + BOOT_MARGIN)
+    wait_booted(testbed, host, "10.200.1.1", "partition 3", 1 + BOOT_MARGIN, before)
     assert not port_open("10.200.1.1", 25300)
     assert 'VERSION_ID="12"' in testbed.ssh(host, "cat /etc/os-release").stdout.decode()
 
@@ -249,8 +259,9 @@ def test_each_pxe_method_boots_the_deployment_kernel(testbed: Testbed, method: s
     written = _profiles(testbed, method, kind, server).deploy_kernel(
         [BootTarget(host, "10.200.1.2")], "kernels/deploy-vmlinuz", "kernels/deploy-initrd", "console=ttyS0 rw")
     assert written.ok == [host], written.ko
+    before = boots(testbed, host)
     assert testbed.ipmi("node-2-bmc.c1.testbed", "cycle").returncode == 0
-    wait_booted(testbed, host, "10.200.1.2", "deploy-env", FIRMWARE_DELAY + BOOT_MARGIN + 3)
+    wait_booted(testbed, host, "10.200.1.2", "deploy-env", FIRMWARE_DELAY + BOOT_MARGIN + 3, before)
     assert port_open("10.200.1.2", 25300)
 
 
@@ -261,8 +272,9 @@ def test_each_pxe_method_boots_partition_3(testbed: Testbed, debian_on_partition
     env = LocalBootEnv(os="linux", kernel="/vmlinuz", initrd="/initrd.img", kernel_params="console=ttyS0")
     written = _profiles(testbed, method, kind, server).local_boot([BootTarget(host, "10.200.1.1")], 0, 3, env)
     assert written.ok == [host], written.ko
+    before = boots(testbed, host)
     assert testbed.ipmi("node-1-bmc.c1.testbed", "cycle").returncode == 0
-    wait_booted(testbed, host, "10.200.1.1", "partition 3", FIRMWARE_DELAY + BOOT_MARGIN + 3)
+    wait_booted(testbed, host, "10.200.1.1", "partition 3", FIRMWARE_DELAY + BOOT_MARGIN + 3, before)
     assert 'VERSION_ID="12"' in testbed.ssh(host, "cat /etc/os-release").stdout.decode()
 
 
@@ -270,8 +282,9 @@ def _boot_deploy_env(testbed: Testbed, index: int) -> str:
     host, ip = f"node-{index}.c1.testbed", f"10.200.1.{index}"
     testbed.profile(ip, DEPLOY_PROFILE)
     if testbed.status()[host]["state"] != "deploy-env":
+        before = boots(testbed, host)
         assert testbed.ipmi(f"node-{index}-bmc.c1.testbed", "cycle").returncode == 0
-        wait_booted(testbed, host, ip, "deploy-env", FIRMWARE_DELAY + BOOT_MARGIN + 3)
+        wait_booted(testbed, host, ip, "deploy-env", FIRMWARE_DELAY + BOOT_MARGIN + 3, before)
     return host
 
 

@@ -88,6 +88,9 @@ class NodeSupervisor:
         self.phase = "off"
         self.detail = ""
         self.since = time.time()
+        # Systems started since the daemon began: lets a caller tell "the boot I asked
+        # for" from "the system that was already running" when both show the same state.
+        self.boot_count = 0
         self.run_dir = node_run_dir(context.state.path, node)
         self._lock = asyncio.Lock()
         self._boot_task: asyncio.Task[None] | None = None
@@ -212,6 +215,7 @@ class NodeSupervisor:
 
     # -- boot ----------------------------------------------------------------------------
     async def _boot(self, firmware: bool, partition: int | None) -> None:
+        self.boot_count += 1
         if firmware:
             self._set_phase("firmware")
             await self._link(True)
@@ -366,4 +370,4 @@ class NodeSupervisor:
         # Power off is instant on real hardware; the kill of the node's processes may lag a little.
         phase, detail = (self.phase, self.detail) if self.powered else ("off", "")
         return {"node": self.node.hostname, "power": "on" if self.powered else "off", "state": phase,
-                "detail": detail, "since": round(time.time() - self.since, 1)}
+                "detail": detail, "since": round(time.time() - self.since, 1), "boot_count": self.boot_count}
