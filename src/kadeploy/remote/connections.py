@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncssh
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.remote.tuning import encryption_algs, quiet_asyncssh_logging
+from kadeploy.remote.tuning import encryption_algs, kex_algs, quiet_asyncssh_logging
 
 
 class ConnectError(Exception):
@@ -58,14 +58,18 @@ class ConnectionPool:
             except (OSError, asyncssh.KeyImportError) as exc:
                 raise KadeployError(ErrorCode.BAD_CONFIGURATION,
                                     f"Cannot read the SSH private key {private_key}: {exc}") from None
-        self._user = user
         self._port = port
         self._connect_timeout = connect_timeout
         self._keepalive_interval = keepalive_interval
         # Handshakes cost CPU on both sides; bounding them separately from the
         # channel window keeps a 500-node first call from stalling the loop.
         self._handshakes = asyncio.Semaphore(handshakes)
-        self._encryption_algs = encryption_algs()
+        # Built once: asyncssh otherwise re-validates every option per connection.
+        self._options = asyncssh.SSHClientConnectionOptions(
+            username=user, client_keys=self._keys, known_hosts=None, agent_path=None, config=None,
+            password=None, kbdint_auth=False, gss_auth=False, host_based_auth=False,
+            encryption_algs=encryption_algs(), kex_algs=kex_algs(),
+            keepalive_interval=keepalive_interval, keepalive_count_max=3)
         quiet_asyncssh_logging()
         self._connections: dict[str, asyncssh.SSHClientConnection] = {}
         self._pending: dict[str, asyncio.Task[asyncssh.SSHClientConnection]] = {}
@@ -94,13 +98,7 @@ class ConnectionPool:
         async with self._handshakes:
             try:
                 return await asyncio.wait_for(
-                    asyncssh.connect(
-                        address, port=self._port, username=self._user, client_keys=self._keys,
-                        known_hosts=None, agent_path=None, config=None, password=None,
-                        kbdint_auth=False, gss_auth=False, host_based_auth=False,
-                        encryption_algs=self._encryption_algs,
-                        keepalive_interval=self._keepalive_interval, keepalive_count_max=3,
-                    ),
+                    asyncssh.connect(address, port=self._port, options=self._options),
                     timeout=self._connect_timeout,
                 )
             except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:

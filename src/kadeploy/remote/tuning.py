@@ -12,6 +12,12 @@ profile of kadeploy3d was two thirds asyncssh. Two costs did not buy anything:
   packet and every channel, even though the server keeps asyncssh at
   WARNING. `quiet_asyncssh_logging` makes both check the level first; what
   is logged when the level allows it is unchanged.
+* the key exchange: asyncssh prefers the hybrid mlkem768x25519 (an ML-KEM
+  key generation on top of X25519 for every handshake); plain
+  curve25519-sha256 first saved 0.4 of 3.2 ms of client CPU per connection
+  (with the options object built once, `ConnectionPool`). Deployment traffic
+  lives minutes on an administration network, so post-quantum forward secrecy
+  buys little; the hybrid stays in the list for nodes that only offer it.
 """
 
 from __future__ import annotations
@@ -20,11 +26,23 @@ import logging
 from typing import Any
 
 from asyncssh.encryption import get_default_encryption_algs
+from asyncssh.kex import get_default_kex_algs
 from asyncssh.logging import SSHLogger
 from asyncssh.packet import SSHPacketLogger
 
 #: ciphers tried first: one AEAD call per packet (hardware AES on every node CPU of the last decade)
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+#: key exchanges tried first (one X25519 per handshake; supported by every OpenSSH since 6.5)
+PREFERRED_KEX = ("curve25519-sha256", "curve25519-sha256@libssh.org")
+
+
+def kex_algs() -> list[str]:
+    """asyncssh's default key exchanges (GSS ones aside) with plain curve25519 first (nothing removed)."""
+    defaults = [alg.decode() for alg in get_default_kex_algs() if not alg.startswith(b"gss-")]
+    preferred = [alg for alg in PREFERRED_KEX if alg in defaults]
+    return preferred + [alg for alg in defaults if alg not in preferred]
 
 
 def encryption_algs() -> list[str]:
@@ -56,4 +74,4 @@ def quiet_asyncssh_logging() -> None:
     SSHPacketLogger._log_packet = log_packet  # type: ignore[method-assign]
 
 
-__all__ = ["PREFERRED_CIPHERS", "encryption_algs", "quiet_asyncssh_logging"]
+__all__ = ["PREFERRED_CIPHERS", "PREFERRED_KEX", "encryption_algs", "kex_algs", "quiet_asyncssh_logging"]
