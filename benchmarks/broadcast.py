@@ -14,6 +14,7 @@ relays together, since all "nodes" share this host's CPUs), for
 
     python3 benchmarks/broadcast.py --nodes 16 --size 512 [--tgz debian12-min.tgz] [--ring 64]
 
+`--digest` picks the stream check every node computes (sha256, crc32...).
 `--ring` (MiB) sets the relays' ring buffer (default: the library's). Every
 relay touches min(ring, image) MiB of fresh memory; on a VM that is a large
 share of a small image's CPU (see the printed CPU columns).
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from sshnodes import SshLab  # noqa: E402
 
 from kadeploy.broadcast import broadcast, source  # noqa: E402
+from kadeploy.broadcast.pipeline import PipelineOptions  # noqa: E402
 from kadeploy.remote import Executor  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -47,7 +49,7 @@ def _cpu_seconds() -> float:
     return (user + nice + system + irq + softirq) / TICKS
 
 
-RING: dict[str, int] = {}  # broadcast(ring=...) when --ring is given
+BROADCAST_OPTIONS: dict[str, object] = {}  # broadcast(ring=..., digest_algorithm=...) when --ring / --digest are given
 
 
 async def _measure(label: str, lab: SshLab, image: Path, sink: str, method: str, arity: int,
@@ -63,7 +65,7 @@ async def _measure(label: str, lab: SshLab, image: Path, sink: str, method: str,
         if kill:
             killer = asyncio.ensure_future(_kill_after(lab, len(lab.nodes) // 2, kill_after))
         result = await broadcast(image, hosts, sink, method=method, executor=executor, timeout=1800,
-                                 tree_arity=arity, stall=5, **RING)
+                                 tree_arity=arity, stall=5, **BROADCAST_OPTIONS)
         seconds = time.monotonic() - started
         cpu = _cpu_seconds() - cpu
         after = os.times()
@@ -97,7 +99,8 @@ async def _run(lab: SshLab, image: Path, arity: int, tgz: Path | None) -> None:
     source.USE_SENDFILE = True
     flat_seconds = rows[3][1]
     size_mib = image.stat().st_size >> 20
-    ring = f", ring {RING['ring'] >> 20} MiB" if RING else ""
+    ring = f", ring {int(BROADCAST_OPTIONS['ring']) >> 20} MiB" if "ring" in BROADCAST_OPTIONS else ""
+    ring += f", digest {BROADCAST_OPTIONS.get('digest_algorithm', PipelineOptions.digest)}"
     print(f"\n== {size_mib} MiB of random data to {len(lab.nodes)} nodes, sink /dev/null{ring} "
           f"(load average before: {LOAD_BEFORE}, after: {Path('/proc/loadavg').read_text().split()[0]}) ==")
     _print(rows, flat_seconds)
@@ -127,9 +130,12 @@ def main() -> None:
     parser.add_argument("--arity", type=int, default=2)
     parser.add_argument("--tgz", type=Path, help="a real tgz image to extract (e.g. debian12-min)")
     parser.add_argument("--ring", type=int, help="relay ring buffer in MiB (default: the library's)")
+    parser.add_argument("--digest", help="stream check computed by every node: sha256, crc32... (default: the library's)")
     args = parser.parse_args()
     if args.ring:
-        RING["ring"] = args.ring << 20
+        BROADCAST_OPTIONS["ring"] = args.ring << 20
+    if args.digest:
+        BROADCAST_OPTIONS["digest_algorithm"] = args.digest
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
     lab = SshLab.create(args.nodes)

@@ -37,7 +37,8 @@ async def broadcast(image: Path, hosts: Sequence[tuple[str, str]], sink_command:
                     tree_arity: int = 2, topology: Mapping[str, str] | None = None,
                     switch_parents: Mapping[str, str] | None = None, digest: str | None = None,
                     stall: float = 30.0, ring: int = DEFAULT_RING, start_timeout: float = 30.0,
-                    relay_options: Mapping[str, Mapping[str, Any]] | None = None) -> BroadcastResult:
+                    relay_options: Mapping[str, Mapping[str, Any]] | None = None,
+                    digest_algorithm: str = PipelineOptions.digest) -> BroadcastResult:
     """Send `image` to every `(hostname, address)` and feed it to `sink_command` there.
 
     Never raises for a node failure: each node ends in `ok` or in `ko` with its
@@ -45,7 +46,8 @@ async def broadcast(image: Path, hosts: Sequence[tuple[str, str]], sink_command:
     be read or the method is unknown. `topology` (hostname -> switch) and
     `switch_parents` order the chain switch by switch; `digest` (hex) skips
     hashing the image on the server when the cache already knows it;
-    `relay_options` adds per-host relay settings (test hooks such as `corrupt_at`).
+    `relay_options` adds per-host relay settings (test hooks such as `corrupt_at`);
+    `digest_algorithm` is the stream check every node computes (a hashlib name or "crc32").
     """
     if method not in METHODS:
         raise KadeployError(ErrorCode.INVALID_OPTION,
@@ -57,7 +59,7 @@ async def broadcast(image: Path, hosts: Sequence[tuple[str, str]], sink_command:
     order = [(hostname, addresses[hostname]) for hostname in chain_order(list(addresses), topology, switch_parents)]
     if not order:
         return BroadcastResult(digest=digest or "")
-    options = PipelineOptions(stall=stall, ring=ring, start_timeout=start_timeout,
+    options = PipelineOptions(stall=stall, ring=ring, start_timeout=start_timeout, digest=digest_algorithm,
                               relay_options=dict(relay_options or {}))
     if method == "flat":
         return await flat_broadcast(Path(image), total, order, sink_command, executor=executor,

@@ -10,7 +10,6 @@ be resumed). The digest of the image is computed in one pass beside it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import socket
 import struct
@@ -18,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from kadeploy.broadcast.relay import new_digest
 
 log = logging.getLogger("kadeploy.broadcast")
 
@@ -41,7 +42,7 @@ async def file_digest(path: Path, algorithm: str = "sha256") -> str:
     """Digest of a file, computed off the event loop (hashlib releases the GIL)."""
 
     def compute() -> str:
-        digest = hashlib.new(algorithm)
+        digest = new_digest(algorithm)
         with open(path, "rb") as source:
             while chunk := source.read(HASH_CHUNK):
                 digest.update(chunk)

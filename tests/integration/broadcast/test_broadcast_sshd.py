@@ -172,11 +172,13 @@ async def test_failing_local_pipeline_is_ko_but_keeps_forwarding(lab, broadcast_
         assert _sha256(node.directory / "out") == expected, node.hostname
 
 
-async def test_corrupted_stream_is_detected_by_the_digest(lab, broadcast_executor, image):
+@pytest.mark.parametrize("algorithm", ["sha256", "crc32"])
+async def test_corrupted_stream_is_detected_by_the_digest(lab, broadcast_executor, image, algorithm):
     path, _expected = image
     corrupted = lab.nodes[4]
     result = await broadcast(path, _hosts(lab), SINK, method="kascade", executor=broadcast_executor,
-                             timeout=120, relay_options={corrupted.hostname: {"corrupt_at": 12345}})
+                             timeout=120, relay_options={corrupted.hostname: {"corrupt_at": 12345}},
+                             digest_algorithm=algorithm)
     assert corrupted.hostname in result.ko
     assert "Digest mismatch" in result.ko[corrupted.hostname]
     assert sorted(result.ok)[:4] == sorted(node.hostname for node in lab.nodes[:4])

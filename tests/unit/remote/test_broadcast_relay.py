@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import zlib
 
 import pytest
 
@@ -176,3 +177,12 @@ def test_relay_command_quotes_its_config():
     completed = subprocess.run(["sh", "-c", command.replace("exec python3 -c", "printf '%s\\n'", 1)],
                                capture_output=True, text=True, timeout=10)
     assert completed.stdout.splitlines()[-1] == json.dumps({"sink": "tar -C '/mnt/dest' -xzf -; echo $HOME"})
+
+
+def test_crc32_digest_is_incremental_and_matches_zlib() -> None:
+    data = os.urandom(300_000)
+    digest = relay.new_digest("crc32")
+    for start in range(0, len(data), 65_536):
+        digest.update(memoryview(data)[start:start + 65_536])
+    assert digest.hexdigest() == f"{zlib.crc32(data):08x}"
+    assert relay.new_digest("sha256").hexdigest() == hashlib.sha256(b"").hexdigest()

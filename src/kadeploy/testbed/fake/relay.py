@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import struct
 import time
@@ -24,6 +23,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kadeploy.broadcast.relay import new_digest
 from kadeploy.testbed.fake.sinks import ImageSink
 
 OFFSET = struct.Struct("!Q")
@@ -49,7 +49,7 @@ class FakeRelay:
         self.capacity = max(1, min(int(config.get("ring", buffer)), buffer, max(self.total, 1)))
         self.sink = sink
         self._emit_line = emit
-        self.digest = hashlib.new(config.get("digest", "sha256"))
+        self.digest = new_digest(config.get("digest", "sha256"))
         self.received = 0
         self.chunks: deque[tuple[int, bytes]] = deque()
         self.readers: dict[str, tuple[int, int]] = {}  # child -> (offset, retain)
