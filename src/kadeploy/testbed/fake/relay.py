@@ -6,7 +6,9 @@ that is 4,000 interpreters. This class speaks the same protocol on the same
 SSH channel (JSON lines: `start`/`dead` in, `ready`/`bypass`/`done` out) and
 the same TCP resumption protocol between relays (8-byte offsets, end-of-stream
 acknowledgement), bound to the node's own loopback address, so the server's
-coordinator and `SourceSender` run unchanged. Differences, on purpose: the
+coordinator and `SourceSender` run unchanged; links between two relays of
+the daemon go through `memlink` (no descriptors), the server's connections
+through the real listener. Differences, on purpose: the
 sink is an `ImageSink` (digest checked, nothing written), and the buffer
 behind the slowest child is small (`buffer`, default 256 KiB) with half of it
 retained for a repaired chain to resume from.
@@ -24,10 +26,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kadeploy.broadcast.relay import new_digest
+from kadeploy.testbed.fake.memlink import link_pair
 from kadeploy.testbed.fake.sinks import ImageSink
 
 OFFSET = struct.Struct("!Q")
 CHUNK = 256 * 1024
+
+#: relays of this daemon by listening (address, port): links between them stay in-process (memlink)
+_LISTENING: dict[tuple[str, int], FakeRelay] = {}
 
 
 class ResumeError(Exception):
@@ -59,7 +65,7 @@ class FakeRelay:
         self._space = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._upstream: asyncio.Task[Any] | None = None
-        self._current: dict[int, tuple[str, asyncio.StreamWriter]] = {}
+        self._current: dict[int, tuple[str, Any]] = {}  # child index -> (host, StreamWriter or LinkWriter)
         self._began = time.monotonic()
 
     # -- events ------------------------------------------------------------------------
@@ -119,7 +125,11 @@ class FakeRelay:
         return None
 
     # -- receiving ---------------------------------------------------------------------
-    async def _upstream_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def accept_link(self, reader: Any, writer: Any) -> None:
+        """A relay of this daemon connected through memlink: serve it as a TCP upstream."""
+        self._spawn(self._upstream_connection(reader, writer))
+
+    async def _upstream_connection(self, reader: Any, writer: Any) -> None:
         previous, self._upstream = self._upstream, asyncio.current_task()
         if previous is not None:
             previous.cancel()
@@ -163,10 +173,15 @@ class FakeRelay:
                 if host in self.dead:
                     queue.pop(0)
                     continue
-                writer: asyncio.StreamWriter | None = None
+                writer: Any = None
                 try:
-                    reader, writer = await asyncio.wait_for(asyncio.open_connection(address, int(port)),
-                                                            self.connect_timeout)
+                    local = _LISTENING.get((address, int(port)))
+                    if local is not None:
+                        (reader, writer), accepted = link_pair()
+                        local.accept_link(*accepted)
+                    else:
+                        reader, writer = await asyncio.wait_for(asyncio.open_connection(address, int(port)),
+                                                                self.connect_timeout)
                     self._current[index] = (host, writer)
                     offset = OFFSET.unpack(await asyncio.wait_for(reader.readexactly(OFFSET.size), self.stall))[0]
                     if offset > self.total:
@@ -205,7 +220,7 @@ class FakeRelay:
             self.readers.pop(name, None)
             self._trim()
 
-    async def _wait_ack(self, reader: asyncio.StreamReader, host: str) -> None:
+    async def _wait_ack(self, reader: Any, host: str) -> None:
         while True:
             if host in self.dead:
                 raise ConnectionAbortedError("declared dead by the server")
@@ -235,8 +250,9 @@ class FakeRelay:
             await self.receive_stdin(read)
             return 0
         server = await asyncio.start_server(self._upstream_connection, self.address, 0, backlog=16)
+        port = server.sockets[0].getsockname()[1]
+        _LISTENING[(self.address, port)] = self
         try:
-            port = server.sockets[0].getsockname()[1]
             self.emit("ready", port=port, pid=0)
             if self.total == 0:
                 self._commit(b"")
@@ -254,6 +270,7 @@ class FakeRelay:
                     self.mark_dead(str(command.get("host")))
             return 0
         finally:
+            _LISTENING.pop((self.address, port), None)
             server.close()
             for task in [*self._tasks, *([self._upstream] if self._upstream else [])]:
                 task.cancel()
