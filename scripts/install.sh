@@ -4,10 +4,10 @@
 set -eu
 PACKAGES="python3 python3-pip python3-venv ipmitool debootstrap tftpd-hpa tftp-hpa openssh-server openssh-client \
 parted fdisk e2fsprogs xfsprogs dosfstools zstd xz-utils bzip2 pigz iproute2 pdsh psmisc procps \
-netcat-openbsd socat nftables"
+netcat-openbsd socat nftables cpio"
 # the QEMU testbed mode (kadeploy-testbed up --mode qemu; KADEPLOY_TEST_QEMU=1 ./scripts/test.sh)
 if [ "${KADEPLOY_TEST_QEMU:-}" = 1 ] || [ "${KADEPLOY_QEMU:-}" = 1 ]; then
-    PACKAGES="$PACKAGES qemu-system-x86 ipxe-qemu pxelinux syslinux-common dnsmasq-base grub-pc-bin grub-common cpio"
+    PACKAGES="$PACKAGES qemu-system-x86 ipxe-qemu pxelinux syslinux-common dnsmasq-base grub-pc-bin grub-common"
 fi
 missing=""
 for p in $PACKAGES; do

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -388,6 +389,8 @@ def test_status_cli_prints_every_node(testbed: Testbed, capsys: pytest.CaptureFi
     assert testbed.cli("status") == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == [f"node-{i}.c1.testbed" for i in range(1, 5)]
+    for line in lines:  # what it booted, since when, and its boot counter
+        assert re.search(r" since [0-9.]+s, boot #[0-9]+", line), line
 
 
 def _leftovers(directory: Path) -> list[str]:

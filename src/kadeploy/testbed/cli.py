@@ -223,7 +223,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if index in faults:
             extra.append("faults " + ",".join(f"{k}={v}" for k, v in faults[index].items()))
         detail = f" ({entry['detail']})" if entry["detail"] else ""
-        print(f"{entry['node']:<24} {entry['power']:<4} {entry['state']}{detail} since {entry['since']}s"
+        boots = f", boot #{entry['boot_count']}" if "boot_count" in entry else ""
+        print(f"{entry['node']:<24} {entry['power']:<4} {entry['state']}{detail} since {entry['since']}s{boots}"
               + (f"  [{'; '.join(extra)}]" if extra else ""))
     return 0
 
