@@ -57,7 +57,13 @@ def timeouts(settings: FakeSettings) -> dict[str, str]:
 
 
 def automata(settings: FakeSettings) -> dict[str, Any]:
-    """Kadeploy3's usual automaton (Untrusted, Kascade, Kexec then Classical) with fitting timeouts."""
+    """Kadeploy3's usual automaton (Untrusted, Kascade, Kexec, Classical, HardReboot) with fitting timeouts.
+
+    HardReboot last, as in Kadeploy3's default automaton and its examples: a
+    node whose kexec hung cannot run Classical's first command over SSH
+    (umount_deploy_part: "Connection refused"); only a power cycle brings it
+    back. Without it, the model run at 4,000 nodes lost 117 nodes (2.9 %).
+    """
     boot = settings.boot_distribution()
     kexec = settings.kexec_distribution()
     n = settings.nodes
@@ -67,7 +73,8 @@ def automata(settings: FakeSettings) -> dict[str, Any]:
         "SetDeploymentEnv": [{"type": "Untrusted", "retries": 2, "timeout": reboot + 60 + n // 20}],
         "BroadcastEnv": [{"type": "Kascade", "retries": 2, "timeout": 300 + n // 10}],
         "BootNewEnv": [{"type": "Kexec", "retries": 0, "timeout": kexec_timeout + 30 + n // 50},
-                       {"type": "Classical", "retries": 0, "timeout": reboot + 30 + n // 50}],
+                       {"type": "Classical", "retries": 0, "timeout": reboot + 30 + n // 50},
+                       {"type": "HardReboot", "retries": 1, "timeout": reboot + 30 + n // 50}],
     }}
 
 
