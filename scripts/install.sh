@@ -4,11 +4,9 @@
 set -eu
 PACKAGES="python3 python3-pip python3-venv ipmitool debootstrap tftpd-hpa tftp-hpa openssh-server openssh-client \
 parted fdisk e2fsprogs xfsprogs dosfstools zstd xz-utils bzip2 pigz iproute2 pdsh psmisc procps \
-netcat-openbsd socat nftables cpio"
-# the QEMU testbed mode (kadeploy-testbed up --mode qemu; KADEPLOY_TEST_QEMU=1 ./scripts/test.sh)
-if [ "${KADEPLOY_TEST_QEMU:-}" = 1 ] || [ "${KADEPLOY_QEMU:-}" = 1 ]; then
-    PACKAGES="$PACKAGES qemu-system-x86 ipxe-qemu pxelinux syslinux-common dnsmasq-base grub-pc-bin grub-common"
-fi
+netcat-openbsd socat nftables cpio \
+qemu-system-x86 ipxe-qemu pxelinux syslinux-common dnsmasq-base grub-pc-bin grub-common"
+# (the last line: the QEMU testbed mode, kadeploy-testbed up --mode qemu, whose PXE-boot tests run every time)
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
