@@ -60,7 +60,6 @@ class ConnectionPool:
                                     f"Cannot read the SSH private key {private_key}: {exc}") from None
         self._port = port
         self._connect_timeout = connect_timeout
-        self._keepalive_interval = keepalive_interval
         # Handshakes cost CPU on both sides; bounding them separately from the
         # channel window keeps a 500-node first call from stalling the loop.
         self._handshakes = asyncio.Semaphore(handshakes)

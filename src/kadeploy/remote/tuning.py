@@ -38,18 +38,21 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 PREFERRED_KEX = ("curve25519-sha256", "curve25519-sha256@libssh.org")
 
 
+def _preferred_first(preferred: tuple[str, ...], defaults: list[str]) -> list[str]:
+    """`defaults` reordered: the `preferred` ones it holds first, then the rest (nothing removed)."""
+    first = [alg for alg in preferred if alg in defaults]
+    return first + [alg for alg in defaults if alg not in first]
+
+
 def kex_algs() -> list[str]:
     """asyncssh's default key exchanges (GSS ones aside) with plain curve25519 first (nothing removed)."""
-    defaults = [alg.decode() for alg in get_default_kex_algs() if not alg.startswith(b"gss-")]
-    preferred = [alg for alg in PREFERRED_KEX if alg in defaults]
-    return preferred + [alg for alg in defaults if alg not in preferred]
+    return _preferred_first(PREFERRED_KEX, [alg.decode() for alg in get_default_kex_algs()
+                                            if not alg.startswith(b"gss-")])
 
 
 def encryption_algs() -> list[str]:
     """asyncssh's default ciphers with AES-GCM first (nothing removed)."""
-    defaults = [alg.decode() for alg in get_default_encryption_algs()]
-    preferred = [alg for alg in PREFERRED_CIPHERS if alg in defaults]
-    return preferred + [alg for alg in defaults if alg not in preferred]
+    return _preferred_first(PREFERRED_CIPHERS, [alg.decode() for alg in get_default_encryption_algs()])
 
 
 def quiet_asyncssh_logging() -> None:

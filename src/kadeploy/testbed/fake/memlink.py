@@ -40,7 +40,7 @@ class _Pipe:
         if self.aborted or self.closed:
             raise ConnectionResetError("link closed by the peer")
         if data:
-            self.chunks.append(bytes(data))
+            self.chunks.append(data)
             self.size += len(data)
             self._notify()
 
@@ -124,8 +124,7 @@ class LinkWriter:
     def close(self) -> None:
         """Our direction ends; the peer's writes now fail, as on a closed socket."""
         self._outgoing.close()
-        self._incoming.closed = True
-        self._incoming._notify()
+        self._incoming.close()
 
     def abort(self) -> None:
         self._outgoing.abort()
