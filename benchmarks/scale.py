@@ -72,7 +72,7 @@ def run(nodes: int, args: argparse.Namespace) -> None:
     settings = harness.up(directory, nodes, server_port=args.server_port or free_port(), boot_time=args.boot_time,
                           seed=args.seed, failure_rate=args.failure_rate, fail=fail,
                           inspect_images=not args.no_inspect, ssh_port=args.ssh_port,
-                          marker_port=args.marker_port)
+                          marker_port=args.marker_port, workers=args.fake_workers)
     server = harness.start_server(settings)
     if args.profile:
         profiler = subprocess.Popen(["py-spy", "record", "--nonblocking", "-r", "50", "-f", "raw", "-o",
@@ -127,7 +127,13 @@ def run(nodes: int, args: argparse.Namespace) -> None:
                             errors[record["error"][:70]] = errors.get(record["error"][:70], 0) + 1
                     print(f"        KO {len(result.ko)} ({100 * len(result.ko) / nodes:.1f}%): {errors}", flush=True)
             fake = harness.fake_stats(settings)
-            print(f"        fake testbed process: CPU {fake['cpu']:.0f}s, max RSS {fake['max_rss_kib'] / 1024:.0f} MiB",
+            workers = fake.get("workers", [])
+            split = ""
+            if workers:
+                split = (" = " + " + ".join(f"{w['cpu']:.0f}" for w in workers)
+                         + f" (workers) + {fake['daemon']['cpu']:.0f} (daemon)")
+            print(f"        fake testbed: {max(1, len(workers))} worker process(es), CPU {fake['cpu']:.0f}s{split} "
+                  f"since up, max RSS {fake['max_rss_kib'] / 1024:.0f} MiB, relay links {fake.get('links', {})}",
                   flush=True)
     finally:
         if args.profile:
@@ -156,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="py-spy raw (collapsed) profile of kadeploy3d to this file")
     parser.add_argument("--keep", action="store_true", help="keep the testbed directory (server logs, DB)")
     parser.add_argument("--no-inspect", action="store_true", help="fake nodes do not decompress the image")
+    parser.add_argument("--fake-workers", type=int, default=None, metavar="K",
+                        help="fake testbed worker processes (default: one per CPU; 1: one process for every node)")
     parser.add_argument("--model", action="store_true",
                         help="the seeds' run: 60-120 s boots, 3%% boot failures, with and without --retry-failed")
     args = parser.parse_args(argv)

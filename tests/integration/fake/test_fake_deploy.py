@@ -2,7 +2,8 @@
 
 One module-scoped fake testbed (loopback, no root) and one server subprocess
 on its configuration: 500 nodes, as the scale issue asks of CI (about a minute
-and a half here); `KADEPLOY_FAKE_NODES` changes the count.
+and a half here); `KADEPLOY_FAKE_NODES` changes the count and
+`KADEPLOY_FAKE_WORKERS` the number of worker processes (default: one per CPU).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from kadeploy.testbed.fake import harness
 from kadeploy.testbed.fake.settings import FakeSettings
 
 NODES = int(os.environ.get("KADEPLOY_FAKE_NODES", "500"))
+WORKERS = int(os.environ["KADEPLOY_FAKE_WORKERS"]) if os.environ.get("KADEPLOY_FAKE_WORKERS") else None
 BOOT_TIME = "1-2"
 DEPLOY_TIMEOUT = 120 + NODES / 5
 
@@ -31,9 +33,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def fakebed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeSettings, harness.Server]]:
+def fakebed(tmp_path_factory: pytest.TempPathFactory,
+            fake_ports: dict[str, int]) -> Iterator[tuple[FakeSettings, harness.Server]]:
     directory = tmp_path_factory.mktemp("fake")
-    settings = harness.up(directory, NODES, server_port=free_port(), boot_time=BOOT_TIME, seed=3)
+    settings = harness.up(directory, NODES, server_port=free_port(), boot_time=BOOT_TIME, seed=3,
+                          workers=WORKERS, **fake_ports)
     server = None
     try:
         server = harness.start_server(settings)

@@ -98,3 +98,54 @@ async def test_killed_fake_relay_is_bypassed_and_its_successors_complete() -> No
         assert channels[index].event("done")["digest"] == expected, index
     assert channels[1].event("done") is None
     assert "n1" in relays[0].dead  # told by the "server"; it moved on to n2 at n2's offset
+
+
+async def test_a_relay_ends_even_when_its_forwarding_task_swallows_the_cancellation(monkeypatch) -> None:
+    # Python 3.11's asyncio.wait_for returns instead of raising when it is cancelled in the loop
+    # iteration where its inner awaitable completes: here the node is powered off (its relay's run
+    # cancelled) while drain() on the link to its successor completes. Before the fix the forwarding
+    # task then waited for data for ever and the power-off never ended.
+    armed: dict[str, asyncio.Task] = {}
+    real_link_pair = fake_relay.link_pair
+
+    def link_pair():
+        (reader, writer), accepted = real_link_pair()
+        real_drain = writer.drain
+
+        async def drain() -> None:
+            run = armed.pop("run", None)
+            if run is not None:
+                run.cancel()
+                await asyncio.sleep(0)
+            await real_drain()
+
+        writer.drain = drain
+        return (reader, writer), accepted
+
+    monkeypatch.setattr(fake_relay, "link_pair", link_pair)
+    chunk = os.urandom(64 * 1024)
+    config = {"total": 4 * len(chunk), "digest": "sha256", "stall": 5, "connect_timeout": 2}
+    channels = [Channel(), Channel()]
+    relays = [FakeRelay("127.0.0.1", config, ImageSink("none", "raw", inspect=False), channel.emit)
+              for channel in channels]
+    runs = [asyncio.ensure_future(relay.run(channel.readline, channel.read))
+            for relay, channel in zip(relays, channels)]
+    await asyncio.wait_for(asyncio.gather(*(channel.ready.wait() for channel in channels)), 5)
+    ports = [channel.event("ready")["port"] for channel in channels]
+    channels[0].send({"op": "start", "repair": True, "children": [[["n1", "127.0.0.1", ports[1]]]]})
+    reader, writer = await asyncio.open_connection("127.0.0.1", ports[0])
+    assert OFFSET.unpack(await reader.readexactly(OFFSET.size))[0] == 0
+    writer.write(chunk)
+    await writer.drain()
+    deadline = asyncio.get_running_loop().time() + 5
+    while relays[1].received < len(chunk):
+        assert asyncio.get_running_loop().time() < deadline, "the first chunk reached the successor"
+        await asyncio.sleep(0.01)
+    armed["run"] = runs[0]
+    writer.write(chunk)  # forwarded, and drain() completes as the head's run is cancelled
+    await writer.drain()
+    done, _pending = await asyncio.wait([runs[0]], timeout=5)
+    assert done, "the cancelled relay did not end"
+    writer.close()
+    channels[1].commands.put_nowait(b"")
+    await asyncio.wait_for(asyncio.gather(*runs, return_exceptions=True), 5)

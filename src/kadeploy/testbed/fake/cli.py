@@ -2,9 +2,11 @@
 
 `up(args)` validates the options, writes `<dir>/fake.json` and the
 configuration directory, forks the daemon (`python -m
-kadeploy.testbed.fake.daemon`) and waits until its control socket answers.
-`down(args)` asks it to stop (every node powered off), then kills it by its
-recorded pid if it did not go. Neither needs root. `status`, `power` and
+kadeploy.testbed.fake.daemon`) and waits until its control socket answers;
+with `--fake-workers K` > 1 the daemon forks K worker processes, whose pids
+`up` records too. `down(args)` asks the daemon to stop (every node powered
+off, every worker stopped), then kills by their recorded pids those of its
+processes that did not go. Neither needs root. `status`, `power` and
 `fault` of the main CLI work unchanged: the daemon speaks their protocol.
 Standalone: `python -m kadeploy.testbed.fake.cli --dir D up --nodes N ...`.
 """
@@ -12,6 +14,7 @@ Standalone: `python -m kadeploy.testbed.fake.cli --dir D up --nodes N ...`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -28,6 +31,7 @@ from kadeploy.testbed.fake.settings import (
     DEFAULT_MARKER_PORT,
     DEFAULT_SSH_PORT,
     FakeSettings,
+    default_workers,
     is_fake,
     load_settings,
 )
@@ -53,16 +57,22 @@ def add_up_options(parser: argparse.ArgumentParser) -> None:
                         help="nodes start up on their production partition (default) or powered off")
     parser.add_argument("--no-inspect-images", dest="inspect_images", action="store_false",
                         help="do not decompress and walk images (saves the fake process CPU at scale)")
+    parser.add_argument("--fake-workers", type=int, default=None, metavar="K",
+                        help="processes serving the fake nodes, each a contiguous slice of them "
+                             "(default: one per CPU, at most one per node; 1: the daemon serves every node)")
 
 
-def _daemon_alive(pid: int | None) -> bool:
+def _daemon_alive(pid: int | None, directory: Path | None = None) -> bool:
+    """Whether `pid` is still a fake daemon or worker (of `directory`, when given): never signal a reused pid."""
     if not pid:
         return False
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"kadeploy.testbed.fake.daemon" in cmdline
+    if b"kadeploy.testbed.fake.daemon" not in argv:
+        return False
+    return directory is None or str(directory).encode() in argv
 
 
 def start_daemon(settings: FakeSettings) -> int:
@@ -91,8 +101,11 @@ def start_daemon(settings: FakeSettings) -> int:
 def up(args: argparse.Namespace) -> int:
     """`kadeploy-testbed up --mode fake`: write the configuration, start the daemon."""
     directory: Path = Path(args.dir).resolve()
-    if is_fake(directory) and _daemon_alive(load_settings(directory).daemon_pid):
-        raise KadeployError(ErrorCode.INVALID_OPTION, f"{directory}: a fake testbed is already up (run `down` first)")
+    if is_fake(directory):
+        previous = load_settings(directory)
+        if any(_daemon_alive(pid, directory) for pid in (previous.daemon_pid, *previous.worker_pids)):
+            raise KadeployError(ErrorCode.INVALID_OPTION,
+                                f"{directory}: a fake testbed is already up (run `down` first)")
     if (directory / "state.json").exists():
         raise KadeployError(ErrorCode.INVALID_OPTION, f"{directory}: holds a netns testbed; use another --dir")
     settings = FakeSettings(directory=str(directory), nodes=args.nodes, clusters=args.clusters,
@@ -101,15 +114,19 @@ def up(args: argparse.Namespace) -> int:
                             ssh_port=args.ssh_port, marker_port=getattr(args, "marker_port", DEFAULT_MARKER_PORT),
                             server_port=args.server_port, initial=args.initial,
                             inspect_images=args.inspect_images)
+    workers = getattr(args, "fake_workers", None)
+    settings.workers = workers if workers is not None else min(default_workers(), settings.nodes)
     settings.failures = FailureModel.parse(settings.seed, 0, args.fail).rates
     settings.validate()
     started = time.monotonic()
     settings.save()
     paths = write_fake_config(settings)
     settings.daemon_pid = start_daemon(settings)
+    settings.worker_pids = [int(worker["pid"]) for worker in control(directory, {"op": "stats"}).get("workers", [])]
     settings.save()
     print(f"fake testbed up: {settings.nodes} nodes in {settings.clusters} cluster(s) in "
-          f"{time.monotonic() - started:.1f}s (boot time {settings.boot_time}s, seed {settings.seed})")
+          f"{time.monotonic() - started:.1f}s (boot time {settings.boot_time}s, seed {settings.seed}, "
+          f"{settings.workers} worker process{'es' if settings.workers > 1 else ''})")
     print(f"  configuration: {paths.etc}  (KADEPLOY3_CONFIG_DIR)")
     print(f"  node file:     {paths.nodes_file}")
     print(f"  nodes:         127.1.x.y, sshd on port {settings.ssh_port}, marker port {settings.marker_port}")
@@ -127,14 +144,17 @@ def down(args: argparse.Namespace) -> int:
             control(directory, {"op": "stop"}, timeout=10)
         except KadeployError:
             pass
+    pids = [pid for pid in (settings.daemon_pid, *settings.worker_pids) if pid]
     deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline and _daemon_alive(settings.daemon_pid):
+    while time.monotonic() < deadline and any(_daemon_alive(pid, directory) for pid in pids):
         time.sleep(0.1)
-    if _daemon_alive(settings.daemon_pid):
-        assert settings.daemon_pid is not None
-        os.kill(settings.daemon_pid, signal.SIGKILL)
+    for pid in pids:
+        if _daemon_alive(pid, directory):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     control_socket(directory).unlink(missing_ok=True)
     settings.daemon_pid = None
+    settings.worker_pids = []
     settings.save()
     print(f"fake testbed down in {time.monotonic() - started:.1f}s")
     return 0

@@ -1,13 +1,18 @@
-"""testbed.fake room: the fake testbed daemon — N nodes, their sshd, their BMCs, one event loop.
+"""testbed.fake room: the fake testbed daemon — N nodes, their sshd, their BMCs, one event loop per process.
 
 `python -m kadeploy.testbed.fake.daemon --dir D` (forked by `up --mode fake`)
-reads `<D>/fake.json`, serves every node's SSH endpoint with asyncssh on its
-127.1.x.y address and the control socket `<D>/run/control.sock`, which speaks
-the netns daemon's JSON-lines protocol (`status`, `power`, `fault`, `stop`)
-so that `kadeploy-testbed status|power|fault` and the cluster's power
-commands work unchanged; `stats` adds what the benchmark reads. Power commands
-reach it through `etc/scripts/fake-bmc` (sh + socat: a few ms per call, no
-Python start-up per reboot).
+reads `<D>/fake.json` and owns the control socket `<D>/run/control.sock`,
+which speaks the netns daemon's JSON-lines protocol (`status`, `power`,
+`fault`, `stop`) so that `kadeploy-testbed status|power|fault` and the
+cluster's power commands work unchanged; `stats` adds what the benchmark
+reads. Power commands reach it through `etc/scripts/fake-bmc` (sh + socat: a
+few ms per call, no Python start-up per reboot).
+
+With one worker (`workers` in fake.json) this process serves every node's
+SSH endpoint with asyncssh on its 127.1.x.y address, as it always did. With
+K > 1 it is the front of a `pool.WorkerPool`, and the same module started
+with `--worker I --channel-fd FD` serves slice I of the nodes (`FakeTestbed`
+over `settings.worker_slices`), answering the front over an inherited socket.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import resource
 import signal
+import socket
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
@@ -29,17 +36,19 @@ import asyncssh
 from kadeploy.errors import KadeployError
 from kadeploy.remote.tuning import quiet_asyncssh_logging
 from kadeploy.testbed.configdir import DEPLOY_KERNEL
+from kadeploy.testbed.fake.control import LINE_LIMIT, serve_channel, serve_control
 from kadeploy.testbed.fake.model import Distribution, FailureModel, draw
-from kadeploy.testbed.fake.node import FakeNode, kernel_file
-from kadeploy.testbed.fake.settings import FakeSettings, fake_layout, load_settings
+from kadeploy.testbed.fake.node import FAKE_FAULT_KINDS, FakeNode, kernel_file, parse_fault
+from kadeploy.testbed.fake.relay import LINK_COUNTS
+from kadeploy.testbed.fake.settings import FakeSettings, fake_layout, load_settings, worker_slices
 from kadeploy.testbed.fake.sinks import FileIndex
 from kadeploy.testbed.fake.sshd import start_node_sshd
 from kadeploy.testbed.state import control_socket
 
 log = logging.getLogger("kadeploy.testbed.fake")
 
-CONTROL_READ_TIMEOUT = 30.0
 NOFILE_WANTED = 1 << 17
+READY_TIMEOUT = 30.0
 
 
 class FakeContext:
@@ -95,19 +104,22 @@ class FakeContext:
 
 
 class FakeTestbed:
-    """The daemon: nodes, control socket, lifetime."""
+    """The nodes of one process (all of them, or a worker's slice), and the answers to control requests."""
 
-    def __init__(self, settings: FakeSettings) -> None:
+    def __init__(self, settings: FakeSettings, positions: range | None = None, *, worker: int | None = None) -> None:
         self.settings = settings
+        self.worker = worker
         self.context = FakeContext(settings)
         self.layout = fake_layout(settings.nodes, settings.clusters)
-        self.nodes = {spec.hostname: FakeNode(spec, self.context) for spec in self.layout.nodes}
+        specs = self.layout.nodes if positions is None else self.layout.nodes[positions.start:positions.stop]
+        self.nodes = {spec.hostname: FakeNode(spec, self.context) for spec in specs}
         self._by_name: dict[str, FakeNode] = {}
         for node in self.nodes.values():
             for name in (node.hostname, node.spec.short_name, node.spec.ip):
                 self._by_name[name] = node
         self.stopped = asyncio.Event()
-        self._control: asyncio.AbstractServer | None = None
+        self.control: asyncio.AbstractServer | None = None  # the control socket, when this process has it
+        self._stopping = False
         self._read_deploy_partitions()
 
     def _read_deploy_partitions(self) -> None:
@@ -119,20 +131,19 @@ class FakeTestbed:
             except (OSError, KeyError, TypeError, ValueError):
                 self.context.deploy_partition[cluster] = 3
 
-    async def start(self) -> None:
+    def start(self) -> None:
         if self.settings.initial == "prod":
             for node in self.nodes.values():
                 node.initial_prod()
-        path = control_socket(self.settings.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
-        self._control = await asyncio.start_unix_server(self._handle, path=str(path), limit=1 << 20)
 
     async def stop(self) -> None:
-        if self._control is not None:
-            self._control.close()
+        """Power every node off (ports closed, sessions killed); `stopped` is set when done."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self.control is not None:
+            self.control.close()
         await asyncio.gather(*(node.act("off") for node in self.nodes.values()), return_exceptions=True)
-        control_socket(self.settings.path).unlink(missing_ok=True)
         self.stopped.set()
 
     def node(self, name: str) -> FakeNode:
@@ -140,23 +151,6 @@ class FakeTestbed:
         if node is None:
             raise KadeployError(0, f"{name}: not a node of this testbed")
         return node
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await asyncio.wait_for(reader.readline(), CONTROL_READ_TIMEOUT)
-            try:
-                request = json.loads(line)
-                answer = await self.dispatch(request)
-            except KadeployError as exc:
-                answer = {"ok": False, "error": exc.message}
-            except (ValueError, KeyError, TypeError) as exc:
-                answer = {"ok": False, "error": f"bad request: {exc}"}
-            writer.write(json.dumps(answer).encode() + b"\n")
-            await writer.drain()
-        except (TimeoutError, OSError):
-            pass
-        finally:
-            writer.close()
 
     async def dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request["op"]
@@ -172,25 +166,32 @@ class FakeTestbed:
         if op == "fault":
             node = self.node(str(request["node"]))
             kind, value = str(request["kind"]), str(request["value"])
-            if kind not in ("firmware-delay", "boot-failure-rate"):
-                raise KadeployError(0, f"fault {kind!r} is not supported in fake mode (firmware-delay, boot-failure-rate)")
+            if kind not in FAKE_FAULT_KINDS:
+                raise KadeployError(0, f"fault {kind!r} is not supported in fake mode ({', '.join(FAKE_FAULT_KINDS)})")
             if value == "off":
                 node.overrides.pop(kind, None)
             else:
-                float(value)
+                parse_fault(kind, value)
                 node.overrides[kind] = value
             return {"ok": True}
         if op == "stats":
-            counts: dict[str, int] = {}
-            for node in self.nodes.values():
-                counts[node.phase.split()[0]] = counts.get(node.phase.split()[0], 0) + 1
-            usage = resource.getrusage(resource.RUSAGE_SELF)
-            return {"ok": True, "phases": counts, "cpu": usage.ru_utime + usage.ru_stime,
-                    "max_rss_kib": usage.ru_maxrss}
+            return {"ok": True, **self.stats()}
         if op == "stop":
             asyncio.get_running_loop().call_soon(lambda: self.context.spawn(self.stop()))
             return {"ok": True}
         raise KadeployError(0, f"unknown op {op!r}")
+
+    def stats(self) -> dict[str, Any]:
+        """Node phases, this process's CPU seconds and peak RSS, relay links by kind."""
+        counts: dict[str, int] = {}
+        for node in self.nodes.values():
+            phase = node.phase.split()[0]
+            counts[phase] = counts.get(phase, 0) + 1
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        hostnames = list(self.nodes)
+        return {"phases": counts, "cpu": usage.ru_utime + usage.ru_stime, "max_rss_kib": usage.ru_maxrss,
+                "links": dict(LINK_COUNTS), "pid": os.getpid(), "worker": self.worker,
+                "nodes": f"{hostnames[0]}..{hostnames[-1]}" if hostnames else ""}
 
 
 def raise_file_limit(wanted: int = NOFILE_WANTED) -> int:
@@ -206,29 +207,75 @@ def raise_file_limit(wanted: int = NOFILE_WANTED) -> int:
 
 
 async def serve(directory: Path) -> None:
+    """The daemon: every node in this process (one worker), or the front of a `WorkerPool`."""
     settings = load_settings(directory)
+    if settings.workers > 1:
+        from kadeploy.testbed.fake.pool import serve_pool
+        await serve_pool(settings)
+        return
     testbed = FakeTestbed(settings)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, lambda: testbed.context.spawn(testbed.stop()))
-    await testbed.start()
+    testbed.start()
+    testbed.control = await serve_control(control_socket(directory), testbed.dispatch)
     log.info("fake testbed: %d nodes up", len(testbed.nodes))
-    await testbed.stopped.wait()
+    try:
+        await testbed.stopped.wait()
+    finally:
+        control_socket(directory).unlink(missing_ok=True)
+
+
+async def serve_worker(directory: Path, index: int, channel_fd: int) -> None:
+    """Worker `index` of a pool: its slice of the nodes, requests from the daemon over the inherited socket.
+
+    It stops (every node of its slice powered off) on `stop`, on SIGTERM, and
+    when the daemon's end of the channel closes: a worker never outlives its
+    daemon, even one killed with SIGKILL.
+    """
+    settings = load_settings(directory)
+    positions = worker_slices(settings.nodes, settings.workers)[index]
+    testbed = FakeTestbed(settings, positions, worker=index)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, lambda: testbed.context.spawn(testbed.stop()))
+    reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=channel_fd), limit=LINE_LIMIT)
+    testbed.start()
+    writer.write(json.dumps({"ready": True, "pid": os.getpid()}).encode() + b"\n")
+    await asyncio.wait_for(writer.drain(), READY_TIMEOUT)
+    log.info("%d nodes up (%s)", len(testbed.nodes), testbed.stats()["nodes"])
+    channel = asyncio.ensure_future(serve_channel(reader, writer, testbed.dispatch))
+    stopped = asyncio.ensure_future(testbed.stopped.wait())
+    await asyncio.wait([channel, stopped], return_when=asyncio.FIRST_COMPLETED)
+    if not testbed.stopped.is_set():
+        log.error("the daemon closed the channel: stopping")
+        await testbed.stop()
+    log.info("stopped: %d nodes powered off", len(testbed.nodes))
+    channel.cancel()
+    writer.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kadeploy-testbed-fake-daemon")
     parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--channel-fd", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if (args.worker is None) != (args.channel_fd is None):
+        parser.error("--worker and --channel-fd go together (the daemon starts its workers itself)")
+    who = "" if args.worker is None else f"worker {args.worker} "
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {who}%(message)s")
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     quiet_asyncssh_logging()  # thousands of sessions: do not format log lines nobody keeps
     limit = raise_file_limit()
     log.info("file descriptor limit %d", limit)
     try:
-        asyncio.run(serve(args.dir.resolve()))
+        if args.worker is None:
+            asyncio.run(serve(args.dir.resolve()))
+        else:
+            asyncio.run(serve_worker(args.dir.resolve(), args.worker, args.channel_fd))
     except KadeployError as exc:
-        print(f"fake testbed: {exc.message}", file=sys.stderr)
+        print(f"fake testbed: {who}{exc.message}", file=sys.stderr)
         return 1
     return 0
 

@@ -40,12 +40,16 @@ DUMMY_AUTOMATA = {interface: [{"name": f"{interface}Dummy", "retries": 0, "timeo
 def up(directory: Path, nodes: int, *, server_port: int, boot_time: str = "1-2", seed: int = 1,
        failure_rate: float = 0.0, fail: list[str] | None = None, clusters: int = 1,
        inspect_images: bool = True, ssh_port: int = 2222,
-       marker_port: int = DEFAULT_MARKER_PORT) -> FakeSettings:
-    """`kadeploy-testbed up --mode fake` with these options; returns the saved settings."""
+       marker_port: int = DEFAULT_MARKER_PORT, workers: int | None = None,
+       initial: str = "prod") -> FakeSettings:
+    """`kadeploy-testbed up --mode fake` with these options; returns the saved settings.
+
+    `workers` None is the CLI's default (one worker process per CPU).
+    """
     args = argparse.Namespace(dir=directory, nodes=nodes, clusters=clusters, seed=seed, boot_time=boot_time,
                               kexec_time="", failure_rate=failure_rate, fail=list(fail or []), ssh_port=ssh_port,
-                              marker_port=marker_port,
-                              server_port=server_port, initial="prod", inspect_images=inspect_images)
+                              marker_port=marker_port, fake_workers=workers,
+                              server_port=server_port, initial=initial, inspect_images=inspect_images)
     with open(os.devnull, "w") as quiet:
         stdout, sys.stdout = sys.stdout, quiet
         try:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from kadeploy.testbed.fake.relay import FakeRelay
 from kadeploy.testbed.fake.shell import FakeCommand, parse_sink, partition_number
 from kadeploy.testbed.fake.sinks import FileIndex, ImageSink
+from kadeploy.testbed.fake.tasks import cancel_and_wait
 from kadeploy.testbed.layout import NodeSpec, pxe_candidates
 from kadeploy.testbed.profiles import BootChoice, parse_profile, root_partition
 
@@ -36,6 +37,26 @@ log = logging.getLogger("kadeploy.testbed.fake")
 PROD_PARTITION = 2
 DETACHED_DELAY = 1.0   # `sleep 1` of the detached kexec -e / reboot -f
 _PART_NUM = re.compile(r"KADEPLOY_DEPLOY_PART_NUM='?(\d+)")
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)?$")
+_RATE_UNITS = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+
+#: the `fault` kinds a fake node takes (the netns names, for what a fake node can mean by them)
+FAKE_FAULT_KINDS = ("firmware-delay", "boot-failure-rate", "link-rate")
+
+
+def parse_fault(kind: str, value: str) -> float:
+    """A fault's value as a number: seconds, a share, or for `link-rate` bytes per second.
+
+    `link-rate` takes the netns syntax (`10mbit`, `500kbit`; a bare number is
+    Mbit/s) and limits what the node's relay takes of the broadcast stream
+    from upstream: the part of its cable a fake node has.
+    """
+    if kind == "link-rate":
+        match = _RATE.match(value.strip().lower())
+        if match is None or float(match.group(1)) <= 0:
+            raise ValueError(f"link-rate {value!r}: expected a rate such as 10mbit, 500kbit or a number of Mbit/s")
+        return float(match.group(1)) * _RATE_UNITS[match.group(2) or "mbit"] / 8
+    return float(value)
 _URL = re.compile(r"^[a-z]+://[^/]*")
 
 
@@ -86,6 +107,7 @@ class FakeNode:
         self.sessions: dict[int, asyncio.Task[Any]] = {}
         self.connections: set[Any] = set()
         self.image_bytes = 0
+        self.relay: FakeRelay | None = None         # the broadcast this node is taking part in, if any
         self._boot_task: asyncio.Task[None] | None = None
         self._listeners: list[Any] = []
         self._lock = asyncio.Lock()
@@ -250,11 +272,7 @@ class FakeNode:
         for connection in list(self.connections):
             connection.abort()
         self.connections.clear()
-        sessions = list(self.sessions.values())
-        for task in sessions:
-            task.cancel()
-        if sessions:
-            await asyncio.gather(*sessions, return_exceptions=True)
+        await cancel_and_wait(list(self.sessions.values()), "session")
 
     # -- the shell -------------------------------------------------------------------------
     async def execute(self, command: FakeCommand, text: str, channel: Channel) -> CommandOutcome:
@@ -352,10 +370,16 @@ class FakeNode:
         if sink_spec is None:
             return CommandOutcome(127, f"sh: fake node cannot run the image pipeline {config.get('sink')!r}")
         failing = self._fails("image")
+        if "link-rate" in self.overrides:
+            config = {**config, "limit_rate": parse_fault("link-rate", self.overrides["link-rate"])}
         sink = ImageSink(sink_spec.compression, sink_spec.kind, inspect=self.context.settings.inspect_images)
         relay = FakeRelay(self.spec.ip, config, sink, channel.write, buffer=self.context.settings.relay_buffer)
-        status = await relay.run(channel.readline, channel.read)
-        self.image_bytes += relay.received
+        self.relay = relay
+        try:
+            status = await relay.run(channel.readline, channel.read)
+        finally:
+            self.relay = None
+            self.image_bytes += relay.received
         if relay.sink_done.is_set() and sink.error == "" and not failing:
             number = partition_number(sink_spec.target) if sink_spec.kind == "dd" else \
                 self.mounted.get(sink_spec.target)
@@ -374,7 +398,7 @@ class FakeNode:
             "detail": self.detail, "since": round(time.time() - self.since),
             "address": self.spec.ip, "boots": [[kind, round(seconds, 3)] for kind, seconds in self.boots],
             "digest": self.partitions.get(partition, Partition()).digest if partition else "",
-            "image_bytes": self.image_bytes,
+            "image_bytes": self.image_bytes + (self.relay.received if self.relay is not None else 0),
         }
 
 

@@ -7,8 +7,10 @@ SSH channel (JSON lines: `start`/`dead` in, `ready`/`bypass`/`done` out) and
 the same TCP resumption protocol between relays (8-byte offsets, end-of-stream
 acknowledgement), bound to the node's own loopback address, so the server's
 coordinator and `SourceSender` run unchanged; links between two relays of
-the daemon go through `memlink` (no descriptors), the server's connections
-through the real listener. Differences, on purpose: the
+one process go through `memlink` (no descriptors), the server's connections
+and links to a relay served by another worker process (a slice boundary of
+the chain, or a repair across it) through the real listener. Differences,
+on purpose: the
 sink is an `ImageSink` (digest checked, nothing written), and the buffer
 behind the slowest child is small (`buffer`, default 256 KiB) with half of it
 retained for a repaired chain to resume from.
@@ -28,12 +30,15 @@ from typing import Any
 from kadeploy.broadcast.relay import new_digest
 from kadeploy.testbed.fake.memlink import link_pair
 from kadeploy.testbed.fake.sinks import ImageSink
+from kadeploy.testbed.fake.tasks import cancel_and_wait
 
 OFFSET = struct.Struct("!Q")
 CHUNK = 256 * 1024
 
-#: relays of this daemon by listening (address, port): links between them stay in-process (memlink)
+#: relays of this process by listening (address, port): links between them stay in-process (memlink)
 _LISTENING: dict[tuple[str, int], FakeRelay] = {}
+#: relay-to-relay links this process opened, by kind (the `stats` answer shows where the chain crossed workers)
+LINK_COUNTS: dict[str, int] = {"memlink": 0, "tcp": 0}
 
 
 class ResumeError(Exception):
@@ -179,9 +184,11 @@ class FakeRelay:
                     if local is not None:
                         (reader, writer), accepted = link_pair()
                         local.accept_link(*accepted)
+                        LINK_COUNTS["memlink"] += 1
                     else:
                         reader, writer = await asyncio.wait_for(asyncio.open_connection(address, int(port)),
                                                                 self.connect_timeout)
+                        LINK_COUNTS["tcp"] += 1
                     self._current[index] = (host, writer)
                     offset = OFFSET.unpack(await asyncio.wait_for(reader.readexactly(OFFSET.size), self.stall))[0]
                     if offset > self.total:
@@ -249,7 +256,7 @@ class FakeRelay:
                 self._commit(b"")
             await self.receive_stdin(read)
             return 0
-        server = await asyncio.start_server(self._upstream_connection, self.address, 0, backlog=16)
+        server = await asyncio.start_server(self._accept_tcp, self.address, 0, backlog=16)
         port = server.sockets[0].getsockname()[1]
         _LISTENING[(self.address, port)] = self
         try:
@@ -272,10 +279,19 @@ class FakeRelay:
         finally:
             _LISTENING.pop((self.address, port), None)
             server.close()
-            for task in [*self._tasks, *([self._upstream] if self._upstream else [])]:
-                task.cancel()
+            tasks = [*self._tasks, *([self._upstream] if self._upstream else [])]
+            # shielded: a second cancellation of this run must not leave forwarding tasks behind
             with contextlib.suppress(Exception):
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+                await asyncio.shield(cancel_and_wait(tasks, "relay task"))
+
+    async def _accept_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The TCP listener's callback (the server, or a relay of another worker process).
+
+        Cancellation is how a replaced upstream ends, not an error: Python 3.11's
+        start_server would log the cancelled handler with a traceback.
+        """
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._upstream_connection(reader, writer)
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,8 +1,9 @@
 """testbed.fake room: the settings of a fake testbed, saved as `<dir>/fake.json`.
 
-Why a file: `up` writes it and forks the daemon, which reads it; `down`,
-`status` and the benchmark find the daemon's pid and socket through it; its
-presence is how the `kadeploy-testbed` CLI tells a fake testbed from a netns one.
+Why a file: `up` writes it and forks the daemon, which reads it (and so do
+its worker processes); `down`, `status` and the benchmark find the pids of
+the daemon and its workers and the socket through it; its presence is how
+the `kadeploy-testbed` CLI tells a fake testbed from a netns one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,25 @@ SETTINGS_FILE = "fake.json"
 MAX_FAKE_NODES = 254 * 200  # 127.1.1.1 .. 127.1.200.254
 DEFAULT_SSH_PORT = 2222     # a high port: no root needed, no clash with the host's sshd
 DEFAULT_MARKER_PORT = 25300  # Kadeploy3's test_deploy_env port
+MAX_WORKERS = 64
+
+
+def default_workers() -> int:
+    """One worker process per CPU this process may run on (`--fake-workers` default)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_slices(nodes: int, workers: int) -> list[range]:
+    """Positions (0-based, layout order) of the nodes each worker serves: contiguous, sizes within one.
+
+    Contiguous because the broadcast chain follows the nodes' natural order:
+    only the link across each slice boundary (and repairs around a dead node
+    there) leaves a worker and needs a real TCP connection.
+    """
+    return [range(nodes * index // workers, nodes * (index + 1) // workers) for index in range(workers)]
 
 
 @dataclass
@@ -42,7 +62,9 @@ class FakeSettings:
     relay_buffer: int = 256 * 1024
     firmware_share: float = 0.3     # part of the boot before the PXE profile is read
     inspect_images: bool = True     # decompress and walk tar images (CPU of the fake process)
+    workers: int = 1                # processes serving slices of the nodes (1: the daemon serves all)
     daemon_pid: int | None = None
+    worker_pids: list[int] = field(default_factory=list)  # recorded by `up` so that `down` can reap them
 
     @property
     def path(self) -> Path:
@@ -69,6 +91,10 @@ class FakeSettings:
         if not 1 <= self.clusters <= self.nodes:
             raise KadeployError(ErrorCode.INVALID_OPTION,
                                 f"--clusters {self.clusters}: must be between 1 and the number of nodes ({self.nodes})")
+        if not 1 <= self.workers <= min(self.nodes, MAX_WORKERS):
+            raise KadeployError(ErrorCode.INVALID_OPTION,
+                                f"--fake-workers {self.workers}: must be between 1 and "
+                                f"{min(self.nodes, MAX_WORKERS)} (at most one per node, {MAX_WORKERS} in all)")
         if self.initial not in ("prod", "off"):
             raise KadeployError(ErrorCode.INVALID_OPTION, f"--initial {self.initial!r}: expected prod or off")
         self.boot_distribution()
