@@ -8,8 +8,10 @@ seconds per GiB per node (whole machine, from /proc/stat: server, sshd and
 relays together, since all "nodes" share this host's CPUs), for
 
   * random data of --size MiB into /dev/null: kascade (fault-tolerant chain),
-    chain, tree (--arity), flat, kascade with one node killed mid-stream, and
-    kascade with sendfile disabled on the server (what zero-copy buys);
+    chain, tree (--arity), flat, kascade with one node killed mid-stream,
+    kascade with sendfile disabled on the server, and kascade with the relays'
+    zero copy disabled (write and send from the ring instead of splice and
+    sendfile from its memfd): what zero copy buys on each side;
   * with --tgz PATH (e.g. the debian12-min image): real extraction with tar.
 
     python3 benchmarks/broadcast.py --nodes 16 --size 512 [--tgz debian12-min.tgz] [--ring 64]
@@ -53,7 +55,8 @@ BROADCAST_OPTIONS: dict[str, object] = {}  # broadcast(ring=..., digest_algorith
 
 
 async def _measure(label: str, lab: SshLab, image: Path, sink: str, method: str, arity: int,
-                   kill: bool = False, kill_after: float = 0.0) -> tuple[str, float, float, int, int]:
+                   kill: bool = False, kill_after: float = 0.0,
+                   relay_options: dict[str, dict[str, object]] | None = None) -> tuple[str, float, float, int, int]:
     executor = Executor(lab.private_key)
     hosts = [(node.hostname, node.address) for node in lab.nodes]
     try:
@@ -65,7 +68,7 @@ async def _measure(label: str, lab: SshLab, image: Path, sink: str, method: str,
         if kill:
             killer = asyncio.ensure_future(_kill_after(lab, len(lab.nodes) // 2, kill_after))
         result = await broadcast(image, hosts, sink, method=method, executor=executor, timeout=1800,
-                                 tree_arity=arity, stall=5, **BROADCAST_OPTIONS)
+                                 tree_arity=arity, stall=5, relay_options=relay_options, **BROADCAST_OPTIONS)
         seconds = time.monotonic() - started
         cpu = _cpu_seconds() - cpu
         after = os.times()
@@ -97,6 +100,9 @@ async def _run(lab: SshLab, image: Path, arity: int, tgz: Path | None) -> None:
     source.USE_SENDFILE = False
     rows.append(await _measure("kascade, no sendfile", lab, image, null_sink, "kascade", arity))
     source.USE_SENDFILE = True
+    no_zero_copy = {node.hostname: {"zero_copy": False} for node in lab.nodes}
+    rows.append(await _measure("kascade, no zero copy", lab, image, null_sink, "kascade", arity,
+                               relay_options=no_zero_copy))
     flat_seconds = rows[3][1]
     size_mib = image.stat().st_size >> 20
     ring = f", ring {int(BROADCAST_OPTIONS['ring']) >> 20} MiB" if "ring" in BROADCAST_OPTIONS else ""
@@ -144,6 +150,7 @@ def main() -> None:
         with open(image, "wb") as out:
             for _ in range(args.size):
                 out.write(os.urandom(1 << 20))
+            os.fsync(out.fileno())  # its write-back would land in the first measurement (kascade)
         asyncio.run(_run(lab, image, args.arity, args.tgz))
     finally:
         lab.teardown()

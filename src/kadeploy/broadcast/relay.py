@@ -6,9 +6,15 @@ This file is sent over the SSH channel and started with `python3 -c <source>
 importing nothing from kadeploy. The server talks to it through the SSH
 channel: JSON lines on stdin (commands) and on stdout (events).
 
-Data path: upstream TCP socket -> ring buffer (recv_into, one copy) -> (a) the
-local pipeline `sh -c <sink>` through a pipe, with the digest computed on the
-way, and (b) every child socket (send from the ring, no further copy).
+Data path: upstream TCP socket -> ring buffer (recv_into, the one copy; the
+digest is computed there, while the bytes are in the cache) -> (a) the local
+pipeline `sh -c <sink>` through a pipe and (b) every child socket. On Linux the
+ring is a memfd, so (a) is splice(2) and (b) sendfile(2) from it: the pages
+themselves are passed on, not copied (`zero_copy`, on by default; without
+memfd, splice or sendfile, or with "zero_copy": false, the same path with
+write and send). A passed page is referenced until the pipeline has read it or
+the child has it, so the ring never rewrites the last SINK_HOLD bytes spliced
+into the pipeline, nor the last IN_FLIGHT bytes sent to a child.
 
 Resumption (the fault-tolerant chain): every receiver, when a sender connects,
 first writes the 8-byte offset it has reached; the sender resumes there from
@@ -28,11 +34,14 @@ Commands (stdin): {"op": "start", "children": [[[host, addr, port], ...fallbacks
                    "repair": bool, "below": {host: [[host, addr, port], ...]}}
                   {"op": "dead", "host": host};  EOF = quit.
 Events (stdout):  ready {port, pid}; bypass {host, reason}; adopt {host, dead, offset};
-                  done {received, digest, sink_status, sink_error}; error {message}.
+                  done {received, digest, sink_status, sink_error, cpu, splice, sendfile}
+                  (splice, sendfile: whether the zero-copy paths were used); error {message}.
 """
 
+import errno
 import hashlib
 import json
+import mmap
 import os
 import select
 import socket
@@ -54,8 +63,15 @@ SOCKET_BUFFER = 1024 * 1024
 IN_FLIGHT = 4 * SOCKET_BUFFER
 # The smallest ring for which repairs are guaranteed (see repair_retention).
 MIN_RING = 8 * IN_FLIGHT
+# Bytes spliced into the local pipeline whose pages may still be referenced: those in its pipe
+# (1 MiB) and, if its first command moves pipe buffers on with splice(2) instead of reading them
+# (a `cat | tar` could), those in the next pipe (1 MiB at most unprivileged). 8 MiB covers a few
+# such hops; it is a quarter of MIN_RING, below the 3/4 a repairing sender keeps anyway.
+SINK_HOLD = 8 * 1024 * 1024
+# errno of a descriptor that does not support splice/sendfile: use write/send instead.
+NO_ZERO_COPY = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
 # The server always sends its own value; this one is for a relay started by hand.
-DEFAULT_RING = 64 * 1024 * 1024
+DEFAULT_RING = MIN_RING
 F_SETPIPE_SZ = 1031
 _emit_lock = threading.Lock()
 
@@ -80,10 +96,16 @@ class Ring:
     older offset on another node (the fault-tolerant chain).
     """
 
-    def __init__(self, capacity, total):
+    def __init__(self, capacity, total, zero_copy=False):
         self.capacity = max(1, min(capacity, total))
         self.total = total
-        self.buffer = bytearray(self.capacity)
+        self.fd = None  # the memfd behind the buffer, for splice/sendfile; None without zero copy
+        self.buffer = None
+        if zero_copy:
+            self.fd, self.buffer = memfd_buffer(self.capacity)
+        if self.buffer is None:
+            # Anonymous memory, mapped lazily: a bytearray would zero every page once more.
+            self.buffer = mmap.mmap(-1, self.capacity, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.view = memoryview(self.buffer)
         self.received = 0
         self.readers = {}
@@ -146,6 +168,27 @@ class Ring:
             self.retain.pop(name, None)
             self.cond.notify_all()
 
+    def wait_received(self, count, timeout):
+        """Wait until `count` bytes of the stream have been received; True if they have."""
+        with self.cond:
+            if self.received < count:
+                self.cond.wait(timeout)
+            return self.received >= count
+
+
+def memfd_buffer(size):
+    """(fd, shared mapping) of a memfd of `size` bytes, or (None, None) where there is none."""
+    try:
+        fd = os.memfd_create("kadeploy-ring", getattr(os, "MFD_CLOEXEC", 0))
+    except (AttributeError, OSError):
+        return None, None
+    try:
+        os.ftruncate(fd, size)
+        return fd, mmap.mmap(fd, size)
+    except OSError:
+        os.close(fd)
+        return None, None
+
 
 class ResumeError(Exception):
     pass
@@ -187,8 +230,10 @@ class Relay:
         self.connect_timeout = float(config.get("connect_timeout", 10))
         self.corrupt_at = config.get("corrupt_at")  # test hook: flip the byte at this offset on arrival
         self.limit_rate = float(config.get("limit_rate") or 0)  # test hook: bytes/s taken from upstream
-        self.ring = Ring(max(MIN_RING, int(config.get("ring", DEFAULT_RING))), max(self.total, 1))
+        self.ring = Ring(max(MIN_RING, int(config.get("ring", DEFAULT_RING))), max(self.total, 1),
+                         zero_copy=bool(config.get("zero_copy", True)))
         self.digest = new_digest(config.get("digest", "sha256"))
+        self.sendfile_works = True
         self.dead = set()
         self.dead_lock = threading.Lock()
         self.current = {}  # reader name -> (host, socket)
@@ -213,25 +258,30 @@ class Relay:
         self.ring.set_reader("sink", 0)
 
     def sink_loop(self):
-        """Hash every byte and write it to the pipeline; a failed pipeline is only a local KO."""
+        """Feed every byte to the pipeline; a failed pipeline is only a local KO."""
         fd = self.sink.stdin.fileno()
+        splice = self.ring.fd is not None and hasattr(os, "splice")  # os.splice: python >= 3.10
+        hold = SINK_HOLD if splice else 0
         offset = 0
         failed = False
-        while offset < self.total:
+        while offset < self.total and not failed:
             view = self.ring.wait_data(offset, 1.0)
             if view is None:
                 continue
-            self.digest.update(view)
-            if not failed:
-                try:
-                    written = 0
-                    while written < len(view):
-                        written += os.write(fd, view[written:])
-                except OSError:
+            try:
+                if splice:  # up to a pipe's worth, so that the reader's position stays exact
+                    offset += os.splice(self.ring.fd, fd, len(view), offset_src=offset % self.ring.capacity)
+                else:
+                    offset += os.write(fd, view)
+            except OSError as exc:
+                if splice and exc.errno in NO_ZERO_COPY:
+                    splice = False  # written on the next turn
+                else:
                     failed = True
-            offset += len(view)
-            self.ring.set_reader("sink", offset)
+            self.ring.set_reader("sink", offset, hold)
         self.ring.drop_reader("sink")
+        while not self.ring.wait_received(self.total, 1.0):  # the digest covers the whole stream
+            pass
         try:
             self.sink.stdin.close()
         except OSError:
@@ -245,7 +295,8 @@ class Relay:
         times = os.times()
         emit("done", received=self.ring.received, digest=self.digest.hexdigest(),
              sink_status=status, sink_error=error,
-             cpu=times.user + times.system + times.children_user + times.children_system)
+             cpu=times.user + times.system + times.children_user + times.children_system,
+             splice=splice, sendfile=self.ring.fd is not None and self.sendfile_works)
 
     # receiving --------------------------------------------------------------
     def accept_loop(self, listener):
@@ -298,6 +349,7 @@ class Relay:
             start = self.ring.received
             if self.corrupt_at is not None and start <= self.corrupt_at < start + count:
                 slot[self.corrupt_at - start] ^= 0xFF
+            self.digest.update(slot[:count])
             self.ring.commit(count)
             if self.limit_rate:
                 ahead = self.ring.received / self.limit_rate - (time.monotonic() - began)
@@ -320,6 +372,7 @@ class Relay:
             count = source.readinto(slot)
             if not count:
                 break
+            self.digest.update(slot[:count])
             self.ring.commit(count)
 
     # forwarding -------------------------------------------------------------
@@ -331,6 +384,8 @@ class Relay:
     def forward_loop(self, name, targets, repair, held=0):
         """Feed one child (or, with fallbacks, the first live one); `held` = where its reader starts."""
         retain = repair_retention(self.ring.capacity) if repair else 0
+        if self.ring.fd is not None:
+            retain = max(retain, IN_FLIGHT)  # pages sent with sendfile are referenced until the child has them
         queue = list(targets)
         # Registered before connecting, so that no byte this child needs is overwritten.
         self.ring.set_reader(name, held, retain)
@@ -365,11 +420,7 @@ class Relay:
                         if view is None:
                             check_open(connection)  # no data to send: a dead child would go unnoticed
                             continue
-                        try:
-                            sent = connection.send(view)
-                        except socket.timeout:
-                            raise socket.timeout("stalled: no data accepted for %gs" % self.stall)
-                        offset += sent
+                        offset += self.send_from_ring(connection, offset, view)
                         held = offset
                         self.ring.set_reader(name, offset, retain)
                     self.wait_ack(connection, host)
@@ -394,6 +445,7 @@ class Relay:
                 self.adopt(host, held, retain)
                 continue
             except (OSError, ResumeError) as exc:
+                abort(connection)
                 with self.dead_lock:
                     known_dead = host in self.dead
                     self.dead.add(host)
@@ -408,6 +460,21 @@ class Relay:
                 if connection is not None:
                     connection.close()
         self.ring.drop_reader(name)
+
+    def send_from_ring(self, connection, offset, view):
+        """Send some of `view`, the ring at stream `offset`, to a child: sendfile(2) from the memfd,
+        or send(2) where that is not supported. Returns the bytes sent."""
+        if self.ring.fd is not None and self.sendfile_works:
+            try:
+                return send_zero_copy(connection, self.ring.fd, offset % self.ring.capacity, len(view), self.stall)
+            except OSError as exc:
+                if exc.errno not in NO_ZERO_COPY:
+                    raise
+                self.sendfile_works = False
+        try:
+            return connection.send(view)
+        except socket.timeout:
+            raise socket.timeout("stalled: no data accepted for %gs" % self.stall)
 
     def adopt(self, host, offset, retain):
         """Tree repair: feed the children of dead `host` ourselves, each from its own offset.
@@ -458,6 +525,27 @@ def repair_retention(capacity):
     them, hence MIN_RING = 8 * IN_FLIGHT (twice the need). Half the ring (the old value)
     covered nothing: a slow successor of a dead node failed to resume."""
     return capacity * 3 // 4
+
+
+def send_zero_copy(connection, fd, position, size, stall):
+    """sendfile(2) from the ring to a child; waits at most `stall` seconds for room in the socket."""
+    while True:
+        try:
+            return os.sendfile(connection.fileno(), fd, position, size)
+        except BlockingIOError:  # the socket has a timeout, so its descriptor is non-blocking
+            if not select.select([], [connection], [], stall)[1]:
+                raise socket.timeout("stalled: no data accepted for %gs" % stall)
+
+
+def abort(connection):
+    """Close with a reset: what the kernel still queued for a failed child is dropped now, not sent
+    later from ring pages that may hold other bytes by then."""
+    if connection is None:
+        return
+    try:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
 
 
 def check_open(connection):

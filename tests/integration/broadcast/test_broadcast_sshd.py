@@ -108,8 +108,21 @@ async def test_image_reaches_every_node_byte_exact(lab, broadcast_executor, imag
         assert _sha256(node.directory / "out") == expected, node.hostname
 
 
+async def test_relays_without_zero_copy_deliver_byte_exact(lab, broadcast_executor, image):
+    """The path of a node without memfd, splice or sendfile (write and send from the ring)."""
+    path, expected = image
+    no_zero_copy = {node.hostname: {"zero_copy": False} for node in lab.nodes}
+    result = await broadcast(path, _hosts(lab), SINK, method="kascade", executor=broadcast_executor,
+                             timeout=120, ring=IMAGE_SIZE // 2, relay_options=no_zero_copy)
+    assert result.ko == {}
+    for node in lab.nodes:
+        assert _sha256(node.directory / "out") == expected, node.hostname
+
+
+@pytest.mark.parametrize("zero_copy", [True, False], ids=["zero-copy", "no-zero-copy"])
 @pytest.mark.parametrize("ring", [IMAGE_SIZE, IMAGE_SIZE // 2], ids=["whole-image-ring", "wrapping-ring"])
-async def test_node_killed_mid_stream_is_bypassed_and_the_others_complete(lab, broadcast_executor, image, ring):
+async def test_node_killed_mid_stream_is_bypassed_and_the_others_complete(lab, broadcast_executor, image, ring,
+                                                                          zero_copy):
     path, expected = image
     victim = lab.nodes[3]
     first = lab.nodes[0]
@@ -117,8 +130,10 @@ async def test_node_killed_mid_stream_is_bypassed_and_the_others_complete(lab, b
     killer = asyncio.ensure_future(_kill_relay_when(victim, lambda: _written(victim) >= IMAGE_SIZE // 2))
     started = time.monotonic()
     # the first node takes 16 MiB/s from the server: the whole chain runs at that pace
+    options = {node.hostname: {"zero_copy": zero_copy} for node in lab.nodes}
+    options[first.hostname] = {"zero_copy": zero_copy, "limit_rate": 16 << 20}
     result = await broadcast(path, _hosts(lab), SINK, method="kascade", executor=broadcast_executor,
-                             timeout=120, stall=3, ring=ring, relay_options={first.hostname: {"limit_rate": 16 << 20}})
+                             timeout=120, stall=3, ring=ring, relay_options=options)
     await asyncio.wait_for(killer, 1)
     assert time.monotonic() - started < 60
     assert list(result.ko) == [victim.hostname]
@@ -218,8 +233,10 @@ async def test_node_dying_after_it_has_the_whole_stream_still_gets_its_successor
 
     killer = asyncio.ensure_future(_kill_relay_when(first, lambda: _first_is_ahead(first, second)))
     started = time.monotonic()
+    # a ring of the whole image, so that the first node can get all of it ahead of the second
     result = await broadcast(path, _hosts(lab), SINK, method="kascade", executor=broadcast_executor,
-                             timeout=120, stall=3, relay_options={second.hostname: {"limit_rate": 16 << 20}})
+                             timeout=120, stall=3, ring=IMAGE_SIZE,
+                             relay_options={second.hostname: {"limit_rate": 16 << 20}})
     await asyncio.wait_for(killer, 1)
     assert time.monotonic() - started < 60
     assert set(result.ok) >= {h for h in lab.hosts if h != first.hostname}, result.ko
@@ -238,7 +255,8 @@ async def test_node_powered_off_silently_after_it_has_the_whole_stream(lab, broa
     started = time.monotonic()
     try:
         result = await broadcast(path, _hosts(lab), SINK, method="kascade", executor=broadcast_executor,
-                                 timeout=120, stall=3, relay_options={second.hostname: {"limit_rate": 16 << 20}})
+                                 timeout=120, stall=3, ring=IMAGE_SIZE,  # as above
+                                 relay_options={second.hostname: {"limit_rate": 16 << 20}})
         elapsed = time.monotonic() - started
         await asyncio.wait_for(killer, 1)
     finally:

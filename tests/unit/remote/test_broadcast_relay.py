@@ -5,11 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
+import shlex
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -186,3 +192,152 @@ def test_crc32_digest_is_incremental_and_matches_zlib() -> None:
         digest.update(memoryview(data)[start:start + 65_536])
     assert digest.hexdigest() == f"{zlib.crc32(data):08x}"
     assert relay.new_digest("sha256").hexdigest() == hashlib.sha256(b"").hexdigest()
+
+
+# Zero copy: the ring is a memfd; children are fed with sendfile(2), the pipeline with splice(2).
+# Those pass the ring's pages, not copies, so the ring must not rewrite a page that a socket or a
+# pipe still holds. The tests below stream more than the ring (it wraps); the `reads_late` ones to
+# a reader that waits before reading, which gets other bytes if a held page was rewritten.
+
+WRAPPING = 2 * relay.MIN_RING + 12_345  # the ring (MIN_RING) wraps twice
+
+
+@pytest.fixture(scope="module")
+def wrapping_data() -> bytes:
+    return os.urandom(WRAPPING)
+
+
+class _RelayProcess:
+    """A relay started as the server starts it, with its events read by a thread (timeouts)."""
+
+    def __init__(self, config: dict, python: str = sys.executable) -> None:
+        self.process = subprocess.Popen([python, "-c", RELAY_SOURCE.read_text(), json.dumps(config)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.events: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        ready = self.next_event()
+        assert ready["ev"] == "ready"
+        self.port = ready["port"]
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.events.put(json.loads(line))
+
+    def next_event(self, timeout: float = 60) -> dict:
+        return self.events.get(timeout=timeout)
+
+    def done(self) -> dict:
+        while (event := self.next_event())["ev"] != "done":
+            pass
+        return event
+
+    def start(self, children: list, repair: bool = True) -> None:
+        self.process.stdin.write(json.dumps({"op": "start", "children": children, "repair": repair}) + "\n")
+        self.process.stdin.flush()
+
+    def stop(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=10)
+
+
+def _feed(port: int, data: bytes) -> None:
+    """The server's side of one relay: send the stream, wait for the end-of-stream acknowledgement."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as upstream:
+        assert OFFSET.unpack(_recv_exact(upstream, 8))[0] == 0
+        upstream.sendall(data)
+        assert OFFSET.unpack(_recv_exact(upstream, 8))[0] == len(data)
+
+
+@pytest.mark.parametrize("zero_copy", [True, False], ids=["zero-copy", "forced-fallback"])
+def test_chain_of_relays_delivers_a_stream_longer_than_the_ring_byte_exact(tmp_path, wrapping_data, zero_copy):
+    outs = [tmp_path / "first", tmp_path / "second"]
+    relays = [_RelayProcess({"total": WRAPPING, "sink": f"cat > {out}", "stall": 10, "ring": relay.MIN_RING,
+                             "zero_copy": zero_copy}) for out in outs]
+    try:
+        relays[0].start([[["second", "127.0.0.1", relays[1].port]]])
+        relays[1].start([])
+        _feed(relays[0].port, wrapping_data)
+        expected = hashlib.sha256(wrapping_data).hexdigest()
+        for each, out in zip(relays, outs):
+            done = each.done()
+            assert (done["digest"], done["sink_status"]) == (expected, 0)
+            assert out.read_bytes() == wrapping_data
+            assert done["sendfile"] is zero_copy
+            assert done["splice"] is (zero_copy and hasattr(os, "splice"))
+    finally:
+        for each in relays:
+            each.stop()
+
+
+def test_pipeline_that_reads_late_gets_the_bytes_spliced_to_it_not_newer_ones(tmp_path, wrapping_data):
+    """The pipe holds references to ring pages until the pipeline reads them; its first command
+    may also move them on into the next pipe with splice(2) (as a `cat | tar` could): the ring
+    keeps SINK_HOLD bytes behind what it spliced for that."""
+    out = tmp_path / "out"
+    mover = ("import fcntl, os\nfcntl.fcntl(1, 1031, 1 << 20)\n"
+             "while os.splice(0, 1, 1 << 20):\n    pass\n")
+    sink = f"{shlex.quote(sys.executable)} -c {shlex.quote(mover)} | {{ sleep 1; cat > {out}; }}"
+    node = _RelayProcess({"total": WRAPPING, "sink": sink, "stall": 10, "ring": relay.MIN_RING})
+    try:
+        node.start([])
+        _feed(node.port, wrapping_data)
+        done = node.done()
+        assert (done["digest"], done["sink_status"]) == (hashlib.sha256(wrapping_data).hexdigest(), 0)
+        assert out.read_bytes() == wrapping_data
+    finally:
+        node.stop()
+
+
+@pytest.mark.parametrize("repair", [False, True], ids=["chain", "kascade"])
+def test_child_that_reads_late_gets_the_bytes_sent_to_it_not_newer_ones(wrapping_data, repair):
+    """sendfile(2) leaves ring pages in the socket (and, on one host, in the child's receive queue)
+    until the child has read them: the ring keeps IN_FLIGHT bytes behind what it sent."""
+    child = socket.create_server(("127.0.0.1", 0))
+    child.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, relay.SOCKET_BUFFER)  # as a relay's listener
+    child.settimeout(30)
+    node = _RelayProcess({"total": WRAPPING, "sink": "cat > /dev/null", "stall": 10, "ring": relay.MIN_RING})
+    try:
+        node.start([[["child", "127.0.0.1", child.getsockname()[1]]]], repair=repair)
+        feeder = threading.Thread(target=_feed, args=(node.port, wrapping_data), daemon=True)
+        feeder.start()
+        feed, _ = child.accept()
+        feed.settimeout(30)
+        feed.sendall(OFFSET.pack(0))
+        time.sleep(1)  # the socket buffers fill up; the relay receives on as far as its ring allows
+        assert _recv_exact(feed, WRAPPING) == wrapping_data
+        feed.sendall(OFFSET.pack(WRAPPING))
+        feeder.join(30)
+        assert node.done()["sendfile"] is True
+        feed.close()
+    finally:
+        child.close()
+        node.stop()
+
+
+def _python(version: str) -> str | None:
+    """A working python`version` interpreter (on PATH, or one of pyenv's), or None."""
+    found = [shutil.which(f"python{version}")]
+    found += sorted(str(path) for path in Path.home().glob(f".pyenv/versions/{version}*/bin/python{version}"))
+    for candidate in filter(None, found):
+        if subprocess.run([candidate, "-c", "pass"], capture_output=True, check=False).returncode == 0:
+            return candidate
+    return None
+
+
+def test_relay_on_python_3_9_writes_the_pipeline_without_splice(tmp_path, wrapping_data):
+    """os.splice appeared in python 3.10: on 3.9 the relay writes to the pipeline, sendfile stays."""
+    python39 = _python("3.9")
+    if python39 is None:
+        pytest.skip("no python3.9 here")
+    out = tmp_path / "out"
+    node = _RelayProcess({"total": WRAPPING, "sink": f"cat > {out}", "stall": 10, "ring": relay.MIN_RING},
+                         python=python39)
+    try:
+        node.start([])
+        _feed(node.port, wrapping_data)
+        done = node.done()
+        assert (done["splice"], done["sendfile"], done["sink_status"]) == (False, True, 0)
+        assert done["digest"] == hashlib.sha256(wrapping_data).hexdigest()
+        assert out.read_bytes() == wrapping_data
+    finally:
+        node.stop()
