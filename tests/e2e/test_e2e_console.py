@@ -6,33 +6,14 @@ from __future__ import annotations
 
 import os
 import pty
-import select
-import signal
 import socket
 import subprocess
-import time
 
 import pytest
 
+from tests.ptyconsole import detach, read_until, reap
+
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.testbed]
-
-ESCAPE = b"\x1b" * 4
-
-
-def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while needle not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    return seen
 
 
 def test_kaconsole_shows_the_node_console_through_a_pty(site) -> None:
@@ -44,25 +25,13 @@ def test_kaconsole_shows_the_node_console_through_a_pty(site) -> None:
         os.execvpe("kaconsole3", ["kaconsole3", "-m", node], dict(site.env, USER="root", TERM="dumb"))
     try:
         # `kadeploy-testbed console` replays the serial log: the firmware's first words
-        output = _read_until(fd, b"BIOS: " + node.split(".")[0].encode(), 60)
+        output = read_until(fd, b"BIOS: " + node.split(".")[0].encode(), 60)
         assert b"BIOS: " + node.split(".")[0].encode() in output, output[-2000:]
-        os.write(fd, ESCAPE)
-        end = time.monotonic() + 20
-        while time.monotonic() < end:
-            finished, status = os.waitpid(pid, os.WNOHANG)
-            if finished:
-                break
-            _read_until(fd, b"\0", 0.5)
-        else:
-            pytest.fail("kaconsole3 did not end on the escape sequence")
-        assert os.waitstatus_to_exitcode(status) == 0
+        exit_code = detach(pid, fd, 20)
+        assert exit_code is not None, "kaconsole3 did not end on the escape sequence"
+        assert exit_code == 0
     finally:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        os.close(fd)
+        reap(pid, fd)
 
 
 def test_console_port_refuses_a_client_without_the_token(site) -> None:

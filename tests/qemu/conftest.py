@@ -31,7 +31,7 @@ SERVER_URL = "http://10.202.0.1:25300"
 def _requirements_missing() -> str | None:
     if os.geteuid() != 0:
         return "needs root"
-    for tool in ("qemu-system-x86_64", "dnsmasq", "ipmitool", "grub-mknetdir", "kadeploy3d", "cpio"):
+    for tool in ("qemu-system-x86_64", "dnsmasq", "ipmitool", "ipmi_sim", "grub-mknetdir", "kadeploy3d", "cpio"):
         if not shutil.which(tool):
             return f"{tool} not installed"
     if not (CACHE / "user-images" / "debian12-min.yaml").exists():
@@ -73,7 +73,7 @@ class QemuSite:
         return result
 
     def ipmi(self, node_index: int, action: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ipmitool", "-I", "lanplus", "-N", "1", "-R", "3", "-H",
+        return subprocess.run(["ipmitool", "-I", "lanplus", "-C", "3", "-N", "1", "-R", "3", "-H",
                                f"node-{node_index}-bmc.qemu.testbed", "-U", "admin", "-P", "testbed",
                                "chassis", "power", action], capture_output=True, text=True, timeout=30, check=False)
 

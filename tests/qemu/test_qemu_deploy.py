@@ -8,6 +8,7 @@ to keep the suite short.
 from __future__ import annotations
 
 import os
+import pty
 import re
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.ptyconsole import detach, read_until, reap
 from tests.qemu.conftest import CACHE, QemuSite, qemu_site
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -77,6 +79,28 @@ def test_deploy_two_vms_untrusted_kascade_classical(site: QemuSite) -> None:
         # PXElinux booted the deploy kernel, then chainloaded the disk (chain.c32 hd0 3)
         assert pxe_boots(site, f"10.202.1.{index}") >= 2
     print(f"\nfull deployment of 2 VMs (Untrusted + Kascade + Classical): {seconds:.0f}s")
+
+
+def test_kaconsole_reaches_the_serial_console_of_a_deployed_vm(site: QemuSite) -> None:
+    """kaconsole3 on a terminal: keystrokes reach the VM's serial getty and its answer comes back."""
+    node = site.nodes[0]  # deployed by the test above: the image's getty runs on ttyS0
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvpe("kaconsole3", ["kaconsole3", "-m", node], dict(site.env, TERM="dumb"))
+    try:
+        # agetty answers an empty login with a new prompt ("<hostname> login:"); Enter is pressed
+        # again until it comes: the first one may be typed before the console is attached
+        answer = b""
+        deadline = time.monotonic() + 90
+        while b"login:" not in answer and time.monotonic() < deadline:
+            os.write(fd, b"\r")
+            answer += read_until(fd, b"login:", 5)
+        assert b"login:" in answer, answer[-2000:]
+        exit_code = detach(pid, fd, 30)
+        assert exit_code is not None, "kaconsole3 did not end on the escape sequence"
+        assert exit_code == 0
+    finally:
+        reap(pid, fd)
 
 
 def test_kexec_and_broken_bootloader_side_by_side(site: QemuSite) -> None:

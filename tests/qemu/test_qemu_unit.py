@@ -69,7 +69,9 @@ def test_qemu_line_boots_network_first_then_the_ide_disk(tmp_path: Path) -> None
     node = build_layout(1).nodes[0]
     argv = qemu_command(tmp_path, node, "tcg")
     line = " ".join(argv)
-    assert "-S" in argv and "-no-shutdown" in argv and argv[argv.index("-m") + 1] == "1024"
+    # the BMC owns the process: it is not started paused, and a power off (or a guest poweroff) ends it
+    assert "-S" not in argv and "-no-shutdown" not in argv and argv[argv.index("-m") + 1] == "1024"
+    assert f"socket,id=ipmi0,host={node.bmc_ip},port=9002" in line and "ipmi-bmc-extern,id=bmc0" in line
     assert f"e1000,netdev=net0,mac={node.mac},bootindex=1" in line
     assert "ide-hd,drive=disk0,bus=ide.0,bootindex=2" in line
     assert "ifname=ktqt1" in line and "-accel tcg" in line and "-cpu max" in line

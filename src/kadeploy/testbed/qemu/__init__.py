@@ -4,8 +4,8 @@ Each node is a QEMU VM (1 GiB, TCG unless the host has hardware KVM) whose
 e1000 iPXE ROM PXE-boots from dnsmasq on the bridge `ktq0` (DHCP with a fixed
 address per MAC and the `pxe/dhcp` method's boot file; TFTP of the PXE
 repository, also exported over HTTP on 10.202.0.1:8069 for iPXE), with a sparse
-IDE disk (`/dev/sda`), a serial console on a Unix socket, and a pyghmi IPMI BMC
-that powers it through QMP. The deployment kernel and initramfs are built from
+IDE disk (`/dev/sda`), a serial console on a Unix socket, and an OpenIPMI
+`ipmi_sim` BMC that owns its QEMU process. The deployment kernel and initramfs are built from
 the deployment rootfs (`deployimage`).
 
 Public API::
@@ -20,6 +20,8 @@ Public API::
     deployimage.boot_segment(public_key) -> bytes          # the per-testbed cpio segment (/init, key)
     layout.build_layout(n) -> Layout                       # node-<k>.qemu.testbed, 10.202.1.k, BMC 10.202.64.k
     configdir.write_config(dir, layout, bmc_user, bmc_password, method="PXElinux") -> ConfigPaths
-    vm.QemuPower(qmp_socket)                               # PowerControl: power_on/off/cycle/reset/state
+    vm.qemu_command(dir, node) -> argv / vm.vm_status(dir, node) -> "off" | QMP run state
+    bmcsim.write_bmc_files(dir, node, qemu_argv, user, password) / start_bmc(...) -> pid   # ipmi_sim per VM
+    bmcsim.power(bmc_ip, user, password, on|off|cycle|reset) / power_status(...) -> "on" | "off"
     cli.cmd_up(args) / cmd_down(dir) / cmd_status(dir) / cmd_power(dir, action, nodes)
 """

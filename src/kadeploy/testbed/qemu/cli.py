@@ -7,14 +7,13 @@ arguments. User errors are KadeployError (printed in one line by the CLI).
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.testbed.configdir import DEPLOY_INITRD, DEPLOY_KERNEL
-from kadeploy.testbed.qemu import host
+from kadeploy.testbed.layout import NodeSpec
+from kadeploy.testbed.qemu import bmcsim, host
 from kadeploy.testbed.qemu.configdir import PXE_METHODS, write_config
 from kadeploy.testbed.qemu.deployimage import (
     ensure_deploy_kernel,
@@ -25,14 +24,9 @@ from kadeploy.testbed.qemu.layout import (
     HTTP_PORT,
     SERVER_IP,
     build_layout,
-    qmp_socket,
-    run_dir,
 )
 from kadeploy.testbed.qemu.state import QemuState, load_state
-from kadeploy.testbed.qemu.vm import QemuPower, qemu_command, wait_for_socket
-
-QEMU_START_TIMEOUT = 30.0
-BMCD_START_TIMEOUT = 30.0
+from kadeploy.testbed.qemu.vm import qemu_command, vm_status
 
 
 def resolve_dir(directory: Path, netns_default: Path) -> Path:
@@ -40,41 +34,18 @@ def resolve_dir(directory: Path, netns_default: Path) -> Path:
     return DEFAULT_DIR if directory == netns_default.resolve() else directory
 
 
-def _start_vm(state: QemuState, node_index: int) -> int:
-    node = state.layout().nodes[node_index - 1]
-    log = run_dir(state.path, node) / "qemu.log"
-    with log.open("ab") as handle:
-        proc = subprocess.Popen(qemu_command(state.path, node, state.accel), stdin=subprocess.DEVNULL,
-                                stdout=handle, stderr=handle, start_new_session=True)
-    state.pids[node.short_name] = proc.pid
+def _start_bmc(state: QemuState, node: NodeSpec) -> int:
+    """Write the node's BMC files (its VM start script included) and start its ipmi_sim, VM off."""
+    bmcsim.write_bmc_files(state.path, node, qemu_command(state.path, node, state.accel), state.bmc_user,
+                           state.bmc_password)
+    pid = bmcsim.start_bmc(state.path, node, state.bmc_user, state.bmc_password)
+    state.pids[f"{node.short_name}-bmc"] = pid
     state.save()
-    try:
-        wait_for_socket(qmp_socket(state.path, node), QEMU_START_TIMEOUT)
-    except KadeployError:
-        raise KadeployError(ErrorCode.EXECUTE_ERROR, f"QEMU of {node.hostname} did not start: "
-                            f"{log.read_text(errors='replace')[-800:]}") from None
-    return proc.pid
-
-
-def _start_bmcd(state: QemuState) -> int:
-    log = state.path / "bmcd.log"
-    with log.open("ab") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "kadeploy.testbed.qemu.bmcd", "--dir", str(state.path) + "/"],
-                                stdin=subprocess.DEVNULL, stdout=handle, stderr=handle, start_new_session=True)
-    state.pids["bmcd"] = proc.pid
-    state.save()
-    deadline = time.monotonic() + BMCD_START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise KadeployError(ErrorCode.EXECUTE_ERROR, f"BMC daemon exited: {log.read_text(errors='replace')[-800:]}")
-        if "listening" in log.read_text(errors="replace"):
-            return proc.pid
-        time.sleep(0.2)
-    raise KadeployError(ErrorCode.EXECUTE_ERROR, f"BMC daemon not ready after {BMCD_START_TIMEOUT:.0f}s (see {log})")
+    return pid
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """Build (or reuse) the deploy kernel, then bridge, dnsmasq, HTTP, VMs (powered off) and BMCs."""
+    """Build (or reuse) the deploy kernel, then bridge, dnsmasq, HTTP and one BMC per VM (VMs off)."""
     directory: Path = args.dir
     method = getattr(args, "pxe_method", "PXElinux")
     if method not in PXE_METHODS:
@@ -100,8 +71,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         state.pids["http"] = host.start_http(directory)
         state.save()
         for node in layout.nodes:
-            _start_vm(state, node.index)
-        _start_bmcd(state)
+            _start_bmc(state, node)
     except BaseException:
         host.teardown(directory, list(state.pids.values()))
         raise
@@ -111,8 +81,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"  node file:     {paths.nodes_file}")
     print(f"  deploy key:    {paths.private_key}")
     print(f"  PXE repository:{tftpboot} (tftp://{SERVER_IP}, http://{SERVER_IP}:{HTTP_PORT})")
-    print(f"  BMCs:          ipmitool -I lanplus -H node-<k>-bmc.qemu.testbed -U {state.bmc_user} "
-          f"-P {state.bmc_password} chassis power on|off|cycle|reset|status")
+    print(f"  BMCs:          ipmitool -I lanplus -C 3 -H node-<k>-bmc.qemu.testbed -U {state.bmc_user} "
+          f"-P {state.bmc_password} chassis power on|off|cycle|reset|status (OpenIPMI ipmi_sim)")
     print(f"  consoles:      socat -,raw,echo=0 UNIX-CONNECT:{directory}/run/node-<k>/console.sock")
     return 0
 
@@ -130,22 +100,22 @@ def cmd_down(directory: Path) -> int:
 
 
 def cmd_status(directory: Path) -> int:
+    """Each node's power as its BMC reports it, and its VM's run state."""
     state = load_state(directory)
     for node in state.layout().nodes:
         try:
-            status = QemuPower(qmp_socket(directory, node)).status()
+            bmc = bmcsim.power_status(node.bmc_ip, state.bmc_user, state.bmc_password)
         except KadeployError as exc:
-            status = f"unreachable ({exc})"
-        print(f"{node.hostname:<24} {node.ip:<12} {status}")
+            bmc = f"unreachable ({exc})"
+        print(f"{node.hostname:<24} {node.ip:<12} power {bmc:<4} vm {vm_status(directory, node)}")
     return 0
 
 
 def cmd_power(directory: Path, action: str, names: list[str]) -> int:
+    """`chassis power <action>` through each node's BMC, as the cluster's commands do."""
     state = load_state(directory)
     layout = state.layout()
     for name in names:
         node = layout.find(name)
-        power = QemuPower(qmp_socket(directory, node))
-        {"on": power.power_on, "off": power.power_off, "cycle": power.power_cycle,
-         "reset": power.power_reset}[action]()
+        bmcsim.power(node.bmc_ip, state.bmc_user, state.bmc_password, action)
     return 0

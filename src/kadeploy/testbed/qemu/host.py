@@ -52,7 +52,7 @@ configfile (pxe)/grub.cfg/${net_default_ip}
 # Paths `up` creates under --dir; `down` removes only these.
 CREATED = ("etc", "run", "disks", "tftpboot", "cache", "nodes", "nodes-qemu", "state.json", "kadeploy.db",
            "kadeploy.db-shm", "kadeploy.db-wal", "kadeploy.db-journal",
-           "bmcd.log", "dnsmasq.log", "dnsmasq.leases", "http.log")
+           "dnsmasq.log", "dnsmasq.leases", "http.log")
 
 
 def bridge_exists() -> bool:
@@ -72,7 +72,7 @@ def refuse_existing(directory: Path) -> None:
 def require_tools() -> None:
     """Name the Debian package of any missing tool, before anything is created."""
     needed = {"qemu-system-x86_64": "qemu-system-x86", "dnsmasq": "dnsmasq-base", "ipmitool": "ipmitool",
-              "grub-mknetdir": "grub-pc-bin", "socat": "socat"}
+              "grub-mknetdir": "grub-pc-bin", "socat": "socat", "ipmi_sim": "openipmi"}
     missing = [f"{tool} (package {package})" for tool, package in needed.items() if not shutil.which(tool)]
     if not (PXELINUX_DIR / "pxelinux.0").exists():
         missing.append(f"{PXELINUX_DIR}/pxelinux.0 (package pxelinux)")
@@ -185,16 +185,19 @@ def _cmdline(pid: int) -> str:
 
 
 def our_processes(directory: Path) -> list[int]:
-    """QEMU, dnsmasq, HTTP and BMC processes of this testbed, found by their command line."""
+    """BMC, QEMU, dnsmasq and HTTP processes of this testbed, found by their command line.
+
+    BMCs come first: once they are gone nothing can power a VM on during the teardown."""
     marker = str(directory) + "/"
-    kinds = ("qemu-system-x86_64", "dnsmasq", "http.server", "kadeploy.testbed.qemu.bmcd")
-    found = []
+    kinds = ("ipmi_sim", "qemu-system-x86_64", "dnsmasq", "http.server")
+    found: list[tuple[int, int]] = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             cmd = _cmdline(int(entry.name))
-            if marker in cmd and any(kind in cmd for kind in kinds):
-                found.append(int(entry.name))
-    return found
+            rank = next((rank for rank, kind in enumerate(kinds) if kind in cmd), None)
+            if marker in cmd and rank is not None:
+                found.append((rank, int(entry.name)))
+    return [pid for _, pid in sorted(found)]
 
 
 def teardown(directory: Path, pids: list[int]) -> list[str]:

@@ -31,7 +31,7 @@ class QemuState:
     mode: str = "qemu"
     bmc_user: str = "admin"
     bmc_password: str = "testbed"
-    pids: dict[str, int] = field(default_factory=dict)   # "dnsmasq", "http", "bmcd", "node-<k>" -> pid
+    pids: dict[str, int] = field(default_factory=dict)   # "dnsmasq", "http", "node-<k>-bmc" (ipmi_sim) -> pid
 
     @property
     def path(self) -> Path:

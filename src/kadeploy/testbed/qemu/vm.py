@@ -1,14 +1,12 @@
-"""testbed/qemu room: one QEMU virtual machine per node, and its power through QMP.
+"""testbed/qemu room: one QEMU virtual machine per node: its command line, and its state over QMP.
 
-Why QMP: the node's BMC (pyghmi, `kadeploy.testbed.bmc`) must act on a real
-machine. A VM is started once, paused (`-S`, i.e. powered off) with
-`-no-shutdown` (a guest poweroff leaves it stopped, not gone); power on is
-`system_reset` + `cont` (the firmware starts over: PXE ROM, then disk), off is
-`stop`, reset is `system_reset`. The VM's NIC is an e1000 with QEMU's iPXE ROM
-on a tap of the testbed bridge, its disk a sparse raw file on the IDE bus
-(`/dev/sda`, BIOS disk hd0), its console the serial port on a Unix socket
-(logged to a file). `QMPClient` is a small synchronous client: BMC callbacks run
-in pyghmi's dispatch thread and each QMP command takes milliseconds.
+A VM's process is owned by its BMC (`bmcsim`: OpenIPMI's ipmi_sim runs the
+start script on power on, QEMU exits on power off), so a powered-off node has
+no QEMU at all. The VM's NIC is an e1000 with QEMU's iPXE ROM on a tap of the
+testbed bridge, its disk a sparse raw file on the IDE bus (`/dev/sda`, BIOS
+disk hd0), its console the serial port on a Unix socket (logged to a file), its
+BMC link QEMU's `ipmi-bmc-extern` (with a KCS interface the guest can use).
+`QMPClient` is a small synchronous client: `status` asks each VM its run state.
 """
 
 from __future__ import annotations
@@ -16,13 +14,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.testbed.layout import NodeSpec
+from kadeploy.testbed.qemu.bmcsim import VM_PORT
 from kadeploy.testbed.qemu.layout import (
     MEMORY_MIB,
     console_log,
@@ -34,7 +31,6 @@ from kadeploy.testbed.qemu.layout import (
 )
 
 QMP_TIMEOUT = 5.0
-RUNNING_STATES = ("running", "debug", "inmigrate", "postmigrate", "finish-migrate", "restore-vm", "save-vm")
 
 
 def kvm_usable() -> bool:
@@ -54,7 +50,9 @@ def kvm_usable() -> bool:
 
 
 def qemu_command(directory: Path, node: NodeSpec, accel: str = "auto") -> list[str]:
-    """The QEMU command line of `node`: paused, network boot first, serial console on a socket."""
+    """The QEMU command line of `node`: network boot first, serial console on a socket, BMC link.
+
+    No `-S`/`-no-shutdown`: the process is the power state (the BMC starts it on power on)."""
     if accel == "auto":
         accel = "kvm" if kvm_usable() else "tcg"
     run = run_dir(directory, node)
@@ -63,7 +61,7 @@ def qemu_command(directory: Path, node: NodeSpec, accel: str = "auto") -> list[s
     accel_option = "kvm" if accel == "kvm" else "tcg,tb-size=256"
     return [
         "qemu-system-x86_64", "-name", node.short_name, "-machine", "pc", "-accel", accel_option, "-cpu", cpu,
-        "-m", str(MEMORY_MIB), "-smp", "1", "-nodefaults", "-display", "none", "-S", "-no-shutdown",
+        "-m", str(MEMORY_MIB), "-smp", "1", "-nodefaults", "-display", "none",
         "-netdev", f"tap,id=net0,ifname={tap_name(node)},script=no,downscript=no",
         "-device", f"e1000,netdev=net0,mac={node.mac},bootindex=1",
         "-drive", f"file={disk_path(directory, node)},format=raw,if=none,id=disk0,cache=unsafe,discard=unmap",
@@ -71,6 +69,9 @@ def qemu_command(directory: Path, node: NodeSpec, accel: str = "auto") -> list[s
         "-chardev", (f"socket,id=serial0,path={console_socket(directory, node)},server=on,wait=off,"
                      f"logfile={console_log(directory, node)},logappend=on"),
         "-serial", "chardev:serial0",
+        "-chardev", f"socket,id=ipmi0,host={node.bmc_ip},port={VM_PORT},reconnect=2",
+        "-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0",
+        "-device", "isa-ipmi-kcs,bmc=bmc0",
         "-qmp", f"unix:{qmp_socket(directory, node)},server=on,wait=off",
         "-pidfile", str(run / "qemu.pid"),
     ]
@@ -117,48 +118,16 @@ class QMPClient:
             # asynchronous events (RESET, STOP...) are skipped
 
 
-class QemuPower:
-    """`kadeploy.testbed.bmc.PowerControl` of one VM, through its QMP socket."""
-
-    def __init__(self, qmp_path: Path) -> None:
-        self.qmp = QMPClient(qmp_path)
-        self._lock = threading.Lock()
-
-    def status(self) -> str:
-        return str(self.qmp.execute("query-status")["status"])
-
-    def power_state(self) -> bool:
-        return self.status() in RUNNING_STATES
-
-    def power_on(self) -> None:
-        with self._lock:
-            if not self.power_state():
-                self.qmp.execute("system_reset")
-                self.qmp.execute("cont")
-
-    def power_off(self) -> None:
-        with self._lock:
-            if self.power_state():
-                self.qmp.execute("stop")
-
-    def power_cycle(self) -> None:
-        with self._lock:
-            self.qmp.execute("stop")
-            self.qmp.execute("system_reset")
-            self.qmp.execute("cont")
-
-    def power_reset(self) -> None:
-        with self._lock:
-            self.qmp.execute("system_reset")
-            if not self.power_state():  # a reset of a machine in guest-poweroff state starts it
-                self.qmp.execute("cont")
-
-
-def wait_for_socket(path: Path, timeout: float) -> None:
-    """Wait until QEMU created `path` (its QMP socket), or raise naming it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return
-        time.sleep(0.1)
-    raise KadeployError(ErrorCode.EXECUTE_ERROR, f"QEMU did not create {path} within {timeout:.0f}s")
+def vm_status(directory: Path, node: NodeSpec) -> str:
+    """`off` when the node's QEMU is not running, else its QMP run state (`running`, `paused`...)."""
+    try:
+        pid = int((run_dir(directory, node) / "qemu.pid").read_text().strip())
+        alive = str(directory) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError):
+        alive = False
+    if not alive:
+        return "off"
+    try:
+        return str(QMPClient(qmp_socket(directory, node)).execute("query-status")["status"])
+    except KadeployError:
+        return "starting"  # the process exists, QMP is not up yet (or it is exiting)
