@@ -30,6 +30,8 @@ from pathlib import Path
 BRIDGE = "kbtbr0"
 HOST_ADDRESS = "10.201.0.1"
 MAX_NODES = 240
+#: the pid of the process whose lab holds the bridge: a second run (a benchmark beside CI) must not tear it down
+OWNER_FILE = Path("/run/kadeploy-sshlab.owner")
 
 
 def _sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -76,6 +78,7 @@ class SshLab:
         if count > MAX_NODES:
             raise ValueError(f"at most {MAX_NODES} nodes on 10.201.0.0/24")
         cleanup_stale()
+        OWNER_FILE.write_text(f"{os.getpid()}\n")
         workdir = Path(workdir or tempfile.mkdtemp(prefix="kbt-lab-"))
         keys = workdir / "keys"
         keys.mkdir(parents=True, exist_ok=True)
@@ -182,6 +185,8 @@ class SshLab:
         self.nodes.clear()
         _sh("ip", "link", "del", BRIDGE, check=False)
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if _owner() == os.getpid():
+            OWNER_FILE.unlink(missing_ok=True)
 
 
 _shared: SshLab | None = None
@@ -205,8 +210,33 @@ def release_shared() -> None:
         _shared = None
 
 
+def _owner() -> int | None:
+    try:
+        return int(OWNER_FILE.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def cleanup_stale() -> None:
-    """Remove a bridge and namespaces left by a crashed run of this lab (our own names only)."""
+    """Remove a bridge and namespaces left by a crashed run of this lab (our own names only).
+
+    A lab whose owner is still running is not stale: refuse, naming it, instead of pulling its
+    nodes from under it (a benchmark and the test suite once did that to each other).
+    """
+    owner = _owner()
+    if owner is not None and owner != os.getpid() and _alive(owner):
+        raise RuntimeError(f"the sshd lab on {BRIDGE} is in use by pid {owner} ({OWNER_FILE}); "
+                           "wait for it to finish or end that process")
     namespaces = _sh("ip", "netns", "list", check=False).stdout.split("\n")
     for line in namespaces:
         name = line.split(" ")[0]
