@@ -12,9 +12,23 @@ relays together, since all "nodes" share this host's CPUs), for
     kascade with sendfile disabled on the server, and kascade with the relays'
     zero copy disabled (write and send from the ring instead of splice and
     sendfile from its memfd): what zero copy buys on each side;
-  * with --tgz PATH (e.g. the debian12-min image): real extraction with tar.
+  * with --tgz PATH (e.g. the debian12-min image): real extraction with tar;
+  * then the same methods again with every link shaped like a NIC (--link-rate,
+    default 200mbit, on --link-size MiB, default 128): a token bucket on the
+    server's side of the bridge (its uplink, which the flat method's streams
+    share) and on both ends of every node's veth.
 
-    python3 benchmarks/broadcast.py --nodes 16 --size 512 [--tgz debian12-min.tgz] [--ring 64]
+Why two tables: unshaped, the "network" is memory copies on the same few
+cores as the nodes, so every method is bound by CPU and the ratio to flat is
+a ratio of CPU per byte (flat costs about 2.4 times what the chain costs per
+node here). On a cluster the bound is the server's NIC: flat pushes N copies
+through it, the chain one. The shaped table measures that regime; its rate
+is low enough that the chain's relays stay within this host's CPUs (check
+the "CPU machine" column: CPU-seconds per GiB and node times N times the
+rate must stay under the core count, or the table measures CPU again).
+
+    python3 benchmarks/broadcast.py --nodes 16 --size 512 [--tgz debian12-min.tgz] [--ring 64] \
+        [--link-rate 200mbit --link-size 128 | --link-rate off]
 
 `--digest` picks the stream check every node computes (sha256, crc32...).
 `--ring` (MiB) sets the relays' ring buffer (default: the library's). Every
@@ -28,13 +42,14 @@ import argparse
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration" / "remote"))
 
-from sshnodes import SshLab  # noqa: E402
+from sshnodes import BRIDGE, SshLab  # noqa: E402
 
 from kadeploy.broadcast import broadcast, source  # noqa: E402
 from kadeploy.broadcast.pipeline import PipelineOptions  # noqa: E402
@@ -88,7 +103,24 @@ async def _kill_after(lab: SshLab, index: int, delay: float) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-async def _run(lab: SshLab, image: Path, arity: int, tgz: Path | None) -> None:
+def _shape(lab: SshLab, rate: str | None) -> None:
+    """Token buckets (as the testbed's link-rate fault) on the server's bridge and both ends of every veth."""
+    def _sh(*args: str, check: bool) -> None:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        if check and done.returncode != 0:
+            sys.exit(f"{' '.join(args)}: {done.stderr.strip()}")
+
+    burst, latency = "256kb", "400ms"
+    verb = ("replace", "root", "tbf", "rate", rate, "burst", burst, "latency", latency) if rate else ("del", "root")
+    check = rate is not None
+    _sh("tc", "qdisc", verb[0], "dev", BRIDGE, *verb[1:], check=check)  # the server's uplink: host -> bridge
+    for node in lab.nodes:
+        _sh("tc", "qdisc", verb[0], "dev", f"kbtv{node.index}", *verb[1:], check=check)  # towards the node
+        _sh("ip", "netns", "exec", node.namespace, "tc", "qdisc", verb[0], "dev", "eth0", *verb[1:],
+            check=check)  # from the node
+
+
+async def _run(lab: SshLab, image: Path, arity: int, tgz: Path | None, title: str = "") -> None:
     null_sink = "cat > /dev/null"
     rows = []
     for label, method in (("kascade (chain, FT)", "kascade"), ("chain", "chain"),
@@ -107,7 +139,7 @@ async def _run(lab: SshLab, image: Path, arity: int, tgz: Path | None) -> None:
     size_mib = image.stat().st_size >> 20
     ring = f", ring {int(BROADCAST_OPTIONS['ring']) >> 20} MiB" if "ring" in BROADCAST_OPTIONS else ""
     ring += f", digest {BROADCAST_OPTIONS.get('digest_algorithm', PipelineOptions.digest)}"
-    print(f"\n== {size_mib} MiB of random data to {len(lab.nodes)} nodes, sink /dev/null{ring} "
+    print(f"\n== {size_mib} MiB of random data to {len(lab.nodes)} nodes, sink /dev/null{ring}{title} "
           f"(load average before: {LOAD_BEFORE}, after: {Path('/proc/loadavg').read_text().split()[0]}) ==")
     _print(rows, flat_seconds)
     if tgz is not None:
@@ -129,6 +161,13 @@ def _print(rows, flat_seconds: float) -> None:
               f"{ours:>11.2f}{machine:>12.2f}  {ok}/{ko}")
 
 
+def _random_image(path: Path, mib: int) -> None:
+    with open(path, "wb") as out:
+        for _ in range(mib):
+            out.write(os.urandom(1 << 20))
+        os.fsync(out.fileno())  # its write-back would land in the first measurement (kascade)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=16)
@@ -137,6 +176,9 @@ def main() -> None:
     parser.add_argument("--tgz", type=Path, help="a real tgz image to extract (e.g. debian12-min)")
     parser.add_argument("--ring", type=int, help="relay ring buffer in MiB (default: the library's)")
     parser.add_argument("--digest", help="stream check computed by every node: sha256, crc32... (default: the library's)")
+    parser.add_argument("--link-rate", default="200mbit",
+                        help="tc rate of every link for the shaped table (default 200mbit; 'off' skips it)")
+    parser.add_argument("--link-size", type=int, default=128, help="MiB of random data for the shaped table")
     args = parser.parse_args()
     if args.ring:
         BROADCAST_OPTIONS["ring"] = args.ring << 20
@@ -147,11 +189,16 @@ def main() -> None:
     lab = SshLab.create(args.nodes)
     try:
         image = lab.workdir / "random.img"
-        with open(image, "wb") as out:
-            for _ in range(args.size):
-                out.write(os.urandom(1 << 20))
-            os.fsync(out.fileno())  # its write-back would land in the first measurement (kascade)
+        _random_image(image, args.size)
         asyncio.run(_run(lab, image, args.arity, args.tgz))
+        if args.link_rate != "off":
+            image.unlink()
+            _random_image(image, args.link_size)
+            _shape(lab, args.link_rate)
+            try:
+                asyncio.run(_run(lab, image, args.arity, None, f", every link shaped to {args.link_rate}"))
+            finally:
+                _shape(lab, None)
     finally:
         lab.teardown()
 
