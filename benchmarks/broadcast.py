@@ -83,7 +83,7 @@ async def _measure(label: str, lab: SshLab, image: Path, sink: str, method: str,
         if kill:
             killer = asyncio.ensure_future(_kill_after(lab, len(lab.nodes) // 2, kill_after))
         result = await broadcast(image, hosts, sink, method=method, executor=executor, timeout=1800,
-                                 tree_arity=arity, stall=5, relay_options=relay_options, **BROADCAST_OPTIONS)
+                                 tree_arity=arity, relay_options=relay_options, **BROADCAST_OPTIONS)
         seconds = time.monotonic() - started
         cpu = _cpu_seconds() - cpu
         after = os.times()
@@ -92,6 +92,8 @@ async def _measure(label: str, lab: SshLab, image: Path, sink: str, method: str,
             killer.cancel()
     finally:
         await executor.close()
+    for host, reason in sorted(result.ko.items()):
+        print(f"  {label}: {host} KO: {reason}")
     gib = image.stat().st_size / (1 << 30)
     ours = (result.node_cpu_seconds + server_cpu) / gib / len(lab.nodes)
     return label, seconds, ours, cpu / gib / len(lab.nodes), len(result.ok), len(result.ko)
