@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import gzip
 
 import httpx
 import yaml
 
-from server_fixtures import NODES_C1, NODES_C2, make_settings
+from server_fixtures import NODES_C1, NODES_C2, make_settings, wait_done
 
 from kadeploy.db import rights as db_rights
 from kadeploy.server.app import create_app
@@ -25,15 +24,6 @@ def app_error(response: httpx.Response) -> tuple[int, str]:
     info = base64.b64decode(response.headers["X-Application-Error-Info"]).decode()
     assert info == response.text
     return code, info
-
-
-async def wait_done(client: httpx.AsyncClient, path: str, timeout: float = 5.0) -> dict:
-    for _ in range(int(timeout / 0.02)):
-        info = (await client.get(path)).json()
-        if info["done"]:
-            return info
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{path} did not finish")
 
 
 async def deploy(client: httpx.AsyncClient, nodes: list[str], **extra) -> httpx.Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 from collections.abc import AsyncIterator
@@ -17,7 +16,7 @@ from kadeploy.db import environments as db_envs
 from kadeploy.db import rights as db_rights
 from kadeploy.server.app import create_app
 from kadeploy.server.operations import DummyRunner
-from server_fixtures import NODES_C1, NODES_C2, database_at, make_settings
+from server_fixtures import NODES_C1, NODES_C2, database_at, make_settings, wait_done
 
 USERS = ("alice", "bob", "root")  # owner, another user, an almighty user
 VISIBILITIES = ("private", "shared", "public")
@@ -89,13 +88,8 @@ async def add_envs(site: Site) -> None:
     assert (await root.put("/environments/alice/env-public", json={"visibility": "public"})).status_code == 200
 
 
-async def wait_done(client: httpx.AsyncClient, wid: str) -> dict:
-    for _ in range(250):
-        info = (await client.get(f"/deployment/{wid}")).json()
-        if info["done"]:
-            return info
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{wid} did not finish")
+def _path(launched: httpx.Response) -> str:
+    return f"/deployment/{launched.json()['wid']}"
 
 
 async def deploy(site: Site, user: str, env: dict) -> httpx.Response:
@@ -128,7 +122,7 @@ async def test_visibility_matrix(site, user, visibility):
 
     launched = await deploy(site, user, {"kind": "database", "name": name, "user": "alice"})
     if DEPLOY[(user, visibility)]:
-        info = await wait_done(client, launched.json()["wid"])
+        info = await wait_done(client, f"/deployment/{launched.json()['wid']}")
         assert info["error"] is False and info["environment"]["name"] == name
     else:
         assert error_of(launched)[0] == 7
@@ -148,30 +142,30 @@ async def test_lookup_without_owner_takes_own_then_public_and_the_last_version(s
         description = {**env_description("common", image, "public"), "version": version, "user": "root"}
         assert (await root.post("/environments", json={"environment": description})).json()["user"] == "root"
     await alice.post("/environments", json={"environment": env_description("common", image)})
-    own = await wait_done(alice, (await deploy(site, "alice", {"kind": "database", "name": "common"})).json()["wid"])
+    own = await wait_done(alice, _path(await deploy(site, "alice", {"kind": "database", "name": "common"})))
     assert (own["environment"]["user"], own["environment"]["version"]) == ("alice", 1)
-    other = await wait_done(bob, (await deploy(site, "bob", {"kind": "database", "name": "common"})).json()["wid"])
+    other = await wait_done(bob, _path(await deploy(site, "bob", {"kind": "database", "name": "common"})))
     assert (other["environment"]["user"], other["environment"]["version"]) == ("root", 2)
     pinned = await deploy(site, "bob", {"kind": "database", "name": "common", "version": 1})
-    assert (await wait_done(bob, pinned.json()["wid"]))["environment"]["version"] == 1
+    assert (await wait_done(bob, _path(pinned)))["environment"]["version"] == 1
 
 
 async def test_a_changed_image_is_refused_until_its_checksum_is_updated(site):
     alice = site.client("alice")
     image = site.image("debian", b"first build")
     await alice.post("/environments", json={"environment": env_description("debian", image)})
-    ok = await wait_done(alice, (await deploy(site, "alice", {"kind": "database", "name": "debian"})).json()["wid"])
+    ok = await wait_done(alice, _path(await deploy(site, "alice", {"kind": "database", "name": "debian"})))
     assert ok["error"] is False
 
     image.write_bytes(b"second build, rebuilt by its author")
     wid = (await deploy(site, "alice", {"kind": "database", "name": "debian"})).json()["wid"]
-    assert (await wait_done(alice, wid))["error"] is True
+    assert (await wait_done(alice, f"/deployment/{wid}"))["error"] is True
     code, message = error_of(await alice.get(f"/deployment/{wid}/error"))
     assert code == 5 and message == f"Checksum of the image server://{image} does not match (an update is necessary)"
 
     updated = await alice.put("/environments/alice/debian", json={"update_image_checksum": True, "last": True})
     assert updated.status_code == 200, updated.text
-    again = await wait_done(alice, (await deploy(site, "alice", {"kind": "database", "name": "debian"})).json()["wid"])
+    again = await wait_done(alice, _path(await deploy(site, "alice", {"kind": "database", "name": "debian"})))
     assert again["error"] is False
     stored = site.database.transaction(lambda s: db_envs.find_environments(s, name="debian")[0].image["md5"])
     assert stored == hashlib.md5(image.read_bytes()).hexdigest()
@@ -182,7 +176,7 @@ async def test_anonymous_environments_are_not_checked_against_a_stored_checksum(
     image = site.image("anon", b"whatever")
     env = {"kind": "anonymous", **env_description("anon", image), "image": {
         "file": f"server://{image}", "kind": "tar", "compression": "gzip", "md5": "0" * 32}}
-    info = await wait_done(alice, (await deploy(site, "alice", env)).json()["wid"])
+    info = await wait_done(alice, _path(await deploy(site, "alice", env)))
     assert info["error"] is False
 
 
