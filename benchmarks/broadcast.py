@@ -20,7 +20,7 @@ relays together, since all "nodes" share this host's CPUs), for
 
 Why two tables: unshaped, the "network" is memory copies on the same few
 cores as the nodes, so every method is bound by CPU and the ratio to flat is
-a ratio of CPU per byte (flat costs about 2.4 times what the chain costs per
+a ratio of CPU per byte (flat costs 2.4-3.7 times what the chain costs per
 node here). On a cluster the bound is the server's NIC: flat pushes N copies
 through it, the chain one. The shaped table measures that regime; its rate
 is low enough that the chain's relays stay within this host's CPUs (check
