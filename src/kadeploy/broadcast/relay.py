@@ -73,12 +73,6 @@ NO_ZERO_COPY = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
 # The server always sends its own value; this one is for a relay started by hand.
 DEFAULT_RING = MIN_RING
 F_SETPIPE_SZ = 1031
-# Readers are woken when this much more of the stream has arrived (or it is complete), not on
-# every recv: a link slower than the relay's CPU delivers a few tens of KiB per recv, and waking
-# the sink and every child's sender for each one cost more in futex and GIL hand-offs than the
-# bytes themselves. A reader that waits for less still looks again after WAKE_LINGER seconds.
-WAKE_EVERY = 256 * 1024
-WAKE_LINGER = 0.02
 _emit_lock = threading.Lock()
 
 
@@ -116,12 +110,7 @@ class Ring:
         self.received = 0
         self.readers = {}
         self.retain = {}
-        # one lock, two wake-up lists: readers wait for data, the writer for space; a reader that
-        # moves on must not wake the other readers, nor the writer the readers for every recv
-        self.lock = threading.Lock()
-        self.data = threading.Condition(self.lock)
-        self.space = threading.Condition(self.lock)
-        self.signalled = 0
+        self.cond = threading.Condition()
 
     def oldest(self):
         return max(0, self.received - self.capacity)
@@ -137,34 +126,30 @@ class Ring:
 
     def slot(self, timeout):
         """A writable view at the current end of the stream, or None after `timeout`."""
-        with self.lock:
+        with self.cond:
             deadline = time.monotonic() + timeout
             while self.received - self._low() >= self.capacity:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
-                self.space.wait(remaining)
+                self.cond.wait(remaining)
             space = self.capacity - (self.received - self._low())
             position = self.received % self.capacity
             size = min(space, self.capacity - position, CHUNK, self.total - self.received)
             return self.view[position:position + size]
 
     def commit(self, count):
-        with self.lock:
+        with self.cond:
             self.received += count
-            if self.received - self.signalled >= WAKE_EVERY or self.received >= self.total:
-                self.signalled = self.received
-                self.data.notify_all()
+            self.cond.notify_all()
 
     def wait_data(self, offset, timeout):
-        """Wait until bytes beyond `offset` exist; return the readable view, or None after `timeout`."""
-        with self.lock:
-            deadline = time.monotonic() + timeout
-            while self.received <= offset:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self.data.wait(min(remaining, WAKE_LINGER))
+        """Wait until bytes beyond `offset` exist; return the readable view (maybe empty)."""
+        with self.cond:
+            if self.received <= offset:
+                self.cond.wait(timeout)
+            if self.received <= offset:
+                return None
             if offset < self.oldest():
                 raise ResumeError("offset %d is no longer in the ring buffer" % offset)
             position = offset % self.capacity
@@ -172,27 +157,23 @@ class Ring:
             return self.view[position:position + size]
 
     def set_reader(self, name, offset, retain=0):
-        with self.lock:
+        with self.cond:
             self.readers[name] = offset
             self.retain[name] = retain
-            self.space.notify()  # only the writer waits for space
+            self.cond.notify_all()
 
     def drop_reader(self, name):
-        with self.lock:
+        with self.cond:
             self.readers.pop(name, None)
             self.retain.pop(name, None)
-            self.space.notify()
+            self.cond.notify_all()
 
     def wait_received(self, count, timeout):
         """Wait until `count` bytes of the stream have been received; True if they have."""
-        with self.lock:
-            deadline = time.monotonic() + timeout
-            while self.received < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self.data.wait(min(remaining, WAKE_LINGER))
-            return True
+        with self.cond:
+            if self.received < count:
+                self.cond.wait(timeout)
+            return self.received >= count
 
 
 def memfd_buffer(size):
