@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kadeploy.broadcast.result import BroadcastResult
+from kadeploy.cancelling import cancel_and_wait
 from kadeploy.broadcast.source import SourceSender, Target, file_digest
 from kadeploy.broadcast.topology import descendants, tree_children
 from kadeploy.remote import ConnectError, Executor, RemoteProcess
@@ -135,9 +136,7 @@ class Pipeline:
                 if node.state == "pending":
                     self._set(node, "ko", f"Broadcast timeout after {timeout:g}s")
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks, "broadcast task")  # bounded: the relays must be stopped below
             await self._stop_relays()
         digest = await self._digest_task
         result = BroadcastResult(seconds=time.monotonic() - started, digest=digest, node_cpu_seconds=self._node_cpu)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from kadeploy.testbed.fake.relay import FakeRelay
 from kadeploy.testbed.fake.shell import FakeCommand, parse_sink, partition_number
 from kadeploy.testbed.fake.sinks import FileIndex, ImageSink
-from kadeploy.testbed.fake.tasks import cancel_and_wait
+from kadeploy.cancelling import cancel_and_wait
 from kadeploy.testbed.layout import NodeSpec, pxe_candidates
 from kadeploy.testbed.profiles import BootChoice, parse_profile, root_partition
 

@@ -30,7 +30,7 @@ from typing import Any
 from kadeploy.broadcast.relay import new_digest
 from kadeploy.testbed.fake.memlink import link_pair
 from kadeploy.testbed.fake.sinks import ImageSink
-from kadeploy.testbed.fake.tasks import cancel_and_wait
+from kadeploy.cancelling import cancel_and_wait
 
 OFFSET = struct.Struct("!Q")
 CHUNK = 256 * 1024
