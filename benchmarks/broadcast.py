@@ -54,7 +54,7 @@ from sshnodes import BRIDGE, SshLab  # noqa: E402
 from kadeploy.broadcast import broadcast, source  # noqa: E402
 from kadeploy.broadcast.pipeline import PipelineOptions  # noqa: E402
 from kadeploy.remote import Executor  # noqa: E402
-from kadeploy.testbed.linkfaults import TBF_LATENCY  # noqa: E402
+from kadeploy_testbed.linkfaults import TBF_LATENCY  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 LOAD_BEFORE = Path("/proc/loadavg").read_text().split()[0]  # the machine is shared: say how busy it was

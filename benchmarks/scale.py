@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kadeploy.testbed.fake import harness
+from kadeploy_testbed.fake import harness
 
 TARGET_CPU_MS = 20.0
 TARGET_RSS_KIB = 200.0

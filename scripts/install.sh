@@ -19,4 +19,8 @@ fi
 # the testbed runs its own tftpd on its bridge; the distribution's service must not hold port 69
 if systemctl is-active --quiet tftpd-hpa 2>/dev/null; then systemctl stop tftpd-hpa || true; fi
 cd "$(dirname "$0")/.."
+# the product first, then the testbed distribution (it depends on the product and owns the
+# kadeploy-testbed script: installed in the other order, reinstalling an older product that
+# still listed that script would delete it)
 python3 -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "Running pip as the 'root' user" || true
+python3 -m pip install -q --disable-pip-version-check -e ./testbed 2>&1 | grep -v "Running pip as the 'root' user" || true

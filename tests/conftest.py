@@ -27,7 +27,7 @@ def _testbed_daemon_running() -> bool:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"kadeploy.testbed.daemon" in argv:
+        if b"kadeploy_testbed.daemon" in argv:
             return True
     return False
 

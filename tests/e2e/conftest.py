@@ -244,7 +244,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 @pytest.fixture(scope="session")
 def site() -> Iterator[Site]:
-    from kadeploy.testbed.images import ensure_user_images
+    from kadeploy_testbed.images import ensure_user_images
 
     if subprocess.run(["ip", "link", "show", "ktb0"], capture_output=True).returncode == 0:
         pytest.fail("A testbed is already up (bridge ktb0 exists): take it down with `kadeploy-testbed down` "

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from scenario import assert_batch_ok, workflow_id
 
-from kadeploy.testbed.configdir import PARTITIONING_SCRIPT
+from kadeploy_testbed.configdir import PARTITIONING_SCRIPT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.testbed]
 

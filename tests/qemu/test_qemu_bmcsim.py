@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from kadeploy.errors import KadeployError
-from kadeploy.testbed.layout import NodeSpec
-from kadeploy.testbed.qemu import bmcsim
-from kadeploy.testbed.qemu.layout import qmp_socket, run_dir
-from kadeploy.testbed.qemu.vm import vm_status
+from kadeploy_testbed.layout import NodeSpec
+from kadeploy_testbed.qemu import bmcsim
+from kadeploy_testbed.qemu.layout import qmp_socket, run_dir
+from kadeploy_testbed.qemu.vm import vm_status
 
 USER, PASSWORD = "admin", "s3cret"
 

@@ -12,11 +12,11 @@ import yaml
 
 from kadeploy.config import load_config
 from kadeploy.errors import KadeployError
-from kadeploy.testbed.qemu import host
-from kadeploy.testbed.qemu.configdir import write_config
-from kadeploy.testbed.qemu.deployimage import boot_segment
-from kadeploy.testbed.qemu.layout import build_layout
-from kadeploy.testbed.qemu.vm import qemu_command
+from kadeploy_testbed.qemu import host
+from kadeploy_testbed.qemu.configdir import write_config
+from kadeploy_testbed.qemu.deployimage import boot_segment
+from kadeploy_testbed.qemu.layout import build_layout
+from kadeploy_testbed.qemu.vm import qemu_command
 
 
 def test_layout_uses_its_own_subnet_cluster_and_names() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from kadeploy.errors import KadeployError
-from kadeploy.testbed.bmc import BMCServer, BMCSpec, LoopPower, SimplePower, start_bmcs
+from kadeploy_testbed.bmc import BMCServer, BMCSpec, LoopPower, SimplePower, start_bmcs
 
 pytestmark = [
     pytest.mark.root,

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from kadeploy.errors import KadeployError
-from kadeploy.testbed import images
-from kadeploy.testbed.images import (
+from kadeploy_testbed import images
+from kadeploy_testbed.images import (
     DEFAULT_CACHE,
     PACKS,
     BuildLog,

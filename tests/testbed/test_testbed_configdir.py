@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from kadeploy.testbed.configdir import BOOTLOADER_SCRIPT, write_config
-from kadeploy.testbed.layout import build_layout
+from kadeploy_testbed.configdir import BOOTLOADER_SCRIPT, write_config
+from kadeploy_testbed.layout import build_layout
 
 
 def test_config_directory_has_every_kadeploy_file(tmp_path: Path) -> None:

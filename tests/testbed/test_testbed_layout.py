@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from kadeploy.errors import KadeployError
-from kadeploy.testbed.hostsetup import HOSTS_BEGIN, HOSTS_END, remove_hosts_text, write_hosts_block
-from kadeploy.testbed.layout import build_layout, pxe_candidates
-from kadeploy.testbed.profiles import parse_profile, root_partition
-from kadeploy.testbed.state import TestbedState, load_state
-from kadeploy.testbed.supervisor import read_boot_flag
+from kadeploy_testbed.hostsetup import HOSTS_BEGIN, HOSTS_END, remove_hosts_text, write_hosts_block
+from kadeploy_testbed.layout import build_layout, pxe_candidates
+from kadeploy_testbed.profiles import parse_profile, root_partition
+from kadeploy_testbed.state import TestbedState, load_state
+from kadeploy_testbed.supervisor import read_boot_flag
 
 
 def test_nodes_split_over_clusters_in_contiguous_blocks() -> None:

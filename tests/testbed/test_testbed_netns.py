@@ -23,7 +23,7 @@ import pytest
 
 from kadeploy.boot.nbp import LocalBootEnv
 from kadeploy.boot.pxe import BootTarget, PXEMethodSettings, PXEProfiles
-from kadeploy.testbed import cli
+from kadeploy_testbed import cli
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
 
@@ -108,7 +108,7 @@ def wait_booted(testbed: Testbed, host: str, ip: str, state: str, timeout: float
 def deploy_rootfs() -> Path:
     if os.environ.get("KADEPLOY_TESTBED_DEPLOY_ROOTFS"):
         return Path(os.environ["KADEPLOY_TESTBED_DEPLOY_ROOTFS"])
-    from kadeploy.testbed import images
+    from kadeploy_testbed import images
     return images.ensure_deploy_rootfs()
 
 

@@ -35,8 +35,8 @@ import yaml
 
 pyte = pytest.importorskip("pyte")
 
-from kadeploy.testbed.fake import harness  # noqa: E402
-from kadeploy.testbed.fake.settings import FakeSettings  # noqa: E402
+from kadeploy_testbed.fake import harness  # noqa: E402
+from kadeploy_testbed.fake.settings import FakeSettings  # noqa: E402
 
 NODES = 3
 BOOT_TIME = "3-4"           # long enough to press ENTER during the first macro-step

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from kadeploy.testbed.fake.settings import DEFAULT_MARKER_PORT, DEFAULT_SSH_PORT
+from kadeploy_testbed.fake.settings import DEFAULT_MARKER_PORT, DEFAULT_SSH_PORT
 
 
 @pytest.fixture(scope="session")

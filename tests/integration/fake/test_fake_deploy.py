@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from kadeploy.testbed.fake import harness
-from kadeploy.testbed.fake.settings import FakeSettings
+from kadeploy_testbed.fake import harness
+from kadeploy_testbed.fake.settings import FakeSettings
 
 NODES = int(os.environ.get("KADEPLOY_FAKE_NODES", "500"))
 WORKERS = int(os.environ["KADEPLOY_FAKE_WORKERS"]) if os.environ.get("KADEPLOY_FAKE_WORKERS") else None

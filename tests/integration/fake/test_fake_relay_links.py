@@ -13,9 +13,9 @@ import json
 import os
 import struct
 
-from kadeploy.testbed.fake import relay as fake_relay
-from kadeploy.testbed.fake.relay import FakeRelay
-from kadeploy.testbed.fake.sinks import ImageSink
+from kadeploy_testbed.fake import relay as fake_relay
+from kadeploy_testbed.fake.relay import FakeRelay
+from kadeploy_testbed.fake.sinks import ImageSink
 
 OFFSET = struct.Struct("!Q")
 SIZE = 6 * 1024 * 1024

@@ -9,8 +9,8 @@ from kadeploy.errors import KadeployError
 from kadeploy.remote.shell import kill_command, wrap_command
 from kadeploy.steps import commands
 from kadeploy.steps.plan import DeployPlan
-from kadeploy.testbed.fake.model import Distribution, FailureModel, draw
-from kadeploy.testbed.fake.shell import classify, parse_sink, partition_number, unwrap
+from kadeploy_testbed.fake.model import Distribution, FailureModel, draw
+from kadeploy_testbed.fake.shell import classify, parse_sink, partition_number, unwrap
 
 PLAN = DeployPlan(cluster="c1", block_device="/dev/sda", deploy_part_num=3, swap_part_num=1, prod_part_num=2,
                   tmp_part_num=5, env_kernel="/vmlinuz", env_initrd="/initrd.img", reformat_tmp="ext4",

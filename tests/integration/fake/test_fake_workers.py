@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 
 from kadeploy.errors import KadeployError
-from kadeploy.testbed import cli as testbed_cli
-from kadeploy.testbed.cli import control
-from kadeploy.testbed.fake import harness
-from kadeploy.testbed.fake.configdir import envs_dir
-from kadeploy.testbed.fake.settings import FakeSettings, load_settings
+from kadeploy_testbed import cli as testbed_cli
+from kadeploy_testbed.cli import control
+from kadeploy_testbed.fake import harness
+from kadeploy_testbed.fake.configdir import envs_dir
+from kadeploy_testbed.fake.settings import FakeSettings, load_settings
 
 
 def free_port() -> int:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kadeploy.testbed.fake.memlink import LINK_BUFFER, link_pair
+from kadeploy_testbed.fake.memlink import LINK_BUFFER, link_pair
 
 
 async def test_bytes_cross_in_both_directions_and_close_ends_the_stream() -> None:

@@ -11,11 +11,11 @@ import subprocess
 import pytest
 
 from kadeploy.errors import KadeployError
-from kadeploy.testbed.fake.control import WorkerChannel, WorkerGone, serve_channel
-from kadeploy.testbed.fake.model import Distribution, draw
-from kadeploy.testbed.fake.node import parse_fault
-from kadeploy.testbed.fake.pool import Worker, WorkerPool, exit_description, merge_stats
-from kadeploy.testbed.fake.settings import FakeSettings, worker_slices
+from kadeploy_testbed.fake.control import WorkerChannel, WorkerGone, serve_channel
+from kadeploy_testbed.fake.model import Distribution, draw
+from kadeploy_testbed.fake.node import parse_fault
+from kadeploy_testbed.fake.pool import Worker, WorkerPool, exit_description, merge_stats
+from kadeploy_testbed.fake.settings import FakeSettings, worker_slices
 
 
 @pytest.mark.parametrize(("nodes", "workers"), [(1, 1), (10, 3), (4000, 2), (4001, 7), (5, 5)])

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.testbed import hostsetup
-from kadeploy.testbed.configdir import DEPLOY_INITRD, DEPLOY_KERNEL, write_config
-from kadeploy.testbed.layout import DEFAULT_DIR, SERVER_IP, build_layout
-from kadeploy.testbed.state import FAULT_KINDS, TestbedState, control_socket, disk_path, load_state, node_run_dir
+from kadeploy_testbed import hostsetup
+from kadeploy_testbed.configdir import DEPLOY_INITRD, DEPLOY_KERNEL, write_config
+from kadeploy_testbed.layout import DEFAULT_DIR, SERVER_IP, build_layout
+from kadeploy_testbed.state import FAULT_KINDS, TestbedState, control_socket, disk_path, load_state, node_run_dir
 
 DAEMON_START_TIMEOUT = 60.0
 CONTROL_TIMEOUT = 60.0
@@ -78,7 +78,7 @@ def write_tftpboot(directory: Path) -> None:
 def start_daemon(directory: Path) -> int:
     log = open(directory / "daemon.log", "ab")
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "kadeploy.testbed.daemon", "--dir", str(directory)],
+        proc = subprocess.Popen([sys.executable, "-m", "kadeploy_testbed.daemon", "--dir", str(directory)],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     finally:
         log.close()
@@ -99,8 +99,8 @@ def start_daemon(directory: Path) -> int:
 
 def _qemu_dir(args: argparse.Namespace) -> Path | None:
     """The QEMU testbed directory when this command is for QEMU mode (`--mode qemu` or its state file)."""
-    from kadeploy.testbed.qemu import cli as qemu_cli
-    from kadeploy.testbed.qemu import state as qemu_state
+    from kadeploy_testbed.qemu import cli as qemu_cli
+    from kadeploy_testbed.qemu import state as qemu_state
     directory = qemu_cli.resolve_dir(args.dir, DEFAULT_DIR) if getattr(args, "mode", "netns") == "qemu" else args.dir
     return directory if getattr(args, "mode", "netns") == "qemu" or qemu_state.is_qemu_testbed(directory) else None
 
@@ -110,7 +110,7 @@ FAKE_DIR = Path("/var/lib/kadeploy-testbed-fake")
 
 def _fake_dir(args: argparse.Namespace) -> Path | None:
     """The fake testbed directory when this command is for fake mode (`--mode fake` or its settings file)."""
-    from kadeploy.testbed.fake.settings import is_fake
+    from kadeploy_testbed.fake.settings import is_fake
 
     if getattr(args, "mode", "netns") == "fake":
         return FAKE_DIR if args.dir == DEFAULT_DIR else args.dir
@@ -119,12 +119,12 @@ def _fake_dir(args: argparse.Namespace) -> Path | None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     if args.mode == "fake":  # in-process SSH nodes on loopback: no root needed
-        from kadeploy.testbed.fake import cli as fake_cli
+        from kadeploy_testbed.fake import cli as fake_cli
         args.dir = _fake_dir(args)
         return fake_cli.up(args)
     require_root()
     if args.mode == "qemu":
-        from kadeploy.testbed.qemu import cli as qemu_cli
+        from kadeploy_testbed.qemu import cli as qemu_cli
         args.dir = _qemu_dir(args)
         return qemu_cli.cmd_up(args)
     directory: Path = args.dir
@@ -135,7 +135,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if not (deploy_rootfs / "usr" / "sbin" / "sshd").exists():
             raise KadeployError(ErrorCode.INVALID_FILE, f"--deploy-rootfs {deploy_rootfs}: no usr/sbin/sshd there")
     else:
-        from kadeploy.testbed import images
+        from kadeploy_testbed import images
         deploy_rootfs = images.ensure_deploy_rootfs()
     started = time.monotonic()
     directory.mkdir(parents=True, exist_ok=True)
@@ -172,13 +172,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     fake_dir = _fake_dir(args)
     if fake_dir is not None:
-        from kadeploy.testbed.fake import cli as fake_cli
+        from kadeploy_testbed.fake import cli as fake_cli
         args.dir = fake_dir
         return fake_cli.down(args)
     require_root()
     qemu_dir = _qemu_dir(args)
     if qemu_dir is not None:
-        from kadeploy.testbed.qemu import cli as qemu_cli
+        from kadeploy_testbed.qemu import cli as qemu_cli
         return qemu_cli.cmd_down(qemu_dir)
     directory: Path = args.dir
     try:
@@ -203,7 +203,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     qemu_dir = _qemu_dir(args)
     if qemu_dir is not None:
-        from kadeploy.testbed.qemu import cli as qemu_cli
+        from kadeploy_testbed.qemu import cli as qemu_cli
         return qemu_cli.cmd_status(qemu_dir)
     answer = control(args.dir, {"op": "status"})
     vlans = answer.get("vlans", {})
@@ -232,7 +232,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_power(args: argparse.Namespace) -> int:
     qemu_dir = _qemu_dir(args)
     if qemu_dir is not None:
-        from kadeploy.testbed.qemu import cli as qemu_cli
+        from kadeploy_testbed.qemu import cli as qemu_cli
         return qemu_cli.cmd_power(qemu_dir, args.action, args.nodes)
     for node in args.nodes:
         control(args.dir, {"op": "power", "node": node, "action": args.action})
@@ -272,7 +272,7 @@ def cmd_console(args: argparse.Namespace) -> int:
 def cmd_image(args: argparse.Namespace) -> int:
     if not args.rest or args.rest[0] != "build":
         raise KadeployError(ErrorCode.INVALID_OPTION, "usage: kadeploy-testbed image build [--cache DIR] [--only deploy|user]")
-    from kadeploy.testbed import images
+    from kadeploy_testbed import images
     return images.main_build(args.rest[1:])
 
 
@@ -301,7 +301,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--seed", type=int, default=None)
     up.add_argument("--deploy-rootfs", type=Path, default=None,
                     help="use this deployment rootfs instead of building one (images.ensure_deploy_rootfs)")
-    from kadeploy.testbed.fake import cli as fake_cli
+    from kadeploy_testbed.fake import cli as fake_cli
 
     fake_cli.add_up_options(up)
     up.set_defaults(func=cmd_up)

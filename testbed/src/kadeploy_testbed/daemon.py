@@ -4,7 +4,7 @@ Why one daemon: 32 nodes must idle cheaply, so one asyncio process emulates all
 firmware and power logic (plus pyghmi's I/O and dispatch threads for every BMC),
 and the nodes themselves are only their own processes (sshd, nc) in their
 namespaces. `kadeploy-testbed up` starts it detached (`python -m
-kadeploy.testbed.daemon --dir DIR`); the CLI talks to it over the unix socket
+kadeploy_testbed.daemon --dir DIR`); the CLI talks to it over the unix socket
 `<dir>/run/control.sock`, one JSON request per line, one JSON answer per line.
 Imports `layout`, `state`, `supervisor`, `bmc`.
 """
@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from kadeploy.errors import KadeployError
-from kadeploy.testbed import bmc
-from kadeploy.testbed.configdir import DEPLOY_KERNEL
-from kadeploy.testbed.layout import BRIDGE, SERVER_IP, Layout, NodeSpec, bridge_mac
-from kadeploy.testbed.linkfaults import apply_link_faults
-from kadeploy.testbed.state import FAULT_KINDS, TestbedState, control_socket, load_state
-from kadeploy.testbed.supervisor import HTTP_PORT, NodeSupervisor, TestbedContext, run_command
+from kadeploy_testbed import bmc
+from kadeploy_testbed.configdir import DEPLOY_KERNEL
+from kadeploy_testbed.layout import BRIDGE, SERVER_IP, Layout, NodeSpec, bridge_mac
+from kadeploy_testbed.linkfaults import apply_link_faults
+from kadeploy_testbed.state import FAULT_KINDS, TestbedState, control_socket, load_state
+from kadeploy_testbed.supervisor import HTTP_PORT, NodeSupervisor, TestbedContext, run_command
 
-log = logging.getLogger("kadeploy.testbed.daemon")
+log = logging.getLogger("kadeploy_testbed.daemon")
 REQUEST_TIMEOUT = 60.0
 
 
@@ -232,7 +232,7 @@ async def serve(directory: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kadeploy.testbed.daemon")
+    parser = argparse.ArgumentParser(prog="kadeploy_testbed.daemon")
     parser.add_argument("--dir", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

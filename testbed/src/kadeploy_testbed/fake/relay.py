@@ -28,8 +28,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kadeploy.broadcast.relay import new_digest
-from kadeploy.testbed.fake.memlink import link_pair
-from kadeploy.testbed.fake.sinks import ImageSink
+from kadeploy_testbed.fake.memlink import link_pair
+from kadeploy_testbed.fake.sinks import ImageSink
 from kadeploy.cancelling import cancel_and_wait
 
 OFFSET = struct.Struct("!Q")

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.testbed.layout import BRIDGE, NETNS_PREFIX, PREFIX_LEN, SERVER_IP, Layout, bridge_mac
-from kadeploy.testbed.state import TestbedState, node_run_dir
+from kadeploy_testbed.layout import BRIDGE, NETNS_PREFIX, PREFIX_LEN, SERVER_IP, Layout, bridge_mac
+from kadeploy_testbed.state import TestbedState, node_run_dir
 
 HOSTS_FILE = Path("/etc/hosts")
 HOSTS_BEGIN = "# BEGIN kadeploy-testbed"
@@ -175,7 +175,7 @@ def kill_pid(pid: int | None, must_contain: str, grace: float = 3.0) -> None:
 
 def our_processes(directory: Path) -> list[int]:
     """Daemon and tftpd processes of this testbed, found by command line (after a crash)."""
-    markers = (f"kadeploy.testbed.daemon --dir {directory}", f"in.tftpd --foreground --secure --verbose --address {SERVER_IP}:69 {directory}/tftpboot")
+    markers = (f"kadeploy_testbed.daemon --dir {directory}", f"in.tftpd --foreground --secure --verbose --address {SERVER_IP}:69 {directory}/tftpboot")
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
@@ -215,7 +215,7 @@ def teardown(directory: Path, state: TestbedState | None) -> list[str]:
     """Remove everything a testbed in `directory` made; returns what it removed (for the user)."""
     removed: list[str] = []
     if state is not None:
-        kill_pid(state.daemon_pid, "kadeploy.testbed.daemon")
+        kill_pid(state.daemon_pid, "kadeploy_testbed.daemon")
         kill_pid(state.tftpd_pid, "in.tftpd")
     for pid in our_processes(directory):
         kill_pid(pid, str(directory), grace=1.0)

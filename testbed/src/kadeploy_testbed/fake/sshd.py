@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from kadeploy.remote.shell import PGID_MARKER
-from kadeploy.testbed.fake.shell import classify, unwrap
+from kadeploy_testbed.fake.shell import classify, unwrap
 
 if TYPE_CHECKING:
-    from kadeploy.testbed.fake.daemon import FakeContext
-    from kadeploy.testbed.fake.node import FakeNode
+    from kadeploy_testbed.fake.daemon import FakeContext
+    from kadeploy_testbed.fake.node import FakeNode
 
 LOGIN_TIMEOUT = 30.0
 

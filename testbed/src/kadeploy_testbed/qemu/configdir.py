@@ -1,6 +1,6 @@
 """testbed/qemu room: the Kadeploy3 configuration directory for the QEMU nodes.
 
-Why a variant of `kadeploy.testbed.configdir`: the firmware here is real, so
+Why a variant of `kadeploy_testbed.configdir`: the firmware here is real, so
 the cluster file must say what real sites say — the deploy kernel boots from
 `kernels/`, the bootloader script really runs grub-install on the deploy
 partition (Kadeploy3's install_grub2), the console is the VM's serial port and
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from kadeploy.testbed.configdir import (
+from kadeploy_testbed.configdir import (
     DEPLOY_INITRD,
     DEPLOY_KERNEL,
     KADEPLOY_VERSION,
@@ -26,9 +26,9 @@ from kadeploy.testbed.configdir import (
     clusters_conf,
     generate_deploy_key,
 )
-from kadeploy.testbed.images import DEFAULT_CACHE
-from kadeploy.testbed.layout import Layout
-from kadeploy.testbed.qemu.layout import CLUSTER, HTTP_PORT, SERVER_IP
+from kadeploy_testbed.images import DEFAULT_CACHE
+from kadeploy_testbed.layout import Layout
+from kadeploy_testbed.qemu.layout import CLUSTER, HTTP_PORT, SERVER_IP
 
 PXE_METHODS = ("PXElinux", "IPXE", "GrubPXE")
 SERIAL = "console=ttyS0,115200n8"

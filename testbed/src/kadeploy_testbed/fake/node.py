@@ -22,17 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kadeploy.testbed.fake.relay import FakeRelay
-from kadeploy.testbed.fake.shell import FakeCommand, parse_sink, partition_number
-from kadeploy.testbed.fake.sinks import FileIndex, ImageSink
+from kadeploy_testbed.fake.relay import FakeRelay
+from kadeploy_testbed.fake.shell import FakeCommand, parse_sink, partition_number
+from kadeploy_testbed.fake.sinks import FileIndex, ImageSink
 from kadeploy.cancelling import cancel_and_wait
-from kadeploy.testbed.layout import NodeSpec, pxe_candidates
-from kadeploy.testbed.profiles import BootChoice, parse_profile, root_partition
+from kadeploy_testbed.layout import NodeSpec, pxe_candidates
+from kadeploy_testbed.profiles import BootChoice, parse_profile, root_partition
 
 if TYPE_CHECKING:
-    from kadeploy.testbed.fake.daemon import FakeContext
+    from kadeploy_testbed.fake.daemon import FakeContext
 
-log = logging.getLogger("kadeploy.testbed.fake")
+log = logging.getLogger("kadeploy_testbed.fake")
 
 PROD_PARTITION = 2
 DETACHED_DELAY = 1.0   # `sleep 1` of the detached kexec -e / reboot -f

@@ -17,15 +17,15 @@ from typing import Any
 
 import yaml
 
-from kadeploy.testbed.cli import write_tftpboot
-from kadeploy.testbed.configdir import (
+from kadeploy_testbed.cli import write_tftpboot
+from kadeploy_testbed.configdir import (
     ConfigPaths,
     cluster_conf,
     server_conf,
     write_config,
 )
-from kadeploy.testbed.fake.settings import FakeSettings, fake_layout
-from kadeploy.testbed.state import control_socket
+from kadeploy_testbed.fake.settings import FakeSettings, fake_layout
+from kadeploy_testbed.state import control_socket
 
 SERVER_ADDRESS = "127.0.0.1"
 

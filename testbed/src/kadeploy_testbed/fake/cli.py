@@ -2,13 +2,13 @@
 
 `up(args)` validates the options, writes `<dir>/fake.json` and the
 configuration directory, forks the daemon (`python -m
-kadeploy.testbed.fake.daemon`) and waits until its control socket answers;
+kadeploy_testbed.fake.daemon`) and waits until its control socket answers;
 with `--fake-workers K` > 1 the daemon forks K worker processes, whose pids
 `up` records too. `down(args)` asks the daemon to stop (every node powered
 off, every worker stopped), then kills by their recorded pids those of its
 processes that did not go. Neither needs root. `status`, `power` and
 `fault` of the main CLI work unchanged: the daemon speaks their protocol.
-Standalone: `python -m kadeploy.testbed.fake.cli --dir D up --nodes N ...`.
+Standalone: `python -m kadeploy_testbed.fake.cli --dir D up --nodes N ...`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.testbed.cli import control
-from kadeploy.testbed.fake.configdir import write_fake_config
-from kadeploy.testbed.fake.model import FailureModel
-from kadeploy.testbed.fake.settings import (
+from kadeploy_testbed.cli import control
+from kadeploy_testbed.fake.configdir import write_fake_config
+from kadeploy_testbed.fake.model import FailureModel
+from kadeploy_testbed.fake.settings import (
     DEFAULT_MARKER_PORT,
     DEFAULT_SSH_PORT,
     FakeSettings,
@@ -35,8 +35,8 @@ from kadeploy.testbed.fake.settings import (
     is_fake,
     load_settings,
 )
-from kadeploy.testbed.layout import DEFAULT_DIR
-from kadeploy.testbed.state import control_socket
+from kadeploy_testbed.layout import DEFAULT_DIR
+from kadeploy_testbed.state import control_socket
 
 STOP_TIMEOUT = 30.0
 
@@ -70,7 +70,7 @@ def _daemon_alive(pid: int | None, directory: Path | None = None) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    if b"kadeploy.testbed.fake.daemon" not in argv:
+    if b"kadeploy_testbed.fake.daemon" not in argv:
         return False
     return directory is None or str(directory).encode() in argv
 
@@ -79,7 +79,7 @@ def start_daemon(settings: FakeSettings) -> int:
     """Fork the daemon and wait until it answers; its log is `<dir>/daemon.log`."""
     directory = settings.path
     with open(directory / "daemon.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "kadeploy.testbed.fake.daemon", "--dir", str(directory)],
+        process = subprocess.Popen([sys.executable, "-m", "kadeploy_testbed.fake.daemon", "--dir", str(directory)],
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     timeout = 60.0 + settings.nodes / 50
     deadline = time.monotonic() + timeout

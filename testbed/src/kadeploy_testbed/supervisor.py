@@ -21,12 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kadeploy.testbed.fetch import FetchError, fetch, http_get, tftp_get
-from kadeploy.testbed.layout import SERVER_IP, NodeSpec, pxe_candidates
-from kadeploy.testbed.profiles import BootChoice, parse_profile, root_partition
-from kadeploy.testbed.state import TestbedState, node_run_dir
+from kadeploy_testbed.fetch import FetchError, fetch, http_get, tftp_get
+from kadeploy_testbed.layout import SERVER_IP, NodeSpec, pxe_candidates
+from kadeploy_testbed.profiles import BootChoice, parse_profile, root_partition
+from kadeploy_testbed.state import TestbedState, node_run_dir
 
-log = logging.getLogger("kadeploy.testbed.supervisor")
+log = logging.getLogger("kadeploy_testbed.supervisor")
 
 NODEINIT = Path(__file__).with_name("nodeinit.sh")
 HTTP_PORT = 8069

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from kadeploy.errors import KadeployError
-from kadeploy.testbed.fake.control import LINE_LIMIT, WorkerChannel, WorkerGone, serve_control
-from kadeploy.testbed.fake.settings import FakeSettings, fake_layout, worker_slices
-from kadeploy.testbed.state import control_socket
+from kadeploy_testbed.fake.control import LINE_LIMIT, WorkerChannel, WorkerGone, serve_control
+from kadeploy_testbed.fake.settings import FakeSettings, fake_layout, worker_slices
+from kadeploy_testbed.state import control_socket
 
-log = logging.getLogger("kadeploy.testbed.fake")
+log = logging.getLogger("kadeploy_testbed.fake")
 
 #: a forwarded request: below socat's 30 s in fake-bmc and the CLI's 60 s, so they see our error, not a timeout
 FORWARD_TIMEOUT = 25.0
@@ -136,7 +136,7 @@ class WorkerPool:
         ours, theirs = socket.socketpair()
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "kadeploy.testbed.fake.daemon", "--dir", str(self.settings.path),
+                [sys.executable, "-m", "kadeploy_testbed.fake.daemon", "--dir", str(self.settings.path),
                  "--worker", str(index), "--channel-fd", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)  # stdout, stderr: the daemon's log
         except BaseException:

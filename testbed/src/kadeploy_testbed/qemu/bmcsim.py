@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.testbed.layout import NodeSpec
-from kadeploy.testbed.qemu.layout import run_dir
+from kadeploy_testbed.layout import NodeSpec
+from kadeploy_testbed.qemu.layout import run_dir
 
 VM_PORT = 9002
 IPMI_PORT = 623

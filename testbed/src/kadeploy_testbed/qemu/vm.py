@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.testbed.layout import NodeSpec
-from kadeploy.testbed.qemu.bmcsim import VM_PORT
-from kadeploy.testbed.qemu.layout import (
+from kadeploy_testbed.layout import NodeSpec
+from kadeploy_testbed.qemu.bmcsim import VM_PORT
+from kadeploy_testbed.qemu.layout import (
     MEMORY_MIB,
     console_log,
     console_socket,

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.testbed.layout import Layout, NodeSpec, build_layout
+from kadeploy_testbed.layout import Layout, NodeSpec, build_layout
 
 STATE_FILE = "state.json"
 FAULT_KINDS = ("firmware-delay", "boot-failure-rate", "bmc-silent", "disk-fail", "netem-delay", "netem-loss",

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.testbed.layout import Layout
-from kadeploy.testbed.qemu.layout import build_layout
+from kadeploy_testbed.layout import Layout
+from kadeploy_testbed.qemu.layout import build_layout
 
 STATE_FILE = "state.json"
 

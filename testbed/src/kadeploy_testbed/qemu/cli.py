@@ -1,6 +1,6 @@
 """testbed/qemu room: `kadeploy-testbed up --mode qemu`, and down/status/power of a QEMU testbed.
 
-`kadeploy.testbed.cli` dispatches here; these functions take its parsed
+`kadeploy_testbed.cli` dispatches here; these functions take its parsed
 arguments. User errors are KadeployError (printed in one line by the CLI).
 """
 
@@ -11,22 +11,22 @@ import time
 from pathlib import Path
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.testbed.configdir import DEPLOY_INITRD, DEPLOY_KERNEL
-from kadeploy.testbed.layout import NodeSpec
-from kadeploy.testbed.qemu import bmcsim, host
-from kadeploy.testbed.qemu.configdir import PXE_METHODS, write_config
-from kadeploy.testbed.qemu.deployimage import (
+from kadeploy_testbed.configdir import DEPLOY_INITRD, DEPLOY_KERNEL
+from kadeploy_testbed.layout import NodeSpec
+from kadeploy_testbed.qemu import bmcsim, host
+from kadeploy_testbed.qemu.configdir import PXE_METHODS, write_config
+from kadeploy_testbed.qemu.deployimage import (
     ensure_deploy_kernel,
     install_deploy_kernel,
 )
-from kadeploy.testbed.qemu.layout import (
+from kadeploy_testbed.qemu.layout import (
     DEFAULT_DIR,
     HTTP_PORT,
     SERVER_IP,
     build_layout,
 )
-from kadeploy.testbed.qemu.state import QemuState, load_state
-from kadeploy.testbed.qemu.vm import qemu_command, vm_status
+from kadeploy_testbed.qemu.state import QemuState, load_state
+from kadeploy_testbed.qemu.vm import qemu_command, vm_status
 
 
 def resolve_dir(directory: Path, netns_default: Path) -> Path:

@@ -14,7 +14,7 @@ appends a second, tiny cpio segment holding /init, its helpers and
 `/root/.ssh/authorized_keys`, which the kernel unpacks over the first
 (initramfs buffer format).
 
-Imports `kadeploy.testbed.images` (its cache helpers) and the standard library.
+Imports `kadeploy_testbed.images` (its cache helpers) and the standard library.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.testbed import images
-from kadeploy.testbed.images import BuildLog
+from kadeploy_testbed import images
+from kadeploy_testbed.images import BuildLog
 
 # Bump when the steps below change in a way the constants do not show.
 RECIPE_VERSION = 5

@@ -1,6 +1,6 @@
 """testbed.fake room: the fake testbed daemon — N nodes, their sshd, their BMCs, one event loop per process.
 
-`python -m kadeploy.testbed.fake.daemon --dir D` (forked by `up --mode fake`)
+`python -m kadeploy_testbed.fake.daemon --dir D` (forked by `up --mode fake`)
 reads `<D>/fake.json` and owns the control socket `<D>/run/control.sock`,
 which speaks the netns daemon's JSON-lines protocol (`status`, `power`,
 `fault`, `stop`) so that `kadeploy-testbed status|power|fault` and the
@@ -35,17 +35,17 @@ import asyncssh
 
 from kadeploy.errors import KadeployError
 from kadeploy.remote.tuning import quiet_asyncssh_logging
-from kadeploy.testbed.configdir import DEPLOY_KERNEL
-from kadeploy.testbed.fake.control import LINE_LIMIT, serve_channel, serve_control
-from kadeploy.testbed.fake.model import Distribution, FailureModel, draw
-from kadeploy.testbed.fake.node import FAKE_FAULT_KINDS, FakeNode, kernel_file, parse_fault
-from kadeploy.testbed.fake.relay import LINK_COUNTS
-from kadeploy.testbed.fake.settings import FakeSettings, fake_layout, load_settings, worker_slices
-from kadeploy.testbed.fake.sinks import FileIndex
-from kadeploy.testbed.fake.sshd import start_node_sshd
-from kadeploy.testbed.state import control_socket
+from kadeploy_testbed.configdir import DEPLOY_KERNEL
+from kadeploy_testbed.fake.control import LINE_LIMIT, serve_channel, serve_control
+from kadeploy_testbed.fake.model import Distribution, FailureModel, draw
+from kadeploy_testbed.fake.node import FAKE_FAULT_KINDS, FakeNode, kernel_file, parse_fault
+from kadeploy_testbed.fake.relay import LINK_COUNTS
+from kadeploy_testbed.fake.settings import FakeSettings, fake_layout, load_settings, worker_slices
+from kadeploy_testbed.fake.sinks import FileIndex
+from kadeploy_testbed.fake.sshd import start_node_sshd
+from kadeploy_testbed.state import control_socket
 
-log = logging.getLogger("kadeploy.testbed.fake")
+log = logging.getLogger("kadeploy_testbed.fake")
 
 NOFILE_WANTED = 1 << 17
 READY_TIMEOUT = 30.0
@@ -210,7 +210,7 @@ async def serve(directory: Path) -> None:
     """The daemon: every node in this process (one worker), or the front of a `WorkerPool`."""
     settings = load_settings(directory)
     if settings.workers > 1:
-        from kadeploy.testbed.fake.pool import serve_pool
+        from kadeploy_testbed.fake.pool import serve_pool
         await serve_pool(settings)
         return
     testbed = FakeTestbed(settings)

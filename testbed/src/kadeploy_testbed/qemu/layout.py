@@ -5,7 +5,7 @@ The QEMU mode lives beside the netns testbed on the same machine, so it has
 its own bridge (`ktq0`), subnet (`10.202.0.0/16`, server side `10.202.0.1`),
 cluster (`qemu`), taps (`ktqt<k>`) and directory. Node k gets `10.202.1.k`,
 its BMC `10.202.64.k` (an address on the bridge, where the BMC daemon listens),
-and a MAC derived from the IP. It reuses `kadeploy.testbed.layout`'s
+and a MAC derived from the IP. It reuses `kadeploy_testbed.layout`'s
 `NodeSpec`/`Layout` so that the netns config writer's helpers apply unchanged.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.testbed.layout import Layout, NodeSpec, mac_for
+from kadeploy_testbed.layout import Layout, NodeSpec, mac_for
 
 BRIDGE = "ktq0"
 SERVER_IP = "10.202.0.1"

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.testbed.fake.model import Distribution, FailureModel
-from kadeploy.testbed.layout import NodeSpec, host_part, mac_for
+from kadeploy_testbed.fake.model import Distribution, FailureModel
+from kadeploy_testbed.layout import NodeSpec, host_part, mac_for
 
 SETTINGS_FILE = "fake.json"
 MAX_FAKE_NODES = 254 * 200  # 127.1.1.1 .. 127.1.200.254
@@ -136,7 +136,7 @@ def fake_ip(index: int) -> str:
 
 def fake_layout(nodes: int, clusters: int):
     """The netns layout's names and cluster split, with loopback addresses."""
-    from kadeploy.testbed.layout import Layout
+    from kadeploy_testbed.layout import Layout
     if not 1 <= nodes <= MAX_FAKE_NODES:
         raise KadeployError(ErrorCode.INVALID_OPTION, f"--nodes {nodes}: must be between 1 and {MAX_FAKE_NODES}")
     if not 1 <= clusters <= nodes:

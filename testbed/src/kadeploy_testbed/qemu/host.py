@@ -1,7 +1,7 @@
 """testbed/qemu room: the host side of the QEMU mode — bridge, taps, PXE repository,
 dnsmasq (DHCP + TFTP), the HTTP export, /etc/hosts — and its undoing.
 
-Why separate from `kadeploy.testbed.hostsetup`: the netns testbed may be up on
+Why separate from `kadeploy_testbed.hostsetup`: the netns testbed may be up on
 the same machine, so everything here has its own names (`ktq0`, `ktqt<k>`,
 `10.202.0.0/16`, the `kadeploy-testbed-qemu` hosts block) and `down` removes
 only those. Processes are found again after a crash by their command line,
@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.testbed import hostsetup
-from kadeploy.testbed.hostsetup import kill_pid, sh
-from kadeploy.testbed.layout import Layout
-from kadeploy.testbed.qemu.configdir import PROFILE_LAYOUT
-from kadeploy.testbed.qemu.layout import (
+from kadeploy_testbed import hostsetup
+from kadeploy_testbed.hostsetup import kill_pid, sh
+from kadeploy_testbed.layout import Layout
+from kadeploy_testbed.qemu.configdir import PROFILE_LAYOUT
+from kadeploy_testbed.qemu.layout import (
     BRIDGE,
     HTTP_PORT,
     NETMASK,

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.testbed.layout import SERVER_IP, Layout
+from kadeploy_testbed.layout import SERVER_IP, Layout
 
 KADEPLOY_VERSION = "3.3.11.0"
 DEPLOY_KERNEL = "kernels/deploy-vmlinuz"

@@ -25,10 +25,10 @@ from typing import Any
 
 import httpx
 
-from kadeploy.testbed.cli import control
-from kadeploy.testbed.fake import cli as fake_cli
-from kadeploy.testbed.fake.configdir import envs_dir
-from kadeploy.testbed.fake.settings import DEFAULT_MARKER_PORT, FakeSettings, load_settings
+from kadeploy_testbed.cli import control
+from kadeploy_testbed.fake import cli as fake_cli
+from kadeploy_testbed.fake.configdir import envs_dir
+from kadeploy_testbed.fake.settings import DEFAULT_MARKER_PORT, FakeSettings, load_settings
 
 USER_HEADERS = {"X-Kadeploy-User": "root"}
 STATS_FIELDS = ("wid", "hostname", "step1", "step2", "step3", "retry_step1", "retry_step2", "retry_step3",

@@ -23,7 +23,7 @@ from typing import Any
 
 from kadeploy.errors import KadeployError
 
-log = logging.getLogger("kadeploy.testbed.fake")
+log = logging.getLogger("kadeploy_testbed.fake")
 
 Dispatch = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 

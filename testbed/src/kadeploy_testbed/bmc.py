@@ -63,7 +63,7 @@ import pyghmi.ipmi.private.session as ipmi_session
 
 from kadeploy.errors import ErrorCode, KadeployError
 
-log = logging.getLogger("kadeploy.testbed.bmc")
+log = logging.getLogger("kadeploy_testbed.bmc")
 
 IPMI_PORT = 623
 # IPMI completion codes answered when a power action fails in the supervisor.

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 
 from kadeploy.errors import KadeployError
-from kadeploy.testbed.layout import NodeSpec
+from kadeploy_testbed.layout import NodeSpec
 
 Runner = Callable[..., Awaitable[tuple[int, str]]]
 
