@@ -36,6 +36,10 @@ Commands (stdin): {"op": "start", "children": [[[host, addr, port], ...fallbacks
 Events (stdout):  ready {port, pid}; bypass {host, reason}; adopt {host, dead, offset};
                   done {received, digest, sink_status, sink_error, cpu, splice, sendfile}
                   (splice, sendfile: whether the zero-copy paths were used); error {message}.
+
+The fake nodes of the testbed (`kadeploy_testbed.fake.relay`) speak this protocol
+in-process: they import its definitions from here (OFFSET, event_line,
+ResumeError, describe, new_digest, the defaults), so that it is stated once.
 """
 
 import errno
@@ -70,16 +74,23 @@ MIN_RING = 8 * IN_FLIGHT
 SINK_HOLD = 8 * 1024 * 1024
 # errno of a descriptor that does not support splice/sendfile: use write/send instead.
 NO_ZERO_COPY = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
-# The server always sends its own value; this one is for a relay started by hand.
+# The server always sends its own values; these are for a relay started by hand.
 DEFAULT_RING = MIN_RING
+DEFAULT_STALL = 30.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
 F_SETPIPE_SZ = 1031
 _emit_lock = threading.Lock()
 
 
+def event_line(event, **fields):
+    """One event as the server reads it: a JSON object naming itself in "ev", on one line."""
+    fields["ev"] = event
+    return json.dumps(fields) + "\n"
+
+
 def emit(event, **fields):
     """Write one event line for the server (stdout is the SSH channel)."""
-    fields["ev"] = event
-    line = json.dumps(fields) + "\n"
+    line = event_line(event, **fields)
     with _emit_lock:
         try:
             sys.stdout.write(line)
@@ -226,8 +237,8 @@ class Relay:
     def __init__(self, config):
         self.total = int(config["total"])
         self.sink_command = config["sink"]
-        self.stall = float(config.get("stall", 30))
-        self.connect_timeout = float(config.get("connect_timeout", 10))
+        self.stall = float(config.get("stall", DEFAULT_STALL))
+        self.connect_timeout = float(config.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
         self.corrupt_at = config.get("corrupt_at")  # test hook: flip the byte at this offset on arrival
         self.limit_rate = float(config.get("limit_rate") or 0)  # test hook: bytes/s taken from upstream
         self.ring = Ring(max(MIN_RING, int(config.get("ring", DEFAULT_RING))), max(self.total, 1),

@@ -14,6 +14,10 @@ on purpose: the
 sink is an `ImageSink` (digest checked, nothing written), and the buffer
 behind the slowest child is small (`buffer`, default 256 KiB) with half of it
 retained for a repaired chain to resume from.
+
+The protocol's definitions (the offset word, the event line, the defaults, how
+a failed link is described) are imported from the real relay, not re-stated:
+it stays one stdlib-only file, and this one follows it.
 """
 
 from __future__ import annotations
@@ -21,28 +25,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kadeploy.broadcast.relay import new_digest
+from kadeploy.broadcast.relay import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_STALL,
+    OFFSET,
+    ResumeError,
+    describe,
+    event_line,
+    new_digest,
+)
+from kadeploy.cancelling import cancel_and_wait
 from kadeploy_testbed.fake.memlink import link_pair
 from kadeploy_testbed.fake.sinks import ImageSink
-from kadeploy.cancelling import cancel_and_wait
 
-OFFSET = struct.Struct("!Q")
-CHUNK = 256 * 1024
+#: bytes taken from upstream per read: the fake's own, not the relay's CHUNK (4 MiB), since the
+#: fake's whole buffer is 256 KiB by default and a read may run that far past it
+READ_SIZE = 256 * 1024
 
 #: relays of this process by listening (address, port): links between them stay in-process (memlink)
 _LISTENING: dict[tuple[str, int], FakeRelay] = {}
 #: relay-to-relay links this process opened, by kind (the `stats` answer shows where the chain crossed workers)
 LINK_COUNTS: dict[str, int] = {"memlink": 0, "tcp": 0}
-
-
-class ResumeError(Exception):
-    pass
 
 
 class FakeRelay:
@@ -52,8 +60,8 @@ class FakeRelay:
                  emit: Callable[[str], None], *, buffer: int = 256 * 1024) -> None:
         self.address = address
         self.total = int(config["total"])
-        self.stall = float(config.get("stall", 30))
-        self.connect_timeout = float(config.get("connect_timeout", 10))
+        self.stall = float(config.get("stall", DEFAULT_STALL))
+        self.connect_timeout = float(config.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
         self.corrupt_at = config.get("corrupt_at")
         self.limit_rate = float(config.get("limit_rate") or 0)
         self.mode = config.get("mode", "")
@@ -75,8 +83,7 @@ class FakeRelay:
 
     # -- events ------------------------------------------------------------------------
     def emit(self, event: str, **fields: Any) -> None:
-        fields["ev"] = event
-        self._emit_line(json.dumps(fields) + "\n")
+        self._emit_line(event_line(event, **fields))
 
     # -- the ring ----------------------------------------------------------------------
     def _low(self) -> int:
@@ -143,7 +150,7 @@ class FakeRelay:
             await asyncio.wait_for(writer.drain(), self.stall)
             while self.received < self.total:
                 await self._wait_space()
-                data = await reader.read(min(CHUNK, self.total - self.received))
+                data = await reader.read(min(READ_SIZE, self.total - self.received))
                 if not data:
                     return
                 self._commit(data)
@@ -161,7 +168,7 @@ class FakeRelay:
     async def receive_stdin(self, read: Callable[[int], Awaitable[bytes]]) -> None:
         """Flat method: the stream is the channel's stdin."""
         while self.received < self.total:
-            data = await read(min(CHUNK, self.total - self.received))
+            data = await read(min(READ_SIZE, self.total - self.received))
             if not data:
                 break
             self._commit(data)
@@ -215,7 +222,7 @@ class FakeRelay:
                     known = host in self.dead
                     self.dead.add(host)
                     if not known:
-                        self.emit("bypass", host=host, reason=_describe(exc), repair=repair)
+                        self.emit("bypass", host=host, reason=describe(exc), repair=repair)
                     queue.pop(0)
                     if not repair:
                         return
@@ -292,13 +299,3 @@ class FakeRelay:
         """
         with contextlib.suppress(asyncio.CancelledError):
             await self._upstream_connection(reader, writer)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return str(exc) or "connection timeout"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
