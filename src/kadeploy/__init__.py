@@ -2,7 +2,8 @@
 
 Rooms (see docs/architecture.md); a room imports only from rooms below it:
 nodeset, errors < config < db, remote, broadcast, boot < engine < steps, catalog
-< server < client < cli. The testbed stands apart and imports only nodeset/errors.
+< server < client < cli. The testbed is a separate distribution (`testbed/`,
+package `kadeploy_testbed`) that imports from here; nothing here imports it.
 """
 
 __version__ = "3.3.11.0"
