@@ -17,10 +17,11 @@ Imports `kadeploy.config.validation` (the shared strict-model machinery) and
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, field_validator
 
 from kadeploy.config.validation import (
     ConfigModel,
@@ -34,6 +35,19 @@ from kadeploy.errors import ErrorCode, KadeployError
 IMAGE_KINDS = ("tar", "dd", "fsa")
 COMPRESSIONS = ("gzip", "bzip2", "xz", "zstd")
 FSA_COMPRESSION_LEVELS = range(0, 10)
+#: A device fsarchiver can be told to write (`id=N,dest=DEVICE`): an absolute path
+#: without the comma that separates fsarchiver's restfs options, nor blanks.
+_DEVICE = re.compile(r"/[^,\s]+")
+
+
+def _device_path(value: str) -> str:
+    if not _DEVICE.fullmatch(value):
+        raise ValueError(f"expected a device path like /dev/sda3 (absolute, without commas nor blanks), "
+                         f"got {describe_value(value)}")
+    return value
+
+
+DevicePath = Annotated[str, AfterValidator(_device_path)]
 
 _SHORT_KINDS = {
     ("tar", "gzip"): "tgz",
@@ -106,19 +120,21 @@ class BootSpec(ConfigModel):
     kernel_params: str = ""
     hypervisor: str = ""
     hypervisor_params: str = ""
-    block_device: str | None = None  # multipart only
-    partition: int | None = None  # multipart only
+    block_device: DevicePath | None = None  # multipart only
+    partition: int | None = Field(default=None, ge=1)  # multipart only
 
 
 class PartitionMapping(ConfigModel):
-    """One partition of a multipart fsa image and the device it goes to."""
+    """One filesystem of an fsa image (its id in the archive) and the device it is restored to."""
 
     id: int = Field(ge=0)
-    device: str = Field(min_length=1)
+    device: DevicePath
 
 
 class EnvironmentOptions(ConfigModel):
-    partitions: list[PartitionMapping] = Field(default_factory=list)
+    """`options`: when given, Kadeploy3 requires its `partitions` list."""
+
+    partitions: list[PartitionMapping]
 
 
 class EnvironmentDescription(ConfigModel):
@@ -230,8 +246,7 @@ def _rules(env: EnvironmentDescription) -> list[tuple[str, str]]:
     if image.kind == "fsa":
         if image.compression is None:
             image.compression = 0
-        elif isinstance(image.compression, str) and image.compression.isdigit():
-            image.compression = int(image.compression)
+        # an integer, as Kadeploy3 reads it (`"3"` is refused there too)
         if isinstance(image.compression, bool) or not isinstance(image.compression, int) \
                 or image.compression not in FSA_COMPRESSION_LEVELS:
             problems.append(("image/compression",
@@ -249,8 +264,12 @@ def _rules(env: EnvironmentDescription) -> list[tuple[str, str]]:
         if env.os == "xen" and not env.boot.hypervisor:
             problems.append(("boot/hypervisor", "mandatory for OS xen with the tar image kind"))
     if env.multipart:
+        if image.kind != "fsa":
+            # Kadeploy3 accepted it and then ignored the partition map: only fsarchiver restores several
+            problems.append(("multipart", f"only an fsa image holds several partitions (image/kind is {image.kind})"))
         if env.options is None or not env.options.partitions:
-            problems.append(("options/partitions", "mandatory for a multipart environment"))
+            problems.append(("options/partitions", "mandatory for a multipart environment "
+                                                   "(a list of {id, device}: where each filesystem of the archive goes)"))
         if env.boot.block_device is None:
             problems.append(("boot/block_device", "mandatory for a multipart environment"))
         if env.boot.partition is None:
@@ -281,7 +300,26 @@ def environment_from_dict(data: Any, source: str) -> EnvironmentDescription:
     if problems:
         raise _invalid("\n".join(f"{source}: {path}: {problem}" for path, problem in problems))
     env._warnings = [f"{source}: {path}: unknown key, ignored" for path in unknown_keys(env)]
+    env._warnings += [f"{source}: {path}: {problem}" for path, problem in _ignored_fields(env)]
     return env
+
+
+def _ignored_fields(env: EnvironmentDescription) -> list[tuple[str, str]]:
+    """Fields a deployment of this description will not use, as (key path, why) warnings."""
+    ignored: list[tuple[str, str]] = []
+    partitions = env.options.partitions if env.options is not None else []
+    if partitions and env.image.kind != "fsa":
+        ignored.append(("options/partitions", f"only used by fsa images, ignored for a {env.image.kind} image"))
+    elif len(partitions) > 1 and not env.multipart:
+        # Kadeploy3's warning: a non-multipart fsa image restores one filesystem
+        ignored.append(("options/partitions", "several partitions for a non-multipart environment: only the "
+                                              f"first one (id {partitions[0].id}) is restored, on the "
+                                              "deployment partition"))
+    if not env.multipart:
+        for key in ("block_device", "partition"):
+            if getattr(env.boot, key) is not None:
+                ignored.append((f"boot/{key}", "only used by multipart environments, ignored"))
+    return ignored
 
 
 def parse_environments(text: str, source: str) -> list[EnvironmentDescription]:

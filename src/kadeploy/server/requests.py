@@ -20,6 +20,7 @@ from kadeploy.server.operations import Operation, OperationKind
 from kadeploy.server.rights import RightsService
 from kadeploy.server.settings import ServerSettings
 from kadeploy.server.workflows import new_wid
+from kadeploy.steps import fsarchiver
 
 _BREAKPOINT = re.compile(r"^\w+(:\w+)?$")
 _BLOCK_DEVICE = re.compile(r"^[\w/]+$")
@@ -228,10 +229,31 @@ class RequestBuilder:
                 raise KadeployError(ErrorCode.INVALID_OPTION,
                                     f"min_success must be a ratio in ]0, 1] (got {params['min_success']!r})")
             op.params["min_success"] = ratio
+        self._check_image_target(op)
         await self.rights.check(identity, op.hostnames)
         for cluster_name, part in self._deploy_part(op).items():
             await self.rights.check(identity, op.nodes[cluster_name], part)
+        # Kadeploy3 (kadeploy.rb): a multipart environment also needs the right on every device it writes
+        env = op.environment or {}
+        multipart_parts = [fsarchiver.multipart_boot_device(env), *fsarchiver.multipart_devices(env)]
+        for part in dict.fromkeys(p for p in multipart_parts if p):
+            await self.rights.check(identity, op.hostnames, part)
         return op
+
+    def _check_image_target(self, op: Operation) -> None:
+        """Refuse, before any reboot, an image that cannot go where the request puts it."""
+        env = op.environment or {}
+        kind = (env.get("image") or {}).get("kind")
+        whole_disk = "block_device" in op.params and "deploy_partition" not in op.params
+        if whole_disk and kind != "dd":
+            # Kadeploy3's check_config; its wording
+            raise KadeployError(ErrorCode.INVALID_OPTION,
+                                f"You can only deploy directly on block device when using a dd image "
+                                f"(the environment {env.get('name', '')} is a {kind} image)")
+        for part in self._deploy_part(op).values():
+            problem = fsarchiver.multipart_target_problem(env, part)
+            if problem:
+                raise KadeployError(ErrorCode.CONFLICTING_OPTIONS, problem)
 
     async def reboot(self, identity: Identity, params: dict[str, Any]) -> Operation:
         op = self._common("reboot", identity, params)

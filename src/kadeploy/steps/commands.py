@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 
 from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.steps import fsarchiver
 from kadeploy.steps.plan import DeployPlan, partition_device
 
 q = shlex.quote
@@ -132,15 +133,35 @@ def umount_deploy_part(plan: DeployPlan) -> str:
 
 
 def image_sink(plan: DeployPlan) -> str:
-    """The node-side pipeline fed with the image stream (reference section 7)."""
+    """The node-side pipeline fed with the image stream (reference section 7).
+
+    An image that is stored first (fsa, or a cluster that does not decompress
+    on the fly) is only written to the node's rambin here; `decompress_environment`
+    unpacks it.
+    """
+    if plan.image_stored_first:
+        return fsarchiver.store_image(plan)
+    return _unpack(plan, "")
+
+
+def decompress_stored_image(plan: DeployPlan) -> str:
+    """`decompress_environment`: unpack the image `image_sink` stored, then remove the copy."""
+    if plan.image_kind == "fsa":
+        return fsarchiver.restore_command(plan)
+    stored = q(fsarchiver.stored_image_path(plan))
+    return f"{_unpack(plan, f' < {stored}')}; status=$?; rm -f {stored}; exit $status"
+
+
+def _unpack(plan: DeployPlan, source: str) -> str:
+    """Decompress `source` (a redirection, or nothing for stdin) onto the deploy partition."""
     unpack = decompressor(plan.image_compression)
     if plan.image_kind == "tar":
         extra = f" {plan.tar_options}" if plan.tar_options else ""
-        return f"{unpack} | tar --numeric-owner{extra} -C {q(plan.extraction_dir)} -xf -"
+        return f"{unpack}{source} | tar --numeric-owner{extra} -C {q(plan.extraction_dir)} -xf -"
     if plan.image_kind == "dd":
-        return f"{unpack} > {q(plan.deploy_part)}"
+        return f"{unpack}{source} > {q(plan.deploy_part)}"
     raise KadeployError(ErrorCode.INVALID_ENVIRONMENT,
-                        f"image kind {plan.image_kind!r} is not supported (tar and dd are)")
+                        f"image kind {plan.image_kind!r} is not supported (tar, dd and fsa are)")
 
 
 def unpack_archive(plan: DeployPlan, compression: str) -> str:

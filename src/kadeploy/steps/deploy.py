@@ -377,7 +377,7 @@ class NodeSteps:
         return StepResult(ok=list(nodes))
 
     async def ms_decompress_environment(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
-        return StepResult(ok=list(nodes))
+        return await self._remote(nodes, commands.decompress_stored_image(self.run_ctx.plan), timeout=ctx.timeout)
 
     async def _install_archives(self, ctx: MicroContext, nodes: list[str], archives) -> StepResult:
         run = self.run_ctx

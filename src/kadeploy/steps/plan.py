@@ -51,6 +51,10 @@ class DeployPlan:
     os_kind: str = "linux"
     image_kind: str = "tar"
     image_compression: str = "gzip"
+    #: the description's `image/file`: the stored copy on a node is named after it (`_KATMP_<basename>`)
+    image_file: str = ""
+    #: fsa: `options/partitions` as (id in the archive, device) pairs
+    image_partitions: tuple[tuple[int, str], ...] = ()
     filesystem: str = "ext4"
     partition_type: int = 0x83
     env_kernel: str = ""
@@ -67,6 +71,8 @@ class DeployPlan:
     cluster_kernel_params: str = ""
     mkfs_args: dict[str, str] = field(default_factory=dict)
     tar_options: str = ""
+    #: the cluster's `localops/broadcastenv/decompress`: false stores every image before decompressing it
+    decompress_on_the_fly: bool = True
     extraction_dir: str = "/mnt/dest"
     rambin_dir: str = "/rambin"
     tmp_dir: str = "/tmp"
@@ -100,6 +106,15 @@ class DeployPlan:
         """BIOS disk index of the block device: sda -> 0, sdb -> 1 (PXElinux `hd<index>`)."""
         last = self.block_device.rstrip("0123456789")[-1:]
         return max(0, ord(last) - ord("a")) if last.isalpha() else 0
+
+    @property
+    def image_stored_first(self) -> bool:
+        """Whether the broadcast only stores the image and `decompress_environment` unpacks it.
+
+        fsarchiver restores from a file, not a stream; a cluster with
+        `localops/broadcastenv/decompress: false` asks the same for every image.
+        """
+        return self.image_kind == "fsa" or not self.decompress_on_the_fly
 
     @property
     def filesystem_supported(self) -> bool:

@@ -20,11 +20,11 @@ _NEEDS_MOUNTABLE_FS = {"mount_deploy_part", "umount_deploy_part", "manage_admin_
 def prune(implementation: str, microsteps: Sequence[str], plan: DeployPlan,
           has_admin_postinstall: bool = False) -> list[str]:
     """Return `microsteps` without those the plan makes pointless, order kept."""
-    dropped: set[str] = {"decompress_environment"}  # only fsa / store-then-decompress need it
+    dropped: set[str] = set() if plan.image_stored_first else {"decompress_environment"}
     macro = _interface(implementation)
     if plan.whole_disk:
         dropped |= _FORMAT_STEPS
-    if plan.image_kind == "dd":
+    if plan.image_kind in ("dd", "fsa"):  # they bring their own filesystems
         dropped.add("format_deploy_part")
         if macro == "SetDeploymentEnv":
             dropped.add("mount_deploy_part")

@@ -378,6 +378,9 @@ def build_plan(cfg: Any, cluster: str, env: dict[str, Any] | None, params: dict[
         env_name=str(env.get("name", "")), env_version=int(env.get("version") or 1),
         os_kind=str(env.get("os", "linux")), image_kind=str(image.get("kind", "tar")),
         image_compression=str(image.get("compression", "gzip")),
+        image_file=str(image.get("file") or ""),
+        image_partitions=tuple((int(part["id"]), str(part["device"]))
+                               for part in (env.get("options") or {}).get("partitions") or []),
         filesystem=str(env.get("filesystem") or ""), partition_type=int(partition_type or 0),
         env_kernel=str(boot.get("kernel") or ""), env_initrd=str(boot.get("initrd") or ""),
         env_kernel_params=str(boot.get("kernel_params") or ""),
@@ -391,6 +394,7 @@ def build_plan(cfg: Any, cluster: str, env: dict[str, Any] | None, params: dict[
         cluster_kernel_params=kernels.user.params,
         mkfs_args={m.fstype: m.args for m in server.external.mkfs},
         tar_options=server.external.tar,
+        decompress_on_the_fly=cluster_cfg.localops.broadcastenv.decompress,
         extraction_dir=server.environments.deployment.extraction_dir,
         rambin_dir=server.environments.deployment.rambin_dir,
         tmp_dir=server.environments.deployment.tarball_dir,

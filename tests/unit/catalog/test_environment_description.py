@@ -104,10 +104,10 @@ def test_short_kinds_both_ways(kind, compression, short):
     assert env.image_kind_short == short
 
 
-def test_fsa_compression_defaults_to_0_and_accepts_digit_strings():
+def test_fsa_compression_defaults_to_0_and_must_be_an_integer_as_in_kadeploy3():
     assert environment_from_dict({**TAR_ENV, "image": {"file": "f", "kind": "fsa"}}, "e").image_kind_short == "fsa0"
-    assert environment_from_dict({**TAR_ENV, "image": {"file": "f", "kind": "fsa", "compression": "7"}},
-                                 "e").image.compression == 7
+    assert 'image/compression: must be an integer from 0 to 9 for an fsa image (got "7")' in invalid(
+        {**TAR_ENV, "image": {"file": "f", "kind": "fsa", "compression": "7"}})
     with pytest.raises(ValueError):
         image_kind_long("tgzz")
 

@@ -24,8 +24,8 @@ def test_image_sinks_per_kind_and_compression():
     assert commands.image_sink(PLAN) == "gzip -cd | tar --numeric-owner -C /mnt/dest -xf -"
     assert commands.image_sink(replace(PLAN, image_compression="zstd")).startswith("zstd -cd | tar")
     assert commands.image_sink(replace(PLAN, image_kind="dd", image_compression="xz")) == "xz -cd > /dev/sda3"
-    with pytest.raises(KadeployError):
-        commands.image_sink(replace(PLAN, image_kind="fsa"))
+    with pytest.raises(KadeployError, match="tar, dd and fsa are"):
+        commands.image_sink(replace(PLAN, image_kind="squashfs"))
 
 
 def test_variables_are_exported_quoted_so_hostile_values_stay_literal(tmp_path):
