@@ -349,9 +349,10 @@ def test_deploy_rootfs_runs_the_deployment_tools_over_ssh(deploy_rootfs: Path,
                                                           tmp_path: Path) -> None:
     with chrooted_sshd(deploy_rootfs, tmp_path) as (port, key):
         result = _ssh(port, key, "parted -v && mkfs.xfs -V && kexec -v && zstd -V && "
-                                 "pigz -V && nc -h 2>&1 | head -1")
+                                 "pigz -V && fsarchiver -V && nc -h 2>&1 | head -1")
         assert result.returncode == 0, result.stderr
         assert "GNU parted" in result.stdout and "mkfs.xfs" in result.stdout
+        assert "fsarchiver 0.8" in result.stdout
     assert images._mounts_below(tmp_path) == []
 
 
@@ -364,3 +365,69 @@ def test_image_build_command_prints_every_image_and_description(
     assert str(deploy_rootfs) in printed
     for pack in PACKS:
         assert str(user_images.descriptions[pack.env_name]) in printed
+    assert str(images.ensure_fsa_images(CACHE).description) in printed
+
+
+# --------------------------------------------------------------------------- the fsa multipart image
+
+
+@pytest.fixture(scope="module")
+def fsa_images() -> images.FsaImages:
+    return images.ensure_fsa_images(CACHE)
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_fsa_archive_holds_the_root_and_data_filesystems_in_id_order(fsa_images: images.FsaImages) -> None:
+    archinfo = subprocess.run(["fsarchiver", "archinfo", str(fsa_images.image)], capture_output=True, text=True,
+                              timeout=120, check=True)
+    info = archinfo.stdout + archinfo.stderr  # fsarchiver prints its report on stderr
+    ids = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("Filesystem id in archive")]
+    labels = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("Filesystem label")]
+    assert ids == ["0", "1"] and labels == ["root", "fsa-data"]
+    assert (CACHE / images.FSA_FAMILY).resolve() == fsa_images.directory.resolve()
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_fsa_restores_onto_block_devices_with_its_markers(fsa_images: images.FsaImages, tmp_path: Path) -> None:
+    """What decompress_environment does on a node, on two loop devices of this host."""
+    targets = []
+    for name, size in (("root", "1200M"), ("data", "64M")):
+        disk = tmp_path / f"{name}.img"
+        subprocess.run(["truncate", "-s", size, str(disk)], check=True)
+        targets.append(disk)
+    mount_point = tmp_path / "mnt"
+    mount_point.mkdir()
+    devices = [subprocess.run(["losetup", "--find", "--show", str(disk)], capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip() for disk in targets]
+    try:
+        subprocess.run(["fsarchiver", "-j", "2", "-z", str(images.FSA_COMPRESSION), "restfs", str(fsa_images.image),
+                        f"id=0,dest={devices[0]}", f"id=1,dest={devices[1]}"], capture_output=True, check=True,
+                       timeout=900)
+        read = {}
+        for device, path in ((devices[0], images.FSA_ROOT_MARKER), (devices[1], images.FSA_DATA_MARKER)):
+            subprocess.run(["mount", "-o", "ro", device, str(mount_point)], check=True, timeout=30)
+            try:
+                read[path] = (mount_point / path.lstrip("/")).read_text()
+                if path == images.FSA_ROOT_MARKER:
+                    assert (mount_point / "vmlinuz").exists() and (mount_point / "usr/sbin/sshd").exists()
+            finally:
+                subprocess.run(["umount", str(mount_point)], check=True, timeout=30)
+        assert read == {images.FSA_ROOT_MARKER: fsa_images.root_marker,
+                        images.FSA_DATA_MARKER: fsa_images.data_marker}
+    finally:
+        for device in devices:
+            subprocess.run(["losetup", "-d", device], check=False, timeout=30)
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_fsa_description_is_a_valid_multipart_environment(fsa_images: images.FsaImages) -> None:
+    from kadeploy.catalog.environment import parse_environment
+
+    env = parse_environment(fsa_images.description.read_text(), str(fsa_images.description))
+    assert env.multipart and env.image_kind_short == f"fsa{images.FSA_COMPRESSION}" and env.warnings == []
+    assert Path(env.image.file.removeprefix("server://")) == fsa_images.image
+    assert [(p.id, p.device) for p in env.options.partitions] == [(0, "/dev/sda3"), (1, "/dev/sda5")]
+    assert (env.boot.block_device, env.boot.partition) == ("/dev/sda", 3)

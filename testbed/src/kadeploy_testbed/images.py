@@ -1,7 +1,8 @@
 """Testbed images: the deployment rootfs and the `debian12-min` user environment.
 
-Room: testbed. Imports only `kadeploy.errors` and the standard library (plus
-PyYAML for the environment descriptions).
+Room: testbed. Imports only `kadeploy.errors`, the testbed's partition numbers
+(`configdir.PARTITIONS`) and the standard library (plus PyYAML for the
+environment descriptions).
 
 Why this exists: every test, demo and benchmark deploys *real* images onto the
 netns nodes, so the images are built for real with debootstrap, and cached by
@@ -22,10 +23,16 @@ Public API (called by the testbed supervisor and CLI)::
         # debian12-min-tzst, debian12-min-ddgz (<env name>.yaml).
     @dataclass UserImages: directory, rootfs, tgz, txz, tzst, ddgz: Path;
                            descriptions: dict[str, Path]   # env name -> YAML path
+    ensure_fsa_images(cache: Path = DEFAULT_CACHE) -> FsaImages
+        # <cache>/fsa-images-<hash>/ (symlink <cache>/fsa-images): debian12-min.fsa, an FSArchiver
+        # archive of two filesystems made from the user rootfs (id 0: the root filesystem with
+        # /etc/kadeploy-testbed-fsa; id 1: a small data filesystem holding /MARKER), and the
+        # multipart description debian12-min-fsa.yaml restoring them on sda3 and sda5.
+    @dataclass FsaImages: directory, image, description: Path; root_marker, data_marker: str
     prune_cache(cache: Path = DEFAULT_CACHE) -> list[Path]
-        # removes deploy-rootfs-*/user-images-* builds the symlinks no longer name
+        # removes deploy-rootfs-*/user-images-*/fsa-images-* builds the symlinks no longer name
     main_build(argv: Sequence[str] | None = None) -> int
-        # `kadeploy-testbed image build [--cache DIR] [--only deploy|user] [--prune]`: builds,
+        # `kadeploy-testbed image build [--cache DIR] [--only deploy|user|fsa] [--prune]`: builds,
         # prints paths, returns the exit status (1 with a one-line error on failure).
 
 Cached trees are content-addressed and shared: treat them as read-only (mount an
@@ -58,6 +65,7 @@ from pathlib import Path
 import yaml
 
 from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy_testbed.configdir import PARTITIONS
 
 DEFAULT_CACHE = Path("/var/cache/kadeploy-testbed")
 MIRROR = "http://deb.debian.org/debian"
@@ -71,6 +79,8 @@ DEPLOY_PACKAGES = (
     "openssh-server", "python3", "parted", "fdisk", "e2fsprogs", "xfsprogs",
     "dosfstools", "tar", "gzip", "bzip2", "xz-utils", "zstd", "pigz", "kexec-tools",
     "netcat-openbsd", "iproute2", "procps", "util-linux", "mount",
+    # fsa images (Kadeploy3's deployment environment ships it too): decompress_environment's restfs
+    "fsarchiver",
 )
 # systemd-sysv gives the image an init that starts the enabled ssh.service on real
 # hardware; the testbed itself starts the image's /usr/sbin/sshd directly.
@@ -587,17 +597,160 @@ def ensure_user_images(cache: Path = DEFAULT_CACHE) -> UserImages:
     return _user_images_at(directory)
 
 
+# --------------------------------------------------------------------------- fsa images
+
+FSA_FAMILY = "fsa-images"
+FSA_ENV_NAME = f"{USER_ENV_NAME}-fsa"
+FSA_IMAGE_NAME = f"{USER_ENV_NAME}.fsa"
+FSA_COMPRESSION = 3            # fsarchiver -z 3; the description's image/compression
+FSA_ROOT_MARKER = "/etc/kadeploy-testbed-fsa"
+FSA_DATA_MARKER = "/MARKER"
+FSA_DATA_MIB = 32
+FSA_RECIPE_VERSION = 1
+#: archive id -> partition: the root filesystem on the deploy partition, the data one on tmp
+FSA_PARTITIONS = ((0, PARTITIONS["deploy"]), (1, PARTITIONS["tmp"]))
+
+
+@dataclass(frozen=True)
+class FsaImages:
+    """The multipart fsa environment and the markers its two filesystems carry."""
+
+    directory: Path
+    image: Path
+    description: Path
+    root_marker: str     # content of FSA_ROOT_MARKER in filesystem 0
+    data_marker: str     # content of FSA_DATA_MARKER in filesystem 1
+
+
+def fsa_description(image_file: Path) -> dict[str, object]:
+    """The multipart description (reference section 4): filesystem 0 boots from the deploy partition."""
+    deploy = PARTITIONS["deploy"]
+    return {
+        "name": FSA_ENV_NAME,
+        "version": 1,
+        "description": f"{ENV_DESCRIPTION}; FSArchiver multipart: root on sda{deploy}, data on "
+                       f"sda{PARTITIONS['tmp']}",
+        "author": ENV_AUTHOR,
+        "visibility": "public",
+        "destructive": False,
+        "os": "linux",
+        "image": {"file": f"server://{image_file.resolve()}", "kind": "fsa", "compression": FSA_COMPRESSION},
+        "boot": {"kernel": "/vmlinuz", "initrd": "/initrd.img", "block_device": "/dev/sda", "partition": deploy},
+        "filesystem": "ext4",
+        "partition_type": 131,
+        "multipart": True,
+        "options": {"partitions": [{"id": fs_id, "device": f"/dev/sda{number}"}
+                                   for fs_id, number in FSA_PARTITIONS]},
+    }
+
+
+def _fsa_markers(digest: str) -> tuple[str, str]:
+    return f"kadeploy-testbed fsa root filesystem {digest}\n", f"kadeploy-testbed fsa data filesystem {digest}\n"
+
+
+@contextmanager
+def _read_only_loops(images: Sequence[Path], log: BuildLog) -> Iterator[list[str]]:
+    """Attach filesystem images to loop devices (read-only) for fsarchiver savefs; always detached after.
+
+    Why: savefs reads block devices, not image files.
+    """
+    devices: list[str] = []
+    try:
+        for image in images:
+            log.note(f"$ losetup --find --show --read-only {image}")
+            result = subprocess.run(["losetup", "--find", "--show", "--read-only", str(image)],
+                                    capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
+            if result.returncode != 0:
+                raise KadeployError(ErrorCode.EXECUTE_ERROR,
+                                    f"image build: losetup {image} failed: {result.stderr.strip()} (log: {log.path})")
+            devices.append(result.stdout.strip())
+        yield devices
+    finally:
+        for device in devices:
+            subprocess.run(["losetup", "-d", device], check=False, timeout=COMMAND_TIMEOUT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _ext4_image(path: Path, size_mib: int, label: str, tree: Path, log: BuildLog) -> None:
+    with path.open("wb") as image:
+        image.truncate(size_mib * 2**20)
+    log.run(["mkfs.ext4", "-F", "-q", "-L", label, "-d", str(tree), str(path)], timeout=PACK_TIMEOUT)
+
+
+def _build_fsa_images(user: UserImages, final: Path, digest: str) -> Callable[[Path, BuildLog], None]:
+    def build(work: Path, log: BuildLog) -> None:
+        root_marker, data_marker = _fsa_markers(digest)
+        root_image, data_image = work / "root.ext4", work / "data.ext4"
+        try:
+            # the shared user rootfs stays untouched: the marker is written into the filesystem image
+            _ext4_image(root_image, int(_tree_bytes(user.rootfs) * 1.25 / 2**20) + 160, "root", user.rootfs, log)
+            marker_source = work / "root-marker"
+            marker_source.write_text(root_marker)
+            commands = work / "debugfs-commands"
+            directory, name = FSA_ROOT_MARKER.rsplit("/", 1)
+            commands.write_text(f"cd {directory}\nwrite {marker_source} {name}\n")
+            log.run(["debugfs", "-w", "-f", str(commands), str(root_image)])
+            marker_source.unlink()
+            commands.unlink()
+            data_tree = work / "data"
+            data_tree.mkdir()
+            (data_tree / FSA_DATA_MARKER.lstrip("/")).write_text(data_marker)
+            _ext4_image(data_image, FSA_DATA_MIB, "fsa-data", data_tree, log)
+            shutil.rmtree(data_tree)
+            for image in (root_image, data_image):
+                log.run(["e2fsck", "-f", "-y", str(image)], timeout=PACK_TIMEOUT, ok_codes=(0, 1))
+            with _read_only_loops([root_image, data_image], log) as (root_device, data_device):
+                # archive ids follow this order: 0 root, 1 data (FSA_PARTITIONS)
+                log.run(["fsarchiver", "-j", str(os.cpu_count() or 1), "-z", str(FSA_COMPRESSION), "savefs",
+                         str(work / FSA_IMAGE_NAME), root_device, data_device], timeout=PACK_TIMEOUT)
+        finally:
+            root_image.unlink(missing_ok=True)
+            data_image.unlink(missing_ok=True)
+        (work / f"{FSA_ENV_NAME}.yaml").write_text(
+            "---\n" + yaml.safe_dump(fsa_description(final / FSA_IMAGE_NAME), sort_keys=False))
+    return build
+
+
+def _fsa_images_at(directory: Path, digest: str) -> FsaImages:
+    root_marker, data_marker = _fsa_markers(digest)
+    return FsaImages(directory=directory, image=directory / FSA_IMAGE_NAME,
+                     description=directory / f"{FSA_ENV_NAME}.yaml", root_marker=root_marker,
+                     data_marker=data_marker)
+
+
+def ensure_fsa_images(cache: Path = DEFAULT_CACHE) -> FsaImages:
+    """Return the cached multipart fsa environment of `debian12-min`, building it if needed.
+
+    Built from the user images' rootfs, in its own cache family so that adding
+    it did not change the user images' hash. Needs root, loop devices and the
+    host's fsarchiver (scripts/install.sh installs it).
+    """
+    cache = Path(cache)
+    user = ensure_user_images(cache)
+    digest = USER_RECIPE.digest(user.directory.name, FSA_ENV_NAME, str(FSA_COMPRESSION), FSA_ROOT_MARKER,
+                                FSA_DATA_MARKER, repr(FSA_PARTITIONS), str(FSA_RECIPE_VERSION))
+    final = cache / f"{FSA_FAMILY}-{digest}"
+    if not final.is_dir() and shutil.which("fsarchiver") is None:
+        raise KadeployError(ErrorCode.EXECUTE_ERROR,
+                            "image build: fsarchiver is not installed on this host (scripts/install.sh installs it)")
+    directory = _build_cached(cache, FSA_FAMILY, digest, _build_fsa_images(user, final, digest))
+    link = cache / FSA_FAMILY
+    if not (link.is_symlink() and os.readlink(link) == directory.name):
+        _point_symlink(link, directory)
+    return _fsa_images_at(directory, digest)
+
+
 # --------------------------------------------------------------------------- cache hygiene
 
 
 def prune_cache(cache: Path = DEFAULT_CACHE) -> list[Path]:
     """Remove builds of `deploy-rootfs` and `user-images` that their symlink no longer names.
 
-    Why: each recipe change leaves a ~1.5 GB build behind. Only our two image
+    Why: each recipe change leaves a ~1.5 GB build behind. Only our three image
     families are touched; other rooms' builds in the same cache are left alone.
     """
     removed: list[Path] = []
-    for family in (DEPLOY_RECIPE.name, "user-images"):
+    for family in (DEPLOY_RECIPE.name, "user-images", FSA_FAMILY):
         link = cache / family
         current = os.readlink(link) if link.is_symlink() else None
         for build in sorted(cache.glob(f"{family}-*")):
@@ -626,8 +779,8 @@ def main_build(argv: Sequence[str] | None = None) -> int:
                                      description="Build (or find cached) testbed images.")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
                         help=f"cache directory (default {DEFAULT_CACHE})")
-    parser.add_argument("--only", choices=("deploy", "user"),
-                        help="build only the deployment rootfs or only the user images")
+    parser.add_argument("--only", choices=("deploy", "user", "fsa"),
+                        help="build only the deployment rootfs, the user images or the fsa multipart image")
     parser.add_argument("--prune", action="store_true",
                         help="then remove older builds of these images from the cache")
     args = parser.parse_args(argv)
@@ -641,6 +794,10 @@ def main_build(argv: Sequence[str] | None = None) -> int:
                 print(f"{pack.env_name}: {image_file} "
                       f"({image_file.stat().st_size / 2**20:.0f} MiB), "
                       f"description {images.descriptions[pack.env_name]}")
+        if args.only in (None, "fsa"):
+            fsa = ensure_fsa_images(args.cache)
+            print(f"{FSA_ENV_NAME}: {fsa.image} ({fsa.image.stat().st_size / 2**20:.0f} MiB), "
+                  f"description {fsa.description}")
         if args.prune:
             for old_build in prune_cache(args.cache):
                 print(f"removed old build {old_build}")
