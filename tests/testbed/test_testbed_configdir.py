@@ -7,8 +7,11 @@ from pathlib import Path
 
 import yaml
 
+from kadeploy.vlan import vlan_hostname
 from kadeploy_testbed.configdir import BOOTLOADER_SCRIPT, write_config
-from kadeploy_testbed.layout import build_layout
+from kadeploy_testbed.fake.configdir import write_fake_config
+from kadeploy_testbed.fake.settings import FakeSettings
+from kadeploy_testbed.layout import VLANS, build_layout
 
 
 def test_config_directory_has_every_kadeploy_file(tmp_path: Path) -> None:
@@ -52,3 +55,23 @@ def test_bootloader_script_writes_grub_cfg_naming_the_deploy_partition(tmp_path:
     subprocess.run(["sh", "-c", BOOTLOADER_SCRIPT], env=env, check=True, timeout=30)
     grub = (tmp_path / "boot" / "grub" / "grub.cfg").read_text()
     assert "linux /vmlinuz console=ttyS0 root=/dev/sda3" in grub and "set root=(hd0,3)" in grub
+
+
+def test_vlan_names_the_server_computes_are_the_testbeds(tmp_path: Path) -> None:
+    layout = build_layout(3, 2)
+    write_config(tmp_path, layout, "admin", "secret")
+    vlan = yaml.safe_load((tmp_path / "etc" / "server.conf").read_text())["network"]["vlan"]
+    assert vlan["set_cmd"].startswith("kadeploy-testbed vlan")
+    for node in layout.nodes:
+        for vlan_id in VLANS:
+            assert vlan_hostname(node.hostname, vlan["hostname_suffix"], str(vlan_id)) == node.vlan_hostname(vlan_id)
+
+
+def test_testbed_nodes_are_reached_by_name_and_fake_ones_by_address(tmp_path: Path) -> None:
+    write_config(tmp_path / "netns", build_layout(2), "admin", "secret")
+    cluster = yaml.safe_load((tmp_path / "netns" / "etc" / "c1.conf").read_text())
+    assert "hooks" not in cluster  # Kadeploy3's default: by name, which the testbed's /etc/hosts block resolves
+    (tmp_path / "fake").mkdir()
+    write_fake_config(FakeSettings(directory=str(tmp_path / "fake"), nodes=2))
+    fake_cluster = yaml.safe_load((tmp_path / "fake" / "etc" / "c1.conf").read_text())
+    assert fake_cluster["hooks"] == {"use_ip_to_deploy": True}

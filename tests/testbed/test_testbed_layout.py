@@ -8,7 +8,7 @@ import pytest
 
 from kadeploy.errors import KadeployError
 from kadeploy_testbed.hostsetup import HOSTS_BEGIN, HOSTS_END, remove_hosts_text, write_hosts_block
-from kadeploy_testbed.layout import build_layout, pxe_candidates
+from kadeploy_testbed.layout import MAX_NODES, VLANS, build_layout, pxe_candidates
 from kadeploy_testbed.profiles import parse_profile, root_partition
 from kadeploy_testbed.state import TestbedState, load_state
 from kadeploy_testbed.supervisor import read_boot_flag
@@ -39,6 +39,24 @@ def test_pxe_rom_order_is_mac_then_hex_ip_prefixes_then_default() -> None:
     assert names[0] == "01-02-00-0a-c8-01-01"
     assert names[1:4] == ["0AC80101", "0AC8010", "0AC801"]
     assert names[-2:] == ["0", "default"]
+
+
+def test_vlan_addresses_are_unique_and_apart_from_nodes_and_bmcs() -> None:
+    layout = build_layout(MAX_NODES)
+    vlan_ips = {n.vlan_ip for n in layout.nodes}
+    assert len(vlan_ips) == MAX_NODES
+    assert all(128 <= int(ip.split(".")[2]) < 192 for ip in vlan_ips)
+    assert not vlan_ips & ({n.ip for n in layout.nodes} | {n.bmc_ip for n in layout.nodes})
+    node = layout.nodes[0]
+    assert node.vlan_ip == "10.200.129.1" and node.address(None) == node.ip and node.address(100) == node.vlan_ip
+    assert node.vlan_hostname(101) == "node-1-kavlan-101.c1.testbed"
+
+
+def test_in_a_vlan_the_pxe_rom_asks_for_its_vlan_address() -> None:
+    node = build_layout(1).nodes[0]
+    names = pxe_candidates(node, node.vlan_ip)
+    assert names[0] == "01-02-00-0a-c8-01-01"  # the MAC does not change with the VLAN
+    assert names[1:3] == ["0AC88101", "0AC8810"] and "0AC80101" not in names
 
 
 @pytest.mark.parametrize("nodes,clusters", [(0, 1), (3, 4), (2, 0)])
@@ -119,6 +137,18 @@ def test_hosts_block_is_added_once_and_removed_cleanly(tmp_path: Path) -> None:
     assert text.count(HOSTS_BEGIN) == 1 and "10.200.1.2\tnode-2.c1.testbed" in text
     assert "node-1-bmc.c1.testbed" in text and HOSTS_END in text
     assert remove_hosts_text(text).strip() == "127.0.0.1 localhost"
+
+
+def test_hosts_block_names_every_node_in_every_vlan(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    write_hosts_block(build_layout(2), hosts)
+    entries = {name: line[0] for line in (line.split() for line in hosts.read_text().splitlines()
+                                          if line.startswith("10.200.")) for name in line[1:]}
+    assert entries["node-2-kavlan-100.c1.testbed"] == "10.200.129.2"
+    assert entries["node-1-kavlan-103.c1.testbed"] == "10.200.129.1"
+    assert "node-1-kavlan-104.c1.testbed" not in entries
+    assert {name for name, address in entries.items() if address == "10.200.129.2"} == \
+        {f"node-2-kavlan-{vlan}.c1.testbed" for vlan in VLANS}
 
 
 def test_boot_flag_read_from_the_mbr(tmp_path: Path) -> None:

@@ -307,14 +307,39 @@ def two_deploy_nodes(testbed: Testbed) -> Iterator[tuple[str, str]]:
 def test_vlan_cuts_a_node_off_from_the_default_vlan(testbed: Testbed, two_deploy_nodes: tuple[str, str]) -> None:
     node3, node4 = two_deploy_nodes
     assert _reaches(testbed, node4, "10.200.1.3")
+    # a VLAN the site does not have, as kavlan refuses it
+    assert testbed.cli("vlan", "--vlan", "5", node3) == 1
     # as the server's network/vlan/set_cmd calls it (kavlan's -m syntax)
     assert testbed.cli("vlan", "--vlan", "100", "-m", node3) == 0
     assert not _reaches(testbed, node4, "10.200.1.3"), "node-3 in VLAN 100 still reachable from VLAN DEFAULT"
-    assert port_open("10.200.1.3", 22), "the server (the frontend) must still reach a node in a VLAN"
-    assert testbed.ssh(node3, "hostname").stdout.decode().strip() == node3
+    assert not _reaches(testbed, node4, "10.200.129.3"), "node-3's VLAN address reachable from VLAN DEFAULT"
+    # the server (the frontend) reaches a node in a VLAN at its VLAN address, by its VLAN name, and only there
+    assert port_open("10.200.129.3", 22)
+    assert not port_open("10.200.1.3", 22), "node-3's default address still answers in VLAN 100"
+    vlan_name = "node-3-kavlan-100.c1.testbed"
+    assert socket.gethostbyname(vlan_name) == "10.200.129.3"
+    assert testbed.ssh(vlan_name, "hostname").stdout.decode().strip() == node3
     assert Path("/sys/class/net/ktb0v100").exists()
     assert testbed.cli("vlan", "--vlan", "DEFAULT", node3) == 0
     assert _reaches(testbed, node4, "10.200.1.3")
+    assert port_open("10.200.1.3", 22) and not port_open("10.200.129.3", 22)
+
+
+def test_a_node_booting_in_a_vlan_fetches_the_profile_of_its_vlan_address(testbed: Testbed) -> None:
+    """The VLAN's DHCP gives the node its VLAN address: its PXE ROM asks for that address's profile."""
+    node = "node-2.c1.testbed"
+    # under the default address, a profile that would leave the node hung
+    testbed.profile("10.200.1.2", DEPLOY_PROFILE.replace("deploy-vmlinuz", "no-such-kernel"))
+    testbed.profile("10.200.129.2", DEPLOY_PROFILE)
+    try:
+        assert testbed.cli("vlan", "--vlan", "101", node) == 0
+        before = boots(testbed, node)
+        assert testbed.ipmi("node-2-bmc.c1.testbed", "cycle").returncode == 0
+        wait_booted(testbed, node, "10.200.129.2", "deploy-env", FIRMWARE_DELAY + BOOT_MARGIN + 3, before)
+        console = (testbed.directory / "run" / "node-2" / "console.log").read_text()
+        assert "CLIENT IP: 10.200.129.2" in console and "pxelinux.cfg/0AC88102" in console
+    finally:
+        testbed.cli("vlan", "--vlan", "DEFAULT", node)
 
 
 def test_disk_fault_makes_writes_fail_until_repaired(testbed: Testbed, two_deploy_nodes: tuple[str, str]) -> None:

@@ -7,6 +7,10 @@ NBP of the first two differs from the one DHCP hands out, a chain profile is
 written for the DHCP NBP first. Profile names follow `profiles/filename`
 (`ip_hex`, `ip`, `hostname`, `hostname_short`, and our `mac` extension).
 
+A node being moved into a VLAN (`--vlan`) also gets its profile under the
+name of its VLAN address (`BootTarget.vlan_ip`): its firmware comes up there,
+asks DHCP of that VLAN and fetches the profile named after the address it got.
+
 Unlike Kadeploy3, a profile is written to a temporary file and renamed, so that
 a node fetching its profile during a rewrite never reads half of it. Writers
 return a `StepResult`: a node whose profile cannot be written fails alone.
@@ -35,6 +39,7 @@ __all__ = [
     "PXEProfiles",
     "disk_index",
     "profile_name",
+    "profile_names",
     "write_atomic",
 ]
 
@@ -84,11 +89,16 @@ class PXEMethodSettings:
 
 @dataclass(frozen=True)
 class BootTarget:
-    """A node as its firmware sees it: hostname, the IP it gets from DHCP, its MAC if known."""
+    """A node as its firmware sees it: hostname, the IP it gets from DHCP, its MAC if known.
+
+    `vlan_ip` is its address in the VLAN it is being moved to, if any: the
+    next boot may happen there, so its profile is written under both names.
+    """
 
     hostname: str
     ip: str
     mac: str | None = None
+    vlan_ip: str | None = None
 
 
 def profile_name(scheme: str, target: BootTarget) -> str:
@@ -109,6 +119,16 @@ def profile_name(scheme: str, target: BootTarget) -> str:
     if not name or "/" in name or name.startswith("."):
         raise ConfigError(f"node {target.hostname!r}: hostname cannot name a PXE profile file")
     return name
+
+
+def profile_names(scheme: str, target: BootTarget) -> list[str]:
+    """Every profile file name of `target`: its address's, then its VLAN address's if it differs."""
+    names = [profile_name(scheme, target)]
+    if target.vlan_ip:
+        vlan_name = profile_name(scheme, BootTarget(target.hostname, target.vlan_ip, target.mac))
+        if vlan_name not in names:
+            names.append(vlan_name)
+    return names
 
 
 def disk_index(block_device: str) -> int:
@@ -278,6 +298,10 @@ class PXEProfiles:
     def profile_path(self, settings: PXEMethodSettings, target: BootTarget) -> Path:
         return settings.profiles_path / profile_name(settings.profiles_filename, target)
 
+    def profile_paths(self, settings: PXEMethodSettings, target: BootTarget) -> list[Path]:
+        """Where `target`'s profile goes: under its address's name and its VLAN address's."""
+        return [settings.profiles_path / name for name in profile_names(settings.profiles_filename, target)]
+
     def needs_chain(self, settings: PXEMethodSettings) -> bool:
         """Whether the DHCP NBP must chain to `settings`' NBP (another method or binary)."""
         return settings is not self.dhcp and (
@@ -293,7 +317,7 @@ class PXEProfiles:
         if not settings.binary:
             raise ConfigError(f"pxe/{role}/binary is required since its method differs from pxe/dhcp")
         for target in targets:
-            if self.profile_path(settings, target) == self.profile_path(self.dhcp, target):
+            if set(self.profile_paths(settings, target)) & set(self.profile_paths(self.dhcp, target)):
                 raise ConfigError(
                     f"pxe/{role} and pxe/dhcp write the same profile file for {target.hostname}: "
                     "give them different profiles/directory"
@@ -316,11 +340,12 @@ class PXEProfiles:
         except OSError as exc:
             return StepResult(ko={t.hostname: f"Cannot create the PXE profiles directory {directory}: {exc.strerror}" for t in targets})
         for target in targets:
-            path = self.profile_path(settings, target)
-            try:
-                write_atomic(path, contents[target.hostname])
-            except OSError as exc:
-                result.ko[target.hostname] = f"Cannot write the PXE profile {path}: {exc.strerror}"
+            for path in self.profile_paths(settings, target):
+                try:
+                    write_atomic(path, contents[target.hostname])
+                except OSError as exc:
+                    result.ko[target.hostname] = f"Cannot write the PXE profile {path}: {exc.strerror}"
+                    break
             else:
                 result.ok.append(target.hostname)
         return result

@@ -31,7 +31,9 @@ class Operation:
     """A validated request, ready to run.
 
     `nodes` are the nodes this workflow holds (claims already taken), grouped
-    by cluster; `addresses` maps each hostname to the address to reach it.
+    by cluster; `addresses` maps each hostname to its clusters.conf address,
+    `vlan_addresses` to its address in the requested VLAN (`vlan`, resolved
+    with the request).
     `params` holds the kind-specific validated parameters (environment hash,
     block_device, deploy_partition, reboot kind and level, power status,
     automata, custom_operations, pxe, vlan, timeouts...), named as in the API.
@@ -42,6 +44,7 @@ class Operation:
     user: str
     nodes: dict[str, list[str]]
     addresses: dict[str, str] = field(default_factory=dict)
+    vlan_addresses: dict[str, str] = field(default_factory=dict)
     environment: dict[str, Any] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     verbose_level: int = 3

@@ -20,6 +20,7 @@ from kadeploy.server.operations import Operation, OperationKind
 from kadeploy.server.rights import RightsService
 from kadeploy.server.settings import ServerSettings
 from kadeploy.server.workflows import new_wid
+from kadeploy.vlan import resolve_vlan_addresses
 from kadeploy.steps import fsarchiver
 
 _BREAKPOINT = re.compile(r"^\w+(:\w+)?$")
@@ -238,7 +239,25 @@ class RequestBuilder:
         multipart_parts = [fsarchiver.multipart_boot_device(env), *fsarchiver.multipart_devices(env)]
         for part in dict.fromkeys(p for p in multipart_parts if p):
             await self.rights.check(identity, op.hostnames, part)
+        await self._resolve_vlan(op)
         return op
+
+    async def _resolve_vlan(self, op: Operation) -> None:
+        """`vlan`: each node's address in that VLAN, resolved now (Kadeploy3's kaworkflow.rb).
+
+        A name that does not resolve refuses the request before any node is
+        touched; after `set_vlan` the nodes are reached at these addresses.
+        """
+        vlan = op.params.get("vlan")
+        if vlan is None:
+            return
+        suffix, set_cmd = self.settings.vlan_hostname_suffix, self.settings.vlan_set_cmd
+        if not suffix or not set_cmd:
+            missing = " and ".join(key for key, value in (("hostname_suffix", suffix), ("set_cmd", set_cmd))
+                                   if not value)
+            raise KadeployError(ErrorCode.INVALID_VLAN,
+                                f"The VLAN management is disabled (server.conf network/vlan/{missing} not set)")
+        op.vlan_addresses = await resolve_vlan_addresses(op.hostnames, suffix, str(vlan))
 
     def _check_image_target(self, op: Operation) -> None:
         """Refuse, before any reboot, an image that cannot go where the request puts it."""
@@ -290,6 +309,7 @@ class RequestBuilder:
         if timeout is not None:
             op.params["timeout_reboot_classical"] = timeout
         await self.rights.check(identity, op.hostnames)
+        await self._resolve_vlan(op)
         return op
 
     async def power(self, identity: Identity, params: dict[str, Any], *, status_only: bool) -> Operation:

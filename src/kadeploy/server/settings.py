@@ -105,6 +105,9 @@ class ServerSettings:
     pxe_method: str = "PXElinux"
     clusters: dict[str, ClusterSettings] = field(default_factory=dict)
     hooks: dict[str, str] = field(default_factory=dict)
+    #: server.conf `network/vlan`: `--vlan` is refused unless both are set, as in Kadeploy3
+    vlan_hostname_suffix: str = ""
+    vlan_set_cmd: str = ""
     #: server.conf `logs`: deployment log file, debug file (its level is `verbosity/logs`), stats in the DB
     logfile: Path | None = None
     debugfile: Path | None = None
@@ -226,6 +229,8 @@ def from_config(cfg: Any, *, config_dir: Path | None = None) -> ServerSettings:
         verbosity_clients=int(_get(server, "verbosity", "clients", default=3)),
         pxe_method=str(_get(server, "pxe", "dhcp", "method", default="PXElinux")),
         clusters=clusters, hooks=hooks,
+        vlan_hostname_suffix=str(_get(server, "network", "vlan", "hostname_suffix", default="") or ""),
+        vlan_set_cmd=str(_get(server, "network", "vlan", "set_cmd", default="") or ""),
         logfile=_path(_get(server, "logs", "logfile"), config_dir),
         debugfile=_path(_get(server, "logs", "debugfile"), config_dir),
         debugfile_level=int(_get(server, "verbosity", "logs", default=3)),

@@ -4,19 +4,31 @@ A `ClusterRun` gathers the resolved plan, the node addresses and boot
 targets, and the server-wide resources (SSH executor, reboot window, PXE
 writers, power command table). The libraries in `deploy.py` and `reboot.py`
 read it; the runner builds it. Steps never look at the raw configuration.
+
+Where a node is reached changes during a run: `set_vlan` moves it into the
+requested VLAN (or back to the default one), and from then on its SSH
+sessions, probes and PXE profile names use its address there.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kadeploy.boot.commands import CommandTable
 from kadeploy.boot.pxe import BootTarget, PXEProfiles
 from kadeploy.boot.window import MinIntervalGate, RebootWindow
+from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.remote import Executor
 from kadeploy.steps.plan import Archive, DeployPlan
+from kadeploy.vlan import DEFAULT_VLAN
+
+#: seconds the server may take to resolve the nodes' names it hands to the broadcast relays
+RELAY_RESOLVE_TIMEOUT = 30.0
 
 
 @dataclass
@@ -35,7 +47,7 @@ class ClusterRun:
     user: str
     cluster: str
     plan: DeployPlan
-    hosts: dict[str, str]                      # hostname -> address used for SSH and probes
+    hosts: dict[str, str]                      # hostname -> where it is reached now (SSH, probes)
     targets: dict[str, BootTarget]             # hostname -> PXE identity (ip, mac)
     executor: Executor
     reboot_window: RebootWindow
@@ -74,10 +86,79 @@ class ClusterRun:
     power_kind: str = ""                        # on / off / status for power operations
     reboot_kind: str = ""                       # simple / set_pxe / deploy_env / recorded_env
     vlan_command: Callable[[list[str], str], str] | None = None
+    #: hostname -> address in the requested VLAN (`--vlan`, resolved with the request); empty without one
+    vlan_hosts: dict[str, str] = field(default_factory=dict)
     debug: Callable[[str, str], None] | None = None
     power_output: dict[str, str] = field(default_factory=dict)
     version: str = ""
 
+    #: hostname -> where it is reached in the default VLAN (its name, or its IP with use_ip_to_deploy)
+    default_hosts: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.default_hosts = dict(self.hosts)
+
     def subset(self, nodes: list[str]) -> dict[str, str]:
         """The hostname -> address map of `nodes`."""
         return {node: self.hosts[node] for node in nodes}
+
+    def moved_to_vlan(self, nodes: list[str], vlan: str) -> None:
+        """`set_vlan` put `nodes` in `vlan`: reach them at their address there from now on.
+
+        Connections opened before the move lead to the address the node left,
+        so they are dropped.
+        """
+        for node in nodes:
+            if vlan == DEFAULT_VLAN:
+                self.hosts[node] = self.default_hosts[node]
+            elif node in self.vlan_hosts:
+                self.hosts[node] = self.vlan_hosts[node]
+            else:
+                raise KadeployError(ErrorCode.INVALID_VLAN, f"The address of {node} in VLAN {vlan} is not known")
+        self.executor.forget(nodes)
+
+    def boot_targets(self, nodes: list[str], *, into_vlan: bool) -> list[BootTarget]:
+        """The PXE identities of `nodes`; with `into_vlan`, their VLAN addresses too.
+
+        `into_vlan` is for a profile written before `set_vlan` moves the nodes
+        into the requested VLAN: they boot there, under their VLAN address.
+        """
+        if not into_vlan or not self.vlan_hosts:
+            return [self.targets[node] for node in nodes]
+        return [replace(self.targets[node], vlan_ip=self.vlan_hosts.get(node)) for node in nodes]
+
+    async def relay_addresses(self, nodes: list[str]) -> tuple[list[tuple[str, str]], dict[str, str]]:
+        """(hostname, IP) of `nodes` for the broadcast, and the nodes whose name did not resolve.
+
+        The relays connect to each other at these addresses; a node's own
+        resolver may not know the other nodes' names (a deployment environment
+        rarely has one), so the server resolves them, once per broadcast.
+        """
+        loop = asyncio.get_running_loop()
+        names = {node: self.hosts[node] for node in nodes}
+
+        async def resolve(address: str) -> str:
+            try:
+                return str(ipaddress.ip_address(address))
+            except ValueError:
+                answers = await loop.getaddrinfo(address, None, type=socket.SOCK_STREAM)
+                # IPv4 first: the relays of a deployment environment listen there
+                answers.sort(key=lambda answer: answer[0] != socket.AF_INET)
+                return str(answers[0][4][0])
+
+        tasks = {node: asyncio.ensure_future(resolve(address)) for node, address in names.items()}
+        if not tasks:
+            return [], {}
+        _, pending = await asyncio.wait(tasks.values(), timeout=RELAY_RESOLVE_TIMEOUT)
+        for task in pending:
+            task.cancel()
+        resolved: list[tuple[str, str]] = []
+        unresolved: dict[str, str] = {}
+        for node, task in tasks.items():
+            if task in pending:
+                unresolved[node] = f"Cannot resolve {names[node]}: no answer within {RELAY_RESOLVE_TIMEOUT:g}s"
+            elif task.exception() is not None:
+                unresolved[node] = f"Cannot resolve {names[node]}: {task.exception()}"
+            else:
+                resolved.append((node, task.result()))
+        return resolved, unresolved

@@ -120,9 +120,6 @@ class NodeSteps:
     def _variables(self) -> dict[str, str]:
         return commands.deploy_variables(self.run_ctx.plan, self.run_ctx.version)
 
-    def _targets(self, nodes: list[str]):
-        return [self.run_ctx.targets[node] for node in nodes]
-
     # -- dummy ---------------------------------------------------------------------------
 
     async def ms_dummy(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
@@ -133,7 +130,8 @@ class NodeSteps:
 
     async def ms_switch_pxe(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
-        targets = self._targets(nodes)
+        # outside SetDeploymentEnv, set_vlan moves the nodes into --vlan next: they boot there
+        targets = run.boot_targets(nodes, into_vlan=ctx.macro != "SetDeploymentEnv")
         if ctx.macro == "SetDeploymentEnv" or run.reboot_kind == "deploy_env":
             return await asyncio.to_thread(run.pxe.deploy_kernel, targets, run.deploy_kernel,
                                            run.deploy_initrd, run.deploy_kernel_params)
@@ -162,6 +160,7 @@ class NodeSteps:
             raise
         if process.returncode != 0:
             return StepResult(ko={n: stderr.decode(errors="replace").strip() or "set_vlan failed" for n in nodes})
+        run.moved_to_vlan(nodes, vlan)
         return StepResult(ok=list(nodes))
 
     # -- reboot, power, detection ----------------------------------------------------------
@@ -334,12 +333,13 @@ class NodeSteps:
             return await self._custom_broadcast(ctx, nodes)
         method = BROADCAST_METHODS.get(ctx.implementation, run.broadcast_method)
         start = time.monotonic()
-        result = await broadcast(run.image.path, [(n, run.hosts[n]) for n in nodes],
+        relays, unresolved = await run.relay_addresses(nodes)
+        result = await broadcast(run.image.path, relays,
                                  commands.image_sink(run.plan), method=method, executor=run.executor,
                                  timeout=ctx.timeout, digest=run.image_digest,
                                  topology=run.topology or None, switch_parents=run.switch_parents or None)
         ctx.debug(3, f"Broadcast time: {round(time.monotonic() - start)}s")
-        return StepResult(ok=list(result.ok), ko=dict(result.ko))
+        return StepResult(ok=list(result.ok), ko={**unresolved, **result.ko})
 
     async def _custom_broadcast(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         """BroadcastEnvCustom: the admin's command, run on the server (reference 3.3 `localops`).

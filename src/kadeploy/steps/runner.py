@@ -134,7 +134,7 @@ class EngineRunner:
         server = cfg.server
         plan = build_plan(cfg, cluster, op.environment if op.kind in ("deploy", "reboot") else None, op.params,
                           ssh_key=files.get("key") is not None)
-        hosts = {node: op.addresses.get(node) or self._address(node, cluster_cfg) for node in nodes}
+        hosts = {node: self._address(node, op, cluster_cfg) for node in nodes}
         targets = {node: BootTarget(node, cfg.nodes[node].address, cfg.nodes[node].mac) for node in nodes}
         deploy_kernel = cluster_cfg.boot.kernels.deploy
         pxe_profile = op.params.get("pxe") or {}
@@ -163,6 +163,7 @@ class EngineRunner:
             power_kind=str(op.params.get("status") or ("status" if op.kind == "power-status" else "")),
             reboot_kind=str(op.params.get("kind") or ""),
             vlan_command=self._vlan_command(op.user),
+            vlan_hosts={node: op.vlan_addresses[node] for node in nodes if node in op.vlan_addresses},
             debug=sink.debug if op.debug else None,
             custom_broadcast_cmd=cluster_cfg.localops.broadcastenv.cmd,
             topology=cluster_cfg.topology.node_switches(),
@@ -171,8 +172,11 @@ class EngineRunner:
         )
         return run
 
-    @staticmethod
-    def _address(node: str, cluster_cfg: Any) -> str:
+    def _address(self, node: str, op: Operation, cluster_cfg: Any) -> str:
+        """Where a node is reached in the default VLAN: its name, or with `hooks/use_ip_to_deploy`
+        its clusters.conf address (Kadeploy3's `get_nodeid`: SSH, probes, broadcast node lists)."""
+        if cluster_cfg.use_ip_to_deploy:
+            return op.addresses.get(node) or self.cfg.nodes[node].address
         return node
 
     def _vlan_command(self, user: str):

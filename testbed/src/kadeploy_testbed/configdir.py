@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy_testbed.layout import SERVER_IP, Layout
+from kadeploy_testbed.layout import HOSTNAME_SUFFIX, SERVER_IP, Layout
 
 KADEPLOY_VERSION = "3.3.11.0"
 DEPLOY_KERNEL = "kernels/deploy-vmlinuz"
@@ -120,7 +120,8 @@ def server_conf(directory: Path, private_key: Path) -> dict[str, object]:
         "network": {
             "server_hostname": SERVER_IP,
             "ports": {"kadeploy_server": 25300, "ssh": 22, "test_deploy_env": 25300},
-            "vlan": {"hostname_suffix": "", "set_cmd": f"{testbed_cli} --vlan VLAN_ID NODES"},
+            # node-<k>-kavlan-<ID>.<cluster>.testbed, in the testbed's /etc/hosts block
+            "vlan": {"hostname_suffix": HOSTNAME_SUFFIX, "set_cmd": f"{testbed_cli} --vlan VLAN_ID NODES"},
         },
         "windows": {"reboot": {"size": 50, "sleep_time": 1}, "check": {"size": 50}},
         # the images built by `kadeploy-testbed image build` are registered as server:// files

@@ -26,7 +26,7 @@ from typing import Any
 from kadeploy.errors import KadeployError
 from kadeploy_testbed import bmc
 from kadeploy_testbed.configdir import DEPLOY_KERNEL
-from kadeploy_testbed.layout import BRIDGE, SERVER_IP, Layout, NodeSpec, bridge_mac
+from kadeploy_testbed.layout import BRIDGE, PREFIX_LEN, SERVER_IP, VLANS, Layout, NodeSpec, bridge_mac
 from kadeploy_testbed.linkfaults import apply_link_faults
 from kadeploy_testbed.state import FAULT_KINDS, TestbedState, control_socket, load_state
 from kadeploy_testbed.supervisor import HTTP_PORT, NodeSupervisor, TestbedContext, run_command
@@ -186,25 +186,38 @@ class TestbedDaemon:
         This kernel has no bridge VLAN filtering, so a VLAN is its own bridge
         `ktb0v<ID>`: a node there is cut off at layer 2 from the default VLAN, and
         the server reaches it through a /32 route, as a Grid'5000 frontend routes
-        to a KaVLAN.
+        to a KaVLAN. In a VLAN the node has its VLAN address (layout), as the
+        VLAN's DHCP would give it; its default address leads nowhere there.
+        The address changes at once rather than at the next boot, so that a
+        node moved while running is reachable under the name of where it is.
         """
-        vid = 1 if vlan.upper() == "DEFAULT" else int(vlan)
-        if not 1 <= vid <= 4094:
-            raise KadeployError(9, f"VLAN {vlan}: expected 1-4094 or DEFAULT")
+        if vlan.upper() == "DEFAULT":
+            vid = None
+        elif vlan.isdigit() and int(vlan) in VLANS:
+            vid = int(vlan)
+        else:
+            raise KadeployError(9, f"VLAN {vlan}: this testbed's VLANs are {', '.join(map(str, VLANS))} "
+                                   "and DEFAULT")
         for node in nodes:
-            if vid == 1:
-                await self._ip("link", "set", node.host_veth, "master", BRIDGE)
-                await run_command("ip", "route", "del", f"{node.ip}/32")
-                self.state.vlans.pop(str(node.index), None)
+            key = str(node.index)
+            before = self.state.vlans.get(key)
+            if before is not None:
+                await run_command("ip", "route", "del", f"{node.address(before)}/32")
+            bridge = BRIDGE if vid is None else f"{BRIDGE}v{vid}"
+            if not Path("/sys/class/net", bridge).exists():
+                await self._ip("link", "add", bridge, "address", bridge_mac(vid or 0), "type", "bridge")
+                await self._ip("link", "set", bridge, "up")
+            await self._ip("link", "set", node.host_veth, "master", bridge)
+            address = node.address(vid)
+            # flush, then add: deleting a primary address would take a secondary added before with it
+            await self._ip("-n", node.netns, "addr", "flush", "dev", "eth0", "scope", "global")
+            await self._ip("-n", node.netns, "addr", "add", f"{address}/{PREFIX_LEN}", "dev", "eth0")
+            if vid is None:
+                self.state.vlans.pop(key, None)
             else:
-                bridge = f"{BRIDGE}v{vid}"
-                if not Path("/sys/class/net", bridge).exists():
-                    await self._ip("link", "add", bridge, "address", bridge_mac(vid), "type", "bridge")
-                    await self._ip("link", "set", bridge, "up")
-                await self._ip("link", "set", node.host_veth, "master", bridge)
                 # the server's address as source: the node has no route to the host's others
-                await self._ip("route", "replace", f"{node.ip}/32", "dev", bridge, "src", SERVER_IP)
-                self.state.vlans[str(node.index)] = vid
+                await self._ip("route", "replace", f"{address}/32", "dev", bridge, "src", SERVER_IP)
+                self.state.vlans[key] = vid
         self.state.save()
 
     async def _ip(self, *args: str) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy_testbed.layout import BRIDGE, NETNS_PREFIX, PREFIX_LEN, SERVER_IP, Layout, bridge_mac
+from kadeploy_testbed.layout import BRIDGE, NETNS_PREFIX, PREFIX_LEN, SERVER_IP, VLANS, Layout, bridge_mac
 from kadeploy_testbed.state import TestbedState, node_run_dir
 
 HOSTS_FILE = Path("/etc/hosts")
@@ -105,10 +105,12 @@ def attach_disk(state: TestbedState, index: str, path: Path) -> str:
 
 
 def write_hosts_block(layout: Layout, hosts_file: Path = HOSTS_FILE) -> None:
+    """The site's names: each node, its BMC, and its names in every VLAN (what a site's DNS holds)."""
     entries = []
     for node in layout.nodes:
         entries.append(f"{node.ip}\t{node.hostname} {node.short_name}")
         entries.append(f"{node.bmc_ip}\t{node.bmc_hostname} {node.short_name}-bmc")
+        entries.append(f"{node.vlan_ip}\t{' '.join(node.vlan_hostname(vlan) for vlan in VLANS)}")
     write_hosts_entries(entries, hosts_file=hosts_file)
 
 

@@ -9,6 +9,14 @@ on the host; node k (1-based, global over clusters) gets `10.200.<1+(k-1)//254>.
 so the first 254 nodes are `10.200.1.k`; its BMC gets the same host part in
 `10.200.64.0/18`. MACs are derived from the IP (locally administered prefix
 `02:00`) so a node keeps its MAC across runs, as real hardware does.
+
+VLANs (KaVLAN): the testbed has the VLANs `VLANS`, each its own bridge
+`ktb0v<ID>`. In a VLAN, node k is `node-<k>-kavlan-<ID>.<cluster>.testbed`
+(the server's `network/vlan/hostname_suffix` is `HOSTNAME_SUFFIX`) at its VLAN
+address, the same host part in `10.200.128.0/18`; its default address is not
+reachable there. One VLAN address per node serves every VLAN, since a node is
+in one VLAN at a time; it stays inside the server's /16, so a node in a VLAN
+needs no route to reach the server's TFTP and HTTP boot services.
 """
 
 from __future__ import annotations
@@ -24,6 +32,10 @@ SERVER_IP = "10.200.0.1"
 PREFIX_LEN = 16
 NETNS_PREFIX = "ktb-"
 DOMAIN = "testbed"
+#: the VLANs a node can be moved to (besides DEFAULT), as a site's KaVLAN has a fixed set
+VLANS = (100, 101, 102, 103)
+#: server.conf `network/vlan/hostname_suffix` of the testbed (VLAN_ID is the server's placeholder)
+HOSTNAME_SUFFIX = "-kavlan-VLAN_ID"
 MAX_NODES = 254 * 63  # host parts 10.200.1.0 .. 10.200.63.255 stay below the BMC range
 DEFAULT_DIR = Path("/var/lib/kadeploy-testbed")
 CACHE_DIR = Path("/var/cache/kadeploy-testbed")
@@ -52,6 +64,19 @@ class NodeSpec:
         return f"node-{self.index}-bmc.{self.cluster}.{DOMAIN}"
 
     @property
+    def vlan_ip(self) -> str:
+        """The node's address while it is in a VLAN (any of `VLANS`)."""
+        return vlan_ip(self.index)
+
+    def vlan_hostname(self, vlan: int) -> str:
+        """The node's name in VLAN `vlan`: `node-<k>-kavlan-<vlan>.<cluster>.testbed`."""
+        return f"node-{self.index}-kavlan-{vlan}.{self.cluster}.{DOMAIN}"
+
+    def address(self, vlan: int | None) -> str:
+        """Where the node is while in VLAN `vlan` (None: the default VLAN)."""
+        return self.ip if vlan is None else self.vlan_ip
+
+    @property
     def netns(self) -> str:
         return f"{NETNS_PREFIX}{self.index}"
 
@@ -63,7 +88,7 @@ class NodeSpec:
     @property
     def ip_hex(self) -> str:
         """PXElinux profile name: uppercase hex of the IPv4 address."""
-        return "".join(f"{int(part):02X}" for part in self.ip.split("."))
+        return ip_hex(self.ip)
 
     @property
     def pxe_mac_name(self) -> str:
@@ -103,6 +128,16 @@ def node_ip(index: int) -> str:
 def bmc_ip(index: int) -> str:
     third, fourth = host_part(index)
     return f"10.200.{64 + third}.{fourth}"
+
+
+def vlan_ip(index: int) -> str:
+    third, fourth = host_part(index)
+    return f"10.200.{128 + third}.{fourth}"
+
+
+def ip_hex(ip: str) -> str:
+    """PXElinux profile name of an address: uppercase hex of the IPv4 address."""
+    return "".join(f"{int(part):02X}" for part in ip.split("."))
 
 
 def bridge_mac(vlan: int = 0) -> str:
@@ -145,10 +180,13 @@ def build_layout(nodes: int, clusters: int = 1) -> Layout:
     return Layout(nodes=tuple(specs), clusters=names)
 
 
-def pxe_candidates(node: NodeSpec) -> list[str]:
-    """Profile names a PXElinux ROM tries, in order: MAC, hex IP then its prefixes, default."""
+def pxe_candidates(node: NodeSpec, ip: str | None = None) -> list[str]:
+    """Profile names a PXElinux ROM tries, in order: MAC, hex IP then its prefixes, default.
+
+    `ip` is the address DHCP gave the node (its VLAN address in a VLAN); default: `node.ip`.
+    """
     names = [node.pxe_mac_name]
-    hex_ip = node.ip_hex
+    hex_ip = ip_hex(ip or node.ip)
     names.extend(hex_ip[:length] for length in range(len(hex_ip), 0, -1))
     names.append("default")
     return names

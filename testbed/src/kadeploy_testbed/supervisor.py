@@ -213,6 +213,11 @@ class NodeSupervisor:
     def fault(self, kind: str) -> str | None:
         return self.context.state.fault(self.node, kind)
 
+    @property
+    def address(self) -> str:
+        """The address DHCP gives the node where it is now: its VLAN address in a VLAN."""
+        return self.node.address(self.context.state.vlans.get(str(self.node.index)))
+
     # -- boot ----------------------------------------------------------------------------
     async def _boot(self, firmware: bool, partition: int | None) -> None:
         self.boot_count += 1
@@ -253,7 +258,7 @@ class NodeSupervisor:
         rate = float(self.fault("boot-failure-rate") or self.context.state.boot_failure_rate)
         if rate > 0 and self.context.rng.random() < rate:
             return BootChoice(kind="none", reason="injected boot failure")
-        self.console(f"PXE: CLIENT MAC ADDR: {self.node.mac}  CLIENT IP: {self.node.ip}  TFTP: {SERVER_IP}")
+        self.console(f"PXE: CLIENT MAC ADDR: {self.node.mac}  CLIENT IP: {self.address}  TFTP: {SERVER_IP}")
         profile = await self._fetch_profile()
         if profile is None:
             return BootChoice(kind="none", reason="no PXE profile")
@@ -276,7 +281,7 @@ class NodeSupervisor:
         return BootChoice(kind="deploy", kernel=choice.kernel, params=choice.params)
 
     async def _fetch_profile(self) -> tuple[str, str] | None:
-        names = [f"{PROFILE_DIRECTORY}/{name}" for name in pxe_candidates(self.node)]
+        names = [f"{PROFILE_DIRECTORY}/{name}" for name in pxe_candidates(self.node, self.address)]
         for name in names:
             try:
                 return name, (await tftp_get(SERVER_IP, name, netns=self.node.netns)).decode(errors="replace")

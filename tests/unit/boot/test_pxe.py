@@ -220,3 +220,45 @@ def test_unwritable_profile_fails_the_node_only(tmp_path):
     assert result.ok == [NODE2.hostname]
     assert "Cannot write the PXE profile" in result.ko[NODE.hostname]
     assert sorted(p.name for p in (tmp_path / "pxelinux.cfg").iterdir()) == ["0A000A0B", "0A000A0C"]
+
+
+# -- a node moved into a VLAN (--vlan) boots under its VLAN address -------------------------
+
+IN_VLAN = BootTarget("node-1.c1.testbed", "10.0.10.11", "AA:BB:CC:DD:EE:FF", vlan_ip="10.0.129.11")
+
+
+def test_profile_is_written_under_the_vlan_address_too(tmp_path):
+    profiles = PXEProfiles(settings(tmp_path))
+    result = profiles.local_boot([IN_VLAN, NODE2], 0, 3, LocalBootEnv(kernel="/vmlinuz"))
+    assert result.ok == [IN_VLAN.hostname, NODE2.hostname] and result.ko == {}
+    written = tmp_path / "pxelinux.cfg"
+    # 0A00810B is 10.0.129.11, the address the node's firmware gets in the VLAN
+    assert sorted(p.name for p in written.iterdir()) == ["0A000A0B", "0A000A0C", "0A00810B"]
+    assert (written / "0A00810B").read_text() == (written / "0A000A0B").read_text()
+    assert "APPEND hd0 3" in (written / "0A00810B").read_text()
+
+
+def test_vlan_address_under_the_ip_scheme(tmp_path):
+    PXEProfiles(settings(tmp_path, profiles_filename="ip")).deploy_kernel([IN_VLAN], "k", None, "")
+    assert sorted(p.name for p in (tmp_path / "pxelinux.cfg").iterdir()) == ["10.0.10.11", "10.0.129.11"]
+
+
+@pytest.mark.parametrize("scheme, name", [("mac", "01-aa-bb-cc-dd-ee-ff"), ("hostname", "node-1.c1.testbed")])
+def test_schemes_that_do_not_name_the_address_write_one_profile(tmp_path, scheme, name):
+    result = PXEProfiles(settings(tmp_path, profiles_filename=scheme)).deploy_kernel([IN_VLAN], "k", None, "")
+    assert result.ok == [IN_VLAN.hostname]
+    assert [p.name for p in (tmp_path / "pxelinux.cfg").iterdir()] == [name]
+
+
+def test_user_profile_goes_under_the_vlan_address_with_its_singularity(tmp_path):
+    PXEProfiles(settings(tmp_path)).user_profile([IN_VLAN], "APPEND x=NODE_SINGULARITY", "bob",
+                                                 {IN_VLAN.hostname: "42"})
+    assert (tmp_path / "pxelinux.cfg" / "0A00810B").read_text() == "APPEND x=42"
+
+
+def test_a_node_whose_vlan_profile_cannot_be_written_fails(tmp_path):
+    (tmp_path / "pxelinux.cfg" / "0A00810B").mkdir(parents=True)
+    result = PXEProfiles(settings(tmp_path)).deploy_kernel([IN_VLAN, NODE2], "k", None, "")
+    assert result.ok == [NODE2.hostname]
+    assert "0A00810B" in result.ko[IN_VLAN.hostname]
+

@@ -117,6 +117,8 @@ def fake_cluster_conf(settings: FakeSettings, cluster: str, private_key: Path) -
         "power_status": [{"name": "soft", "cmd": f"{bmc} status HOSTNAME_FQDN"}],
     }
     conf["automata"] = automata(settings)
+    # fake nodes' names are in no resolver: reach them at their clusters.conf (loopback) addresses
+    conf["hooks"] = {"use_ip_to_deploy": True}
     return conf
 
 
