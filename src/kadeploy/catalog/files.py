@@ -14,6 +14,8 @@ used by the workflow that asked (`wid`) until `release(wid)`, and evicted by
 priority then age. Server files are read in place (copying a multi-GB image
 into the cache would double the disk I/O); their MD5 is memoised per (inode,
 size, mtime) so that a recorded image is hashed once, not at every deployment.
+A dry run only `check`s a reference: refused for the reasons `fetch` would
+refuse it, with nothing downloaded or hashed.
 """
 
 from __future__ import annotations
@@ -71,21 +73,56 @@ class FileFetcher:
         limit = max_size if max_size is not None else self.max_size
         if uri.startswith("server://"):
             fetched = await asyncio.to_thread(self._server_file, uri, what, limit)
-        elif uri.startswith(("http://", "https://")):
-            fetched = await self._cached_download(uri, uri, what, wid, priority, limit)
         else:
-            path = uri[len("local://"):] if uri.startswith("local://") else uri
-            if not client:
-                raise KadeployError(ErrorCode.INVALID_CLIENT,
-                                    f"The {what} {uri} is a local file but no client file server was given")
-            if not path.startswith("/"):
-                raise KadeployError(ErrorCode.INVALID_FILE, f"The {what} {uri} must be an absolute path")
-            token = base64.urlsafe_b64encode(path.encode()).decode()
-            fetched = await self._cached_download(uri, f"{client.rstrip('/')}/{token}", what, wid, priority, limit)
+            fetched = await self._cached_download(uri, self._url_of(uri, client, what), what, wid, priority, limit)
         if expected_checksum and fetched.checksum != expected_checksum:
             raise KadeployError(ErrorCode.INVALID_FILE,
                                 f"Checksum of the {what} {uri} does not match (an update is necessary)")
         return fetched
+
+    async def check(self, uri: str, *, client: str | None = None, what: str = "file",
+                    max_size: int | None = None) -> None:
+        """Refuse `uri` for the reasons `fetch` would, without fetching it (a dry run).
+
+        The reference is checked as `fetch` checks it; a server file must exist
+        and fit the size limit (it is not hashed); a URL or a client file must
+        answer a HEAD request with 200 and an acceptable Content-Length.
+        Nothing is downloaded and the cache is left as it is.
+        """
+        limit = max_size if max_size is not None else self.max_size
+        if uri.startswith("server://"):
+            real = self.confine(uri, what)
+            if not real.is_file():
+                raise KadeployError(ErrorCode.INVALID_FILE, f"The {what} {uri} does not exist on the server")
+            self._check_size(uri, real.stat().st_size, what, limit)
+            return
+        await self._probe(uri, self._url_of(uri, client, what), what, limit)
+
+    def _url_of(self, uri: str, client: str | None, what: str) -> str:
+        """Where an http(s) or client-local reference is downloaded from."""
+        if uri.startswith(("http://", "https://")):
+            return uri
+        path = uri[len("local://"):] if uri.startswith("local://") else uri
+        if not client:
+            raise KadeployError(ErrorCode.INVALID_CLIENT,
+                                f"The {what} {uri} is a local file but no client file server was given")
+        if not path.startswith("/"):
+            raise KadeployError(ErrorCode.INVALID_FILE, f"The {what} {uri} must be an absolute path")
+        token = base64.urlsafe_b64encode(path.encode()).decode()
+        return f"{client.rstrip('/')}/{token}"
+
+    async def _probe(self, uri: str, url: str, what: str, limit: int | None) -> None:
+        try:
+            async with httpx.AsyncClient(verify=False, timeout=self.timeout) as http:
+                response = await http.head(url, headers={"Accept-Encoding": "identity"})
+        except httpx.HTTPError as exc:
+            raise KadeployError(ErrorCode.INVALID_FILE, f"Unable to grab the {what} {uri}: {exc}") from None
+        if response.status_code != 200:
+            raise KadeployError(ErrorCode.INVALID_FILE,
+                                f"Unable to grab the {what} {uri} (HTTP {response.status_code})")
+        announced = _content_length(response.headers)
+        if announced is not None:
+            self._check_size(uri, announced, what, limit)
 
     def release(self, wid: str) -> None:
         """The operation `wid` ended: its cached files may be evicted (anonymous ones are deleted)."""

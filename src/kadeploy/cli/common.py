@@ -12,7 +12,7 @@ import getpass
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -65,10 +65,22 @@ def add_generic_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-H", "--debug-http", action=argparse.BooleanOptionalAction, default=False,
                        help="Debug HTTP communications with the server (can be redirected to the fd #4)")
     group.add_argument("-S", "--server", metavar="STRING", help="Specify the Kadeploy server to use")
-    group.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=False, help="Perform a dry run")
+    group.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=False,
+                       help="Perform a dry run: the server checks the request as it would check the real one "
+                            "(options, nodes, environment, files, rights, busy nodes) and answers the same "
+                            "errors, but changes nothing and starts nothing; on success nothing is printed "
+                            "(-H shows what the server would have done)")
     group.add_argument("--password", nargs="?", const=PASSWORD_PROMPT, default=None, metavar="PASSWORD",
                        help="Provide a password for HTTP Basic authentication (read from STDIN if not specified)")
     group.add_argument("--completion", choices=["bash"], help="Print a shell completion script and exit")
+
+
+def with_dry_run(params: Mapping[str, Any] | None, generic: GenericOptions) -> dict[str, Any]:
+    """A tool's request parameters, with `dry_run` under --dry-run (Kadeploy3 sends it with each tool's request)."""
+    merged = dict(params or {})
+    if generic.dry_run:
+        merged["dry_run"] = True
+    return merged
 
 
 def generic_from_args(args: argparse.Namespace) -> GenericOptions:

@@ -27,6 +27,7 @@ from kadeploy.cli.common import (
     open_session,
     parse_or_finish,
     run_tool,
+    with_dry_run,
 )
 from kadeploy.client.errors import ClientError
 from kadeploy.client.nodes import collect_nodes
@@ -117,11 +118,14 @@ def body(argv: Sequence[str]) -> int:
     nodes = collect_nodes(args.machines, None)
     if len(nodes) != 1:
         raise OptionError("You must choose exactly one node (-m)")
-    if not sys.stdin.isatty():
+    if not sys.stdin.isatty() and not generic.dry_run:  # a dry run attaches nothing
         raise OptionError("STDIN must be a TTY")
     with open_session(generic) as session:
         (connection, share), = session.dispatch_nodes(nodes)
-        answer = connection.post("/console", {"node": share[0]})
+        answer = connection.post("/console", with_dry_run({"node": share[0]}, generic))
+        if generic.dry_run:
+            # the server checked the node, the rights and the console command, and opened nothing
+            return 0
         if not isinstance(answer, dict) or "resources" not in answer:
             raise ClientError(f"Invalid answer from the server to POST /console: {answer!r}")
         resource = answer["resources"].get("resource") or f"/console/{answer.get('wid')}"

@@ -22,9 +22,11 @@ from kadeploy.cli.common import (
     open_session,
     parse_or_finish,
     run_tool,
+    with_dry_run,
 )
 from kadeploy.client.export import FileExporter
 from kadeploy.client.http import Connection
+from kadeploy.client.session import GenericOptions
 
 CHECKSUM_PARAMS = {
     "update_image_checksum": "update_image_checksum",
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("-a", "--add", metavar="ENVFILE", help="Add an environment")
     ops.add_argument("-d", "--delete", metavar="ENVNAME", help="Delete an environment")
     ops.add_argument("-l", "--list", nargs="?", const="", default=None, metavar="PATTERN",
-                     help="List environments (% is a wildcard)")
+                     help="List environments (%% is a wildcard)")
     ops.add_argument("-p", "--print", metavar="ENVNAME", dest="print_env", help="Print an environment")
     ops.add_argument("-s", "--all-versions", "--show-all-versions", action="store_true",
                      help="Apply to or show all versions of an environment")
@@ -139,8 +141,9 @@ def print_lines_yaml(environments: list[dict[str, Any]]) -> str:
     return "".join(out)
 
 
-def run_operation(connection: Connection, args: argparse.Namespace, operation: str, argument: str | None) -> str:
-    """Perform the operation on one server; returns the text to print."""
+def run_operation(connection: Connection, args: argparse.Namespace, operation: str, argument: str | None,
+                  generic: GenericOptions) -> str:
+    """Perform the operation on one server; returns the text to print (none for a dry run, as Kadeploy3)."""
     user = args.env_user or connection.user
     if operation == "list":
         params: dict[str, Any] = {"username": args.env_user, "version": args.env_version}
@@ -148,29 +151,32 @@ def run_operation(connection: Connection, args: argparse.Namespace, operation: s
             params["name"] = argument
         if not args.all_versions and args.env_version is None:
             params["last"] = True
-        environments = connection.get("/environments", params) or []
-        return "\n".join(list_lines(environments)) + "\n"
+        environments = connection.get("/environments", with_dry_run(params, generic)) or []
+        return "" if generic.dry_run else "\n".join(list_lines(environments)) + "\n"
     if operation == "print":
         params = {"username": user, "name": argument, "version": args.env_version}
         if not args.all_versions and args.env_version is None:
             params["last"] = True
-        return print_lines_yaml(connection.get("/environments", params) or [])
+        environments = connection.get("/environments", with_dry_run(params, generic)) or []
+        return "" if generic.dry_run else print_lines_yaml(environments)
     if operation == "add":
         from kadeploy.cli.kadeploy3 import load_env_file
 
         description, local_files = load_env_file(argument or "")
         if args.env_user:
             description["user"] = args.env_user
-        return _with_export(connection, args, local_files,
-                            lambda extra: connection.post("/environments", {"environment": description, **extra}))
+        return _with_export(connection, args, local_files, lambda extra: connection.post(
+            "/environments", with_dry_run({"environment": description, **extra}, generic)))
     if operation == "delete":
         params = {} if args.all_versions or args.env_version else {"last": True}
-        connection.delete(env_path(user, argument or "", args.env_version), params)
+        connection.delete(env_path(user, argument or "", args.env_version), with_dry_run(params, generic))
         return ""
     if operation == "move-files":
         moves = parse_files_to_move(args.files_to_move)
         path = "/environments" + (f"/{quote(args.env_user, safe='')}" if args.env_user else "")
-        answer = connection.put(path, {"update_files": moves})
+        answer = connection.put(path, with_dry_run({"update_files": moves}, generic))
+        if generic.dry_run:
+            return ""
         return "".join(f"{env.get('name')} v{env.get('version')}\n" for env in answer or [] if isinstance(env, dict))
     body: dict[str, Any] = {}
     if operation == "set-visibility-tag":
@@ -181,6 +187,7 @@ def run_operation(connection: Connection, args: argparse.Namespace, operation: s
         body[operation.replace("-", "_")] = True
     if not args.all_versions and args.env_version is None:
         body["last"] = True
+    body = with_dry_run(body, generic)
     path = env_path(user, argument or "", args.env_version)
     if operation.startswith("update-"):
         local_files = _local_files_of(connection, user, argument or "", args.env_version)
@@ -228,7 +235,7 @@ def body(argv: Sequence[str]) -> int:
     check_options(args, operation, argument)
     with open_session(generic) as session:
         for connection in session.connections:
-            text = run_operation(connection, args, operation, argument)
+            text = run_operation(connection, args, operation, argument, generic)
             if text:
                 prefix = session.prefix(connection)
                 print("".join(f"{prefix}{line}\n" for line in text.splitlines()) if prefix else text, end="")

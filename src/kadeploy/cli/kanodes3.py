@@ -21,6 +21,7 @@ from kadeploy.cli.common import (
     open_session,
     parse_or_finish,
     run_tool,
+    with_dry_run,
 )
 from kadeploy.client.session import Session
 
@@ -62,15 +63,16 @@ def check_options(args: argparse.Namespace, nodes: Sequence[str]) -> None:
 def gather(session: Session, args: argparse.Namespace, nodes: Sequence[str]) -> Any:
     """The document to print for the chosen operation (merged over servers with -M)."""
     merged: Any = None
+    generic = session.options
     for connection in session.connections:
         if args.operation == "state":
-            answer = connection.get("/nodes", {"nodes": list(nodes) or None})
+            answer = connection.get("/nodes", with_dry_run({"nodes": list(nodes) or None}, generic))
             merged = {**(merged or {}), **(answer or {})}
             continue
         kinds = list(STATUS_PATHS) if args.operation == "all" else [args.operation]
         for kind in kinds:
             path = STATUS_PATHS[kind] + (f"/{args.workflow_id}" if args.workflow_id else "")
-            answer = connection.get(path)
+            answer = connection.get(path, with_dry_run(None, generic))
             if args.workflow_id:
                 merged = answer
             else:
@@ -87,7 +89,7 @@ def body(argv: Sequence[str]) -> int:
     check_options(args, nodes)
     with open_session(generic) as session:
         document = gather(session, args, nodes)
-    if document:
+    if document and not generic.dry_run:  # Kadeploy3 prints nothing back from a dry run
         print(yaml.safe_dump(document, default_flow_style=False, sort_keys=False, explicit_start=True), end="")
     return 0
 

@@ -20,9 +20,11 @@ from kadeploy.cli.common import (
     open_session,
     parse_or_finish,
     run_tool,
+    with_dry_run,
 )
 from kadeploy.client.http import Connection
 from kadeploy.client.nodes import collect_nodes
+from kadeploy.client.session import GenericOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,22 +83,24 @@ def list_lines(rights: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_operation(connection: Connection, args: argparse.Namespace, nodes: list[str], parts: list[str]) -> list[str]:
+def run_operation(connection: Connection, args: argparse.Namespace, nodes: list[str], parts: list[str],
+                  generic: GenericOptions) -> list[str]:
+    """Perform the operation on one server; returns the lines to print (none for a dry run, as Kadeploy3)."""
     if args.operation == "add":
         body: dict[str, Any] = {"username": args.user, "nodes": nodes, "partitions": parts or ["*"]}
         if args.overwrite_rights:
             body["overwrite"] = True
-        connection.post("/rights", body)
+        connection.post("/rights", with_dry_run(body, generic))
         return []
     if args.operation == "delete":
         params: dict[str, Any] = {"nodes": nodes}
         if parts:
             params["partitions"] = parts
-        connection.delete(f"/rights/{quote(args.user, safe='')}", params)
+        connection.delete(f"/rights/{quote(args.user, safe='')}", with_dry_run(params, generic))
         return []
     path = "/rights" + (f"/{quote(args.user, safe='')}" if args.user else "")
-    answer = connection.get(path, {"nodes": [n for n in nodes if n != "*"] or None})
-    return list_lines(answer if isinstance(answer, dict) else {})
+    answer = connection.get(path, with_dry_run({"nodes": [n for n in nodes if n != "*"] or None}, generic))
+    return [] if generic.dry_run else list_lines(answer if isinstance(answer, dict) else {})
 
 
 def body(argv: Sequence[str]) -> int:
@@ -108,7 +112,7 @@ def body(argv: Sequence[str]) -> int:
     check_options(args, nodes, parts)
     with open_session(generic) as session:
         for connection in session.connections:
-            for line in run_operation(connection, args, nodes, parts):
+            for line in run_operation(connection, args, nodes, parts, generic):
                 print(f"{session.prefix(connection)}{line}")
     return 0
 

@@ -25,6 +25,7 @@ from kadeploy.cli.common import (
     open_session,
     parse_or_finish,
     run_tool,
+    with_dry_run,
 )
 
 FIELDS = (
@@ -141,14 +142,19 @@ def failure_rate_lines(rates: dict[str, Any]) -> list[str]:
 
 
 def print_steps(generic: Any, path: str, params: dict[str, Any], plot: str | None) -> int:
-    """`--steps`: the tables of each server; `--plot`: one picture (of the first server's selection)."""
+    """`--steps`: the tables of each server; `--plot`: one picture (of the first server's selection).
+
+    A dry run prints and draws nothing, as for the other kastat3 listings.
+    """
     from pathlib import Path
 
     from kadeploy.cli.stepstats import plot_steps, step_table
 
     with open_session(generic) as session:
         for index, connection in enumerate(session.connections):
-            answer = connection.get(path, params)
+            answer = connection.get(path, with_dry_run(params, generic))
+            if generic.dry_run:
+                continue
             stats = answer if isinstance(answer, dict) else {}
             for line in step_table(stats):
                 print(f"{session.prefix(connection)}{line}" if line else line)
@@ -168,7 +174,9 @@ def body(argv: Sequence[str]) -> int:
         return print_steps(generic, path, params, args.plot)
     with open_session(generic) as session:
         for connection in session.connections:
-            answer = connection.get(path, params)
+            answer = connection.get(path, with_dry_run(params, generic))
+            if generic.dry_run:
+                continue  # Kadeploy3 prints nothing back from a dry run
             if isinstance(answer, dict):
                 for line in failure_rate_lines(answer):
                     print(line)

@@ -124,16 +124,27 @@ class Database:
                                 f"Cannot migrate the database {self.url.render_as_string()}: {exc}") from None
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session in one transaction, committed on success and rolled back on error."""
-        with self._sessions() as session, session.begin():
-            yield session
+    def session(self, *, dry_run: bool = False) -> Iterator[Session]:
+        """A session in one transaction, committed on success and rolled back on error.
 
-    def transaction(self, work: Callable[[Session], T], *, attempts: int = 8) -> T:
-        """Run `work(session)` in one transaction, again (up to `attempts`) after a deadlock."""
+        With `dry_run` it is rolled back in every case, after a flush: the
+        writes reach the database, so that its constraints refuse what they
+        would refuse for real, and then nothing of them stays.
+        """
+        with self._sessions() as session, session.begin() as transaction:
+            yield session
+            if dry_run:
+                session.flush()
+                transaction.rollback()
+
+    def transaction(self, work: Callable[[Session], T], *, attempts: int = 8, dry_run: bool = False) -> T:
+        """Run `work(session)` in one transaction, again (up to `attempts`) after a deadlock.
+
+        `dry_run`: the transaction is rolled back instead of committed (a dry-run request).
+        """
         for attempt in range(1, attempts + 1):
             try:
-                with self.session() as session:
+                with self.session(dry_run=dry_run) as session:
                     return work(session)
             except DBAPIError as exc:
                 if attempt < attempts and _is_retryable(exc):
@@ -143,9 +154,9 @@ class Database:
                 raise KadeployError(ErrorCode.DATABASE_ERROR, f"Database error: {exc.orig}") from None
         raise AssertionError("unreachable")
 
-    async def run(self, work: Callable[[Session], T], *, timeout: float = 60.0) -> T:
+    async def run(self, work: Callable[[Session], T], *, timeout: float = 60.0, dry_run: bool = False) -> T:
         """`transaction(work)` from asyncio code, in a worker thread, bounded by `timeout`."""
-        return await asyncio.wait_for(asyncio.to_thread(self.transaction, work), timeout)
+        return await asyncio.wait_for(asyncio.to_thread(self.transaction, work, dry_run=dry_run), timeout)
 
     def dispose(self) -> None:
         """Close all pooled connections."""

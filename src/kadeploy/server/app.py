@@ -33,6 +33,7 @@ from kadeploy.db import workflows as db_workflows
 from kadeploy.db.models import NodeRow
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.nodeset import expand_all, fold, sort_key
+from kadeploy.server import dryrun
 from kadeploy.server.auth import AuthenticationError, Authenticator, Identity
 from kadeploy.server.console import ConsoleFactory, ConsoleRegistry
 from kadeploy.server.environments import EnvironmentService
@@ -193,9 +194,13 @@ def create_app(settings: ServerSettings, database: Database, runner: OperationRu
     # -- workflows ---------------------------------------------------------------
     async def launch(request: Request, who: Identity, op_path: str, builder: Any) -> Response:
         params = await read_params(request)
+        dry_run = dryrun.requested(params)
         op = await builder(who, params)
-        if as_bool(params, "dry_run"):
-            return render(request, {"dry_run": True, "nodes": op.hostnames})
+        if dry_run:
+            nodes, discarded = await ctx.registry.rehearse(op)
+            env = op.environment
+            deployed = {"environment": {key: env.get(key) for key in ("user", "name", "version")}} if env else {}
+            return dryrun.answer(request, nodes=nodes, discarded=discarded, **deployed)
         workflow = await ctx.registry.launch(op)
         return render(request, {"wid": workflow.wid, "resources": workflow.resources(f"/{op_path}")})
 
@@ -237,12 +242,16 @@ def create_app(settings: ServerSettings, database: Database, runner: OperationRu
     @app.post("/console", summary="Open a console on a node")
     async def console_create(request: Request, who: Identity = Auth) -> Response:
         params = await read_params(request)
+        dry_run = dryrun.requested(params)
         node = as_str(params, "node")
         if not node:
             raise KadeployError(ErrorCode.MISSING_OPTION, "No node given (parameter node)")
         if node not in settings.node_cluster:
             raise KadeployError(ErrorCode.INVALID_NODELIST, f"The node {node} does not exist")
         await ctx.rights.check(who, [node])
+        if dry_run:
+            ctx.consoles.check(node)
+            return dryrun.answer(request, node=node)
         wid = new_wid("console")
         console = await ctx.consoles.open(wid, node, who.user)
         answer: dict[str, Any] = {"wid": wid, "resources": {"resource": f"/console/{wid}",
@@ -274,7 +283,10 @@ def create_app(settings: ServerSettings, database: Database, runner: OperationRu
 
     @app.delete("/console/{wid}", summary="Close a console")
     async def console_delete(wid: str, request: Request, who: Identity = Auth) -> Response:
+        dry_run = dryrun.requested(await read_params(request))
         _owner_or_admin(who, ctx.consoles.get(wid).user)
+        if dry_run:
+            return dryrun.answer(request, wid=wid)
         await ctx.consoles.close(wid)
         return render(request, {"wid": wid})
 
@@ -282,10 +294,12 @@ def create_app(settings: ServerSettings, database: Database, runner: OperationRu
     @app.post("/environments", summary="Add an environment")
     async def env_create(request: Request, who: Identity = Auth) -> Response:
         params = await read_params(request)
+        dry_run = dryrun.requested(params)
         description = params.get("environment")
         if description is None:
             raise KadeployError(ErrorCode.MISSING_OPTION, "No environment description given (parameter environment)")
-        return render(request, await ctx.environments.add(who, description, as_str(params, "client")))
+        added = await ctx.environments.add(who, description, as_str(params, "client"), dry_run=dry_run)
+        return dryrun.answer(request, environment=added) if dry_run else render(request, added)
 
     @app.get("/environments", summary="List environments")
     async def env_list(request: Request, who: Identity = Auth) -> Response:
@@ -304,39 +318,48 @@ def create_app(settings: ServerSettings, database: Database, runner: OperationRu
 
     async def env_move(request: Request, who: Identity, user: str | None) -> Response:
         params = await read_params(request)
+        dry_run = dryrun.requested(params)
         moves = as_dict(params, "update_files")
         if not moves:
             raise KadeployError(ErrorCode.MISSING_OPTION, "update_files: {old_prefix: new_prefix} expected")
-        return render(request, await ctx.environments.move_files(who, user, {str(k): str(v) for k, v in moves.items()}))
+        moved = await ctx.environments.move_files(who, user, {str(k): str(v) for k, v in moves.items()},
+                                                  dry_run=dry_run)
+        return dryrun.answer(request, environments=moved) if dry_run else render(request, moved)
 
     @app.put("/environments/{user}/{name}", summary="Modify an environment")
     @app.put("/environments/{user}/{name}/{version}", summary="Modify one version of an environment")
     async def env_modify(user: str, name: str, request: Request, version: int | None = None,
                          who: Identity = Auth) -> Response:
         params = await read_params(request)
-        return render(request, await ctx.environments.modify(who, user, name, version, params,
-                                                             as_str(params, "client")))
+        dry_run = dryrun.requested(params)
+        modified = await ctx.environments.modify(who, user, name, version, params, as_str(params, "client"),
+                                                 dry_run=dry_run)
+        return dryrun.answer(request, environments=modified) if dry_run else render(request, modified)
 
     @app.delete("/environments/{user}/{name}", summary="Delete an environment")
     @app.delete("/environments/{user}/{name}/{version}", summary="Delete one version of an environment")
     async def env_delete(user: str, name: str, request: Request, version: int | None = None,
                          who: Identity = Auth) -> Response:
         params = await read_params(request)
+        dry_run = dryrun.requested(params)
         last = as_bool(params, "last") if "last" in params else False
-        return render(request, await ctx.environments.delete(who, user, name, version, last))
+        deleted = await ctx.environments.delete(who, user, name, version, last, dry_run=dry_run)
+        return dryrun.answer(request, environments=deleted) if dry_run else render(request, deleted)
 
     # -- rights ------------------------------------------------------------------------
     @app.post("/rights", summary="Add rights (admins)")
     async def rights_create(request: Request, who: Identity = Auth) -> Response:
         _admin_only(who)
         params = await read_params(request)
+        dry_run = dryrun.requested(params)
         username = as_str(params, "username")
         if not username:
             raise KadeployError(ErrorCode.MISSING_OPTION, "No user given (parameter username)")
         nodes = _rights_nodes(as_list(params, "nodes")) or ["*"]
         parts = as_list(params, "partitions") or ["*"]
-        return render(request, await ctx.rights.add(username, nodes, parts, as_bool(params, "overwrite"),
-                                                    settings.almighty_users))
+        added = await ctx.rights.add(username, nodes, parts, as_bool(params, "overwrite"), settings.almighty_users,
+                                     dry_run=dry_run)
+        return dryrun.answer(request, rights=added) if dry_run else render(request, added)
 
     def _rights_nodes(patterns: list[str] | None) -> list[str] | None:
         if patterns is None:
@@ -366,16 +389,21 @@ def create_app(settings: ServerSettings, database: Database, runner: OperationRu
                             who: Identity = Auth) -> Response:
         _admin_only(who)
         params = await read_params(request)
+        dry_run = dryrun.requested(params)
         nodes = [node] if node else _rights_nodes(as_list(params, "nodes"))
         parts = [partition if partition.startswith("/") or partition == "*" else "/" + partition] \
             if partition else as_list(params, "partitions")
-        lost = await ctx.rights.delete(user, nodes, parts)
-        if lost:
-            targets = list(settings.node_cluster) if lost == ["*"] else lost
+        lost = await ctx.rights.delete(user, nodes, parts, dry_run=dry_run)
+        targets = (list(settings.node_cluster) if lost == ["*"] else lost) if lost else []
+        deleted = {"user": user, "nodes": nodes or ["*"], "partitions": parts or ["*"]}
+        if dry_run:
+            stopped = [workflow.wid for workflow in ctx.registry.running_on(user, targets)]
+            return dryrun.answer(request, **deleted, cancelled=stopped)
+        if targets:
             killed = await ctx.registry.kill_user_on_nodes(user, targets)
             if killed:
                 log.info("rights of %s removed: cancelled %s", user, ", ".join(killed))
-        return render(request, {"user": user, "nodes": nodes or ["*"], "partitions": parts or ["*"]})
+        return render(request, deleted)
 
     # -- nodes -----------------------------------------------------------------------------
     @app.get("/nodes", summary="Managed nodes and their states")
@@ -461,17 +489,22 @@ def _bind_workflow_routes(app: FastAPI, op_path: str, ctx: ServerContext, workfl
         workflow = workflow_of(op_path, wid, who, details=False)
         return render(request, workflow.info(details=who.admin or workflow.user == who.user))
 
-    async def workflow_logs(wid: str, who: Identity = auth) -> Response:
-        return PlainTextResponse(workflow_of(op_path, wid, who).read_logs())
+    # a dry-run read of the new lines leaves them new (dry runs change nothing)
+    async def workflow_logs(wid: str, request: Request, who: Identity = auth) -> Response:
+        dry_run = dryrun.requested(await read_params(request))
+        return PlainTextResponse(workflow_of(op_path, wid, who).read_logs(dry_run=dry_run))
 
-    async def workflow_cluster_logs(wid: str, cluster: str, who: Identity = auth) -> Response:
-        return PlainTextResponse(workflow_of(op_path, wid, who).read_logs(cluster))
+    async def workflow_cluster_logs(wid: str, cluster: str, request: Request, who: Identity = auth) -> Response:
+        dry_run = dryrun.requested(await read_params(request))
+        return PlainTextResponse(workflow_of(op_path, wid, who).read_logs(cluster, dry_run=dry_run))
 
-    async def workflow_debugs(wid: str, who: Identity = auth) -> Response:
-        return PlainTextResponse(workflow_of(op_path, wid, who).read_debugs())
+    async def workflow_debugs(wid: str, request: Request, who: Identity = auth) -> Response:
+        dry_run = dryrun.requested(await read_params(request))
+        return PlainTextResponse(workflow_of(op_path, wid, who).read_debugs(dry_run=dry_run))
 
-    async def workflow_node_debugs(wid: str, node: str, who: Identity = auth) -> Response:
-        return PlainTextResponse(workflow_of(op_path, wid, who).read_debugs(node))
+    async def workflow_node_debugs(wid: str, node: str, request: Request, who: Identity = auth) -> Response:
+        dry_run = dryrun.requested(await read_params(request))
+        return PlainTextResponse(workflow_of(op_path, wid, who).read_debugs(node, dry_run=dry_run))
 
     async def workflow_state(wid: str, request: Request, who: Identity = auth) -> Response:
         return render(request, workflow_of(op_path, wid, who).states)
@@ -488,7 +521,10 @@ def _bind_workflow_routes(app: FastAPI, op_path: str, ctx: ServerContext, workfl
         return PlainTextResponse("")
 
     async def workflow_delete(wid: str, request: Request, who: Identity = auth) -> Response:
+        dry_run = dryrun.requested(await read_params(request))
         workflow = workflow_of(op_path, wid, who)
+        if dry_run:
+            return dryrun.answer(request, wid=wid, running=not workflow.done)
         await ctx.registry.delete(workflow)
         return render(request, {"wid": wid})
 

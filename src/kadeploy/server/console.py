@@ -33,6 +33,9 @@ class ConsoleSession(Protocol):
 
 
 class ConsoleFactory(Protocol):
+    def check(self, node: str) -> object:
+        """Raise the KadeployError `open` would raise for `node` (no console command...); open nothing."""
+
     async def open(self, wid: str, node: str, user: str) -> ConsoleSession:
         """Start listening for `node`'s console; KadeployError if no console command exists."""
 
@@ -58,10 +61,17 @@ class ConsoleRegistry:
         self.factory = factory
         self.consoles: dict[str, ConsoleWorkflow] = {}
 
-    async def open(self, wid: str, node: str, user: str) -> ConsoleWorkflow:
+    def _factory(self) -> ConsoleFactory:
         if self.factory is None:
             raise KadeployError(ErrorCode.EXECUTE_ERROR, "No console support is configured on this server")
-        session = await self.factory.open(wid, node, user)
+        return self.factory
+
+    def check(self, node: str) -> None:
+        """Raise what opening `node`'s console would raise, and open nothing (a dry run)."""
+        self._factory().check(node)
+
+    async def open(self, wid: str, node: str, user: str) -> ConsoleWorkflow:
+        session = await self._factory().open(wid, node, user)
         console = ConsoleWorkflow(wid, user, node, session)
         self.consoles[wid] = console
         return console

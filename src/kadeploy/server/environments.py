@@ -58,31 +58,29 @@ class EnvironmentService:
         self.database = database
         self.fetcher = fetcher  # kadeploy.catalog.files.FileFetcher, for checksums; optional
 
-    async def _checksums(self, env: dict[str, Any], client: str | None, fields: tuple[str, ...] = FILE_FIELDS) -> None:
+    async def _checksums(self, env: dict[str, Any], client: str | None, fields: tuple[str, ...] = FILE_FIELDS,
+                         *, dry_run: bool = False) -> None:
+        """Record the checksum of each file of `fields`; a dry run only checks that each can be fetched."""
         if self.fetcher is None:
             return
-        if "image" in fields and env.get("image", {}).get("file"):
-            fetched = await self.fetcher.fetch(env["image"]["file"], client=client, what="image")
-            env["image"]["md5"] = fetched.checksum
-        if "preinstall" in fields and (env.get("preinstall") or {}).get("archive"):
-            fetched = await self.fetcher.fetch(env["preinstall"]["archive"], client=client, what="preinstall")
-            env["preinstall"]["md5"] = fetched.checksum
-        if "postinstalls" in fields:
-            for post in env.get("postinstalls") or []:
-                if post.get("archive"):
-                    fetched = await self.fetcher.fetch(post["archive"], client=client, what="postinstall")
-                    post["md5"] = fetched.checksum
+        for holder, key, what in _file_references(env, fields):
+            if dry_run:
+                await self.fetcher.check(holder[key], client=client, what=what)
+            else:
+                holder["md5"] = (await self.fetcher.fetch(holder[key], client=client, what=what)).checksum
 
-    async def add(self, identity: Identity, description: Any, client: str | None) -> dict[str, Any]:
+    async def add(self, identity: Identity, description: Any, client: str | None, *,
+                  dry_run: bool = False) -> dict[str, Any]:
+        """Record a new environment; a dry run checks all of it and records nothing."""
         env = validate_description(description)
         owner = identity.user
         if identity.admin and isinstance(description, dict) and description.get("user"):
             owner = str(description["user"])
         if env.get("visibility") == "public" and not identity.admin:
             raise KadeployError(ErrorCode.INVALID_RIGHTS, PUBLIC_ONLY_ADMINS)
-        await self._checksums(env, client)
-        row = await self.database.run(lambda s: db_envs.add_environment(s, env, owner))
-        return public_view(db_envs.to_api(row))
+        await self._checksums(env, client, dry_run=dry_run)
+        return await self.database.run(lambda s: public_view(db_envs.to_api(db_envs.add_environment(s, env, owner))),
+                                       dry_run=dry_run)
 
     async def list(self, identity: Identity, username: str | None, name: str | None, version: int | None,
                    last: bool) -> list[dict[str, Any]]:
@@ -113,8 +111,12 @@ class EnvironmentService:
         return db_envs.to_api(rows[0])
 
     async def modify(self, identity: Identity, user: str, name: str, version: int | None,
-                     params: dict[str, Any], client: str | None) -> list[dict[str, Any]]:
-        """PUT /environments/:user/:name[/:version]: visibility, destructive toggle or checksum updates."""
+                     params: dict[str, Any], client: str | None, *, dry_run: bool = False) -> list[dict[str, Any]]:
+        """PUT /environments/:user/:name[/:version]: visibility, destructive toggle or checksum updates.
+
+        A dry run answers the environments as they would become, checksums
+        left as they are (their files are only checked, not fetched).
+        """
         from kadeploy.server.http import as_bool, as_str
 
         visibility = as_str(params, "visibility")
@@ -136,8 +138,9 @@ class EnvironmentService:
             rows = await self.database.run(lambda s: self._rows_sync(identity, user, name, version, last, s))
             for row in rows:
                 env = db_envs.to_api(row)
-                await self._checksums(env, client, updates)
-                new_files[row.id] = env
+                await self._checksums(env, client, updates, dry_run=dry_run)
+                if not dry_run:
+                    new_files[row.id] = env
 
         def work(session):  # type: ignore[no-untyped-def]
             rows = self._rows_sync(identity, user, name, version, last, session)
@@ -153,7 +156,7 @@ class EnvironmentService:
             session.flush()
             return [public_view(db_envs.to_api(r)) for r in rows]
 
-        return await self.database.run(work)
+        return await self.database.run(work, dry_run=dry_run)
 
     def _rows_sync(self, identity: Identity, user: str, name: str, version: int | None, last: bool,
                    session: Any) -> list[Any]:
@@ -167,7 +170,8 @@ class EnvironmentService:
         return rows
 
     async def delete(self, identity: Identity, user: str, name: str, version: int | None,
-                     last: bool) -> list[dict[str, Any]]:
+                     last: bool, *, dry_run: bool = False) -> list[dict[str, Any]]:
+        """The deleted environments (a dry run: those that would be deleted)."""
         def work(session):  # type: ignore[no-untyped-def]
             rows = self._rows_sync(identity, user, name, version, last, session)
             result = [public_view(db_envs.to_api(r)) for r in rows]
@@ -175,9 +179,10 @@ class EnvironmentService:
                 session.delete(row)
             return result
 
-        return await self.database.run(work)
+        return await self.database.run(work, dry_run=dry_run)
 
-    async def move_files(self, identity: Identity, user: str | None, moves: dict[str, str]) -> list[dict[str, Any]]:
+    async def move_files(self, identity: Identity, user: str | None, moves: dict[str, str], *,
+                         dry_run: bool = False) -> list[dict[str, Any]]:
         """PUT /environments[/:user] update_files: rewrite file path prefixes (admins only)."""
         if not identity.admin:
             raise KadeployError(ErrorCode.INVALID_RIGHTS, "Only administrators can move environment files")
@@ -206,4 +211,16 @@ class EnvironmentService:
             session.flush()
             return [public_view(db_envs.to_api(r)) for r in changed]
 
-        return await self.database.run(work)
+        return await self.database.run(work, dry_run=dry_run)
+
+
+def _file_references(env: dict[str, Any], fields: tuple[str, ...]) -> list[tuple[dict[str, Any], str, str]]:
+    """(holder, key, what) of each file of `fields` in `env`: `holder[key]` is the reference, its md5 beside it."""
+    found: list[tuple[dict[str, Any], str, str]] = []
+    if "image" in fields and (env.get("image") or {}).get("file"):
+        found.append((env["image"], "file", "image"))
+    if "preinstall" in fields and (env.get("preinstall") or {}).get("archive"):
+        found.append((env["preinstall"], "archive", "preinstall"))
+    if "postinstalls" in fields:
+        found += [(post, "archive", "postinstall") for post in env.get("postinstalls") or [] if post.get("archive")]
+    return found

@@ -37,8 +37,11 @@ class RightsService:
             raise KadeployError(ErrorCode.INVALID_RIGHTS, f"{INSUFFICIENT}: {fold(missing)}{where}")
 
     async def add(self, username: str, nodes: list[str], parts: list[str], overwrite: bool,
-                  almighty_users: Iterable[str]) -> dict[str, dict[str, list[str]]]:
-        """karights3 -a: grant; other non-admin users' rights on these nodes conflict (11) unless overwrite."""
+                  almighty_users: Iterable[str], *, dry_run: bool = False) -> dict[str, dict[str, list[str]]]:
+        """karights3 -a: grant; other non-admin users' rights on these nodes conflict (11) unless overwrite.
+
+        Returns the rights added (a dry run: that would be added, and none is).
+        """
         admins = set(almighty_users)
 
         def work(session):  # type: ignore[no-untyped-def]
@@ -61,13 +64,17 @@ class RightsService:
                 result[username].setdefault(node, []).append(part)
             return result
 
-        return await self.database.run(work)
+        return await self.database.run(work, dry_run=dry_run)
 
     async def list(self, username: str | None, nodes: list[str] | None) -> dict[str, dict[str, list[str]]]:
         return await self.database.run(lambda s: db_rights.list_rights(s, username, nodes))
 
-    async def delete(self, username: str, nodes: list[str] | None, parts: list[str] | None) -> list[str]:
-        """karights3 -d; returns the nodes (among `nodes`, or all) where the user has no right left."""
+    async def delete(self, username: str, nodes: list[str] | None, parts: list[str] | None, *,
+                     dry_run: bool = False) -> list[str]:
+        """karights3 -d; returns the nodes (among `nodes`, or all) where the user has no right left.
+
+        A dry run answers the same and deletes nothing.
+        """
 
         def work(session):  # type: ignore[no-untyped-def]
             removed = db_rights.delete_rights(session, username, nodes, parts)
@@ -80,4 +87,4 @@ class RightsService:
                 return ["*"]
             return [node for node in nodes if node not in remaining]
 
-        return await self.database.run(work)
+        return await self.database.run(work, dry_run=dry_run)

@@ -70,9 +70,11 @@ class _Feed:
     def unread(self, reader: str | None) -> bool:
         return self.cursors.get(reader, 0) < len(self.lines)
 
-    def read(self, reader: str | None) -> str:
+    def read(self, reader: str | None, *, dry_run: bool = False) -> str:
+        """The lines `reader` has not read yet; a dry run leaves them unread."""
         start = self.cursors.get(reader, 0)
-        self.cursors[reader] = len(self.lines)
+        if not dry_run:
+            self.cursors[reader] = len(self.lines)
         selected = [line for line in self.lines[start:] if reader is None or line.key == reader]
         return "".join(line.render() + "\n" for line in selected)
 
@@ -137,15 +139,15 @@ class Workflow:
         """Live per-cluster, per-step view, as the runner reports it."""
         return self._status_provider() if self._status_provider and not self.done else {}
 
-    def read_logs(self, cluster: str | None = None) -> str:
+    def read_logs(self, cluster: str | None = None, *, dry_run: bool = False) -> str:
         if cluster is not None and cluster not in self.op.nodes:
             raise KadeployError(ErrorCode.INVALID_OPTION, f"The cluster {cluster!r} is not part of {self.wid}")
-        return self.logs.read(cluster)
+        return self.logs.read(cluster, dry_run=dry_run)
 
-    def read_debugs(self, node: str | None = None) -> str:
+    def read_debugs(self, node: str | None = None, *, dry_run: bool = False) -> str:
         if node is not None and node not in self.op.hostnames:
             raise KadeployError(ErrorCode.INVALID_NODELIST, f"The node {node!r} is not part of {self.wid}")
-        return self.debugs.read(node)
+        return self.debugs.read(node, dry_run=dry_run)
 
     def info(self, *, details: bool) -> dict[str, Any]:
         """`GET /%OP/:wid`: full for the owner and admins, reduced for others."""
@@ -240,6 +242,20 @@ class WorkflowRegistry:
         self.metrics.workflow_started(op.kind)
         workflow.task = asyncio.create_task(self._execute(workflow), name=op.wid)
         return workflow
+
+    async def rehearse(self, op: Operation) -> tuple[list[str], list[str]]:
+        """What `launch(op)` would do, done in a rolled-back transaction: (nodes it would run on, discarded).
+
+        The claim is tried for real, so a dry run is refused as the launch
+        would be (error 14 when every node is busy); nothing is persisted,
+        claimed or started.
+        """
+        if op.kind == "power-status":
+            return op.hostnames, []
+        start = db_workflows.WorkflowStart(wid=op.wid, kind=op.kind, user=op.user, nodes=op.hostnames,
+                                           force=op.force, node_state=START_STATE[op.kind],
+                                           environment=_env_ref(op.environment), start_time=time.time())
+        return await self.database.run(lambda s: db_workflows.start_workflow(s, start), dry_run=True)
 
     async def _execute(self, workflow: Workflow) -> None:
         op = workflow.op
@@ -354,10 +370,14 @@ class WorkflowRegistry:
         await self.cancel(workflow)
         self.workflows.pop(workflow.wid, None)
 
+    def running_on(self, user: str, nodes: Iterable[str]) -> list[Workflow]:
+        """`user`'s running workflows that use any of `nodes`."""
+        node_set = set(nodes)
+        return [wf for wf in self.running() if wf.user == user and node_set & set(wf.op.hostnames)]
+
     async def kill_user_on_nodes(self, user: str, nodes: Iterable[str]) -> list[str]:
         """Cancel `user`'s running workflows using any of `nodes` (rights were removed)."""
-        node_set = set(nodes)
-        victims = [wf for wf in self.running() if wf.user == user and node_set & set(wf.op.hostnames)]
+        victims = self.running_on(user, nodes)
         await asyncio.gather(*(self.cancel(wf) for wf in victims))
         return [wf.wid for wf in victims]
 

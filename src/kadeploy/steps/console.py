@@ -40,17 +40,22 @@ class ConsoleFactory:
     def __init__(self, runner: Any) -> None:
         self.runner = runner
 
-    async def open(self, wid: str, node: str, user: str) -> BridgedConsole:
-        cfg = self.runner.cfg
-        info = cfg.nodes.get(node)
+    def check(self, node: str) -> str:
+        """The console command of `node`; the error `open` would raise if it has none (a dry run stops here)."""
+        info = self.runner.cfg.nodes.get(node)
         if info is None:
             raise KadeployError(ErrorCode.INVALID_NODELIST, f"Unknown node {node}")
         invocation = self.runner._command_table(info.cluster).single("console", node)
         if invocation is None or not invocation.command:
             raise KadeployError(ErrorCode.EXECUTE_ERROR, f"No console command is configured for {node}")
+        return str(invocation.command)
+
+    async def open(self, wid: str, node: str, user: str) -> BridgedConsole:
+        cfg = self.runner.cfg
+        command = self.check(node)
         token = new_token()
         host = cfg.server.network.server_hostname
         bind = "127.0.0.1" if cfg.server.security.local_only else "0.0.0.0"
-        session = ConsoleSession(invocation.command, token, bind=bind)
+        session = ConsoleSession(command, token, bind=bind)
         port = await session.start()
         return BridgedConsole(session, f"tcp://{host}:{port}", token)
