@@ -81,9 +81,11 @@ async def resolve_vlan_addresses(hostnames: Iterable[str], suffix: str, vlan: st
     tasks = {hostname: asyncio.ensure_future(resolve(name)) for hostname, name in names.items()}
     if not tasks:
         return {}
-    done, pending = await asyncio.wait(tasks.values(), timeout=timeout)
-    for task in pending:
-        task.cancel()
+    try:
+        _, pending = await asyncio.wait(tasks.values(), timeout=timeout)
+    finally:
+        for task in tasks.values():
+            task.cancel()  # those still waiting: the timeout, or the request was cancelled
     addresses: dict[str, str] = {}
     unresolved: list[str] = []
     for hostname, task in tasks.items():

@@ -141,17 +141,18 @@ class ClusterRun:
             try:
                 return str(ipaddress.ip_address(address))
             except ValueError:
-                answers = await loop.getaddrinfo(address, None, type=socket.SOCK_STREAM)
-                # IPv4 first: the relays of a deployment environment listen there
-                answers.sort(key=lambda answer: answer[0] != socket.AF_INET)
+                # IPv4: the relays listen and connect there (broadcast/relay.py)
+                answers = await loop.getaddrinfo(address, None, family=socket.AF_INET, type=socket.SOCK_STREAM)
                 return str(answers[0][4][0])
 
         tasks = {node: asyncio.ensure_future(resolve(address)) for node, address in names.items()}
         if not tasks:
             return [], {}
-        _, pending = await asyncio.wait(tasks.values(), timeout=RELAY_RESOLVE_TIMEOUT)
-        for task in pending:
-            task.cancel()
+        try:
+            _, pending = await asyncio.wait(tasks.values(), timeout=RELAY_RESOLVE_TIMEOUT)
+        finally:
+            for task in tasks.values():
+                task.cancel()  # those still waiting: the timeout, or the step was cancelled
         resolved: list[tuple[str, str]] = []
         unresolved: dict[str, str] = {}
         for node, task in tasks.items():
