@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 import httpx
 
 from kadeploy.boot.process import run_process
+from kadeploy.vocabulary import REGISTRIES, Kind
 
 PowerAction = Literal["on", "off", "soft_off", "reset", "cycle", "graceful_restart"]
 POWER_ACTIONS: tuple[str, ...] = ("on", "off", "soft_off", "reset", "cycle", "graceful_restart")
@@ -158,3 +159,10 @@ class RedfishDriver:
             return str(response.json()["PowerState"])
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             raise PowerDriverError(f"Redfish {self.bmc}: cannot read PowerState ({exc.__class__.__name__})") from None
+
+
+#: The built-in drivers a cluster file may name in `remoteops/*[i].driver`; each is
+#: built as `driver(address, user, password)`.
+POWER_DRIVERS = REGISTRIES[Kind.POWER_DRIVER]
+POWER_DRIVERS.declare("ipmi", IPMIDriver, "ipmitool against the node's BMC (IPMI v2, lanplus)")
+POWER_DRIVERS.declare("redfish", RedfishDriver, "Redfish ComputerSystem.Reset over HTTPS")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from kadeploy.errors import ConfigError
+from kadeploy.vocabulary import REGISTRIES, Kind
 
 
 @dataclass(frozen=True)
@@ -196,17 +197,16 @@ def partition_device(disk_name: str, partition: int) -> str:
     return f"{disk_name}{partition}"
 
 
-NBP_CLASSES: dict[str, type[NetworkBootProgram]] = {
-    cls.method: cls for cls in (PXElinux, GPXElinux, IPXE, GrubPXE)
-}
+#: The PXE methods a `pxe/*/method` may name, declared once per NBP class above.
+PXE_METHODS = REGISTRIES[Kind.PXE_METHOD]
+for _nbp in (PXElinux, GPXElinux, IPXE, GrubPXE):
+    PXE_METHODS.declare(_nbp.method, _nbp, (_nbp.__doc__ or "").strip().splitlines()[0])
 
 
 def network_boot_program(method: str, export_kind: str, export_server: str) -> NetworkBootProgram:
     """The NBP named by a `pxe/*/method` value; ConfigError names the accepted ones."""
     try:
-        cls = NBP_CLASSES[method]
-    except KeyError:
-        raise ConfigError(
-            f"pxe: invalid method {method!r} (expected one of {', '.join(NBP_CLASSES)})"
-        ) from None
+        cls: type[NetworkBootProgram] = PXE_METHODS.get(method)
+    except ValueError as exc:
+        raise ConfigError(f"pxe: method: {exc}") from None
     return cls(export_kind, export_server)

@@ -20,16 +20,15 @@ from kadeploy.broadcast.result import BroadcastResult
 from kadeploy.broadcast.topology import chain_order
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.remote import Executor
+from kadeploy.vocabulary import REGISTRIES, Kind
 
-METHODS = ("kascade", "chain", "tree", "flat")
-
-# Kadeploy3 macro-step implementation -> method (issue: BroadcastEnvKascade is the default).
-IMPLEMENTATION_METHODS = {
-    "BroadcastEnvKascade": "kascade",
-    "BroadcastEnvKastafior": "chain",
-    "BroadcastEnvChain": "chain",
-    "BroadcastEnvTree": "tree",
-}
+#: The broadcast methods of this room, declared once; `BroadcastEnv*` implementations
+#: name theirs (kadeploy.steps.macrosteps) and the vocabulary checks the names.
+METHODS = REGISTRIES[Kind.BROADCAST]
+METHODS.declare("kascade", "pipeline", "fault-tolerant pipelined chain: a dead or stalled node is bypassed")
+METHODS.declare("chain", "pipeline", "pipelined chain of relays (Kastafior's method)")
+METHODS.declare("tree", "pipeline", "tree of relays of arity k; a dead node's children are adopted")
+METHODS.declare("flat", "flat", "one SSH stream per node from the server (the baseline)")
 
 
 async def broadcast(image: Path, hosts: Sequence[tuple[str, str]], sink_command: str, *,
@@ -49,9 +48,12 @@ async def broadcast(image: Path, hosts: Sequence[tuple[str, str]], sink_command:
     `relay_options` adds per-host relay settings (test hooks such as `corrupt_at`);
     `digest_algorithm` is the stream check every node computes (a hashlib name or "crc32").
     """
-    if method not in METHODS:
-        raise KadeployError(ErrorCode.INVALID_OPTION,
-                            f"Unknown broadcast method {method!r} (expected one of {', '.join(METHODS)})")
+    try:
+        engine = METHODS.get(method)
+    except ValueError as exc:
+        raise KadeployError(ErrorCode.INVALID_OPTION, str(exc)) from None
+    if engine not in ("pipeline", "flat"):
+        raise KadeployError(ErrorCode.INVALID_OPTION, f"the broadcast method {method!r} runs outside this room")
     if tree_arity < 1:
         raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid tree arity {tree_arity}: must be at least 1")
     total = _readable_size(Path(image))
@@ -61,7 +63,7 @@ async def broadcast(image: Path, hosts: Sequence[tuple[str, str]], sink_command:
         return BroadcastResult(digest=digest or "")
     options = PipelineOptions(stall=stall, ring=ring, start_timeout=start_timeout, digest=digest_algorithm,
                               relay_options=dict(relay_options or {}))
-    if method == "flat":
+    if engine == "flat":
         return await flat_broadcast(Path(image), total, order, sink_command, executor=executor,
                                     timeout=timeout, options=options, digest=digest)
     pipeline = Pipeline(Path(image), total, order, sink_command, executor=executor, method=method,
@@ -80,4 +82,4 @@ def _readable_size(image: Path) -> int:
                             f"Cannot read the environment image {image}: {exc.strerror or exc}") from None
 
 
-__all__ = ["IMPLEMENTATION_METHODS", "METHODS", "BroadcastResult", "PipelineOptions", "broadcast"]
+__all__ = ["METHODS", "BroadcastResult", "PipelineOptions", "broadcast"]

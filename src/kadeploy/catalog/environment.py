@@ -31,8 +31,15 @@ from kadeploy.config.validation import (
     yaml_error_message,
 )
 from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.vocabulary import REGISTRIES, Kind
 
-IMAGE_KINDS = ("tar", "dd", "fsa")
+#: The image kinds an environment may name; `ImageSpec.kind` lists the same
+#: three for pydantic's message, and a unit test holds the two together.
+IMAGE_KINDS = tuple(REGISTRIES[Kind.IMAGE_KIND].declare(kind, kind, summary) for kind, summary in (
+    ("tar", "a tar archive of the root filesystem, extracted onto the formatted partition"),
+    ("dd", "a raw image of the partition (or, multipart, of the disk), written as it is"),
+    ("fsa", "an fsarchiver archive, stored in the deployment environment then restored (multipart too)"),
+))
 COMPRESSIONS = ("gzip", "bzip2", "xz", "zstd")
 FSA_COMPRESSION_LEVELS = range(0, 10)
 #: A device fsarchiver can be told to write (`id=N,dest=DEVICE`): an absolute path

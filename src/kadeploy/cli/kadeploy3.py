@@ -29,6 +29,7 @@ from kadeploy.cli.common import (
     workflow_params,
     workflow_tool,
 )
+from kadeploy.catalog.environment import parse_environment
 from kadeploy.client.run import WorkflowRequest
 
 MACRO_STEPS = ("SetDeploymentEnv", "BroadcastEnv", "BootNewEnv")
@@ -138,7 +139,7 @@ def load_env_file(name: str) -> tuple[dict[str, Any], list[str]]:
         description = yaml.safe_load(text)
     except yaml.YAMLError:
         raise OptionError(f"Invalid YAML file '{name}'") from None
-    validate_environment(text, description, name)
+    validate_environment(text, name)
     description = copy.deepcopy(description)
     local_files: list[str] = []
 
@@ -159,33 +160,13 @@ def load_env_file(name: str) -> tuple[dict[str, Any], list[str]]:
     return description, local_files
 
 
-def validate_environment(text: str, description: Any, source: str) -> None:
+def validate_environment(text: str, source: str) -> None:
     """Local check of an environment description (reference 4), before bothering the server.
 
-    The catalog room's parser is the authority when present (it raises
-    KadeployError INVALID_ENVIRONMENT naming the field); a minimal check otherwise.
+    The catalog room's parser is the one authority: it raises KadeployError
+    INVALID_ENVIRONMENT naming the field.
     """
-    try:
-        from kadeploy.catalog.environment import parse_environment
-    except ImportError:
-        parse_environment = None
-    if parse_environment is not None:
-        parse_environment(text, source)
-        return
-    if not isinstance(description, dict):
-        raise OptionError(f"Invalid environment description in {source}: a YAML mapping is expected")
-    for key in ("name", "os"):
-        if not description.get(key):
-            raise OptionError(f"Invalid environment description in {source}: the field '{key}' is missing")
-    image = description.get("image")
-    if not isinstance(image, dict) or not image.get("file") or not image.get("kind"):
-        raise OptionError(f"Invalid environment description in {source}: 'image' needs 'file' and 'kind'")
-    if image.get("kind") == "tar":
-        boot = description.get("boot") or {}
-        if not isinstance(boot, dict) or not boot.get("kernel"):
-            raise OptionError(f"Invalid environment description in {source}: a tar image needs boot/kernel")
-        if not description.get("filesystem"):
-            raise OptionError(f"Invalid environment description in {source}: a tar image needs 'filesystem'")
+    parse_environment(text, source)
 
 
 def build_request(args: argparse.Namespace) -> WorkflowRequest:

@@ -11,16 +11,15 @@ and `kadeploy.nodeset`.
 """
 
 from kadeploy.config.automata import (
-    IMPLEMENTATION_TYPES,
     MACROSTEP_INTERFACES,
-    MICROSTEP_NAMES,
     CustomOperation,
     ImplementationConf,
     MicrostepConf,
     default_automata,
     implementation_name,
+    implementation_types,
+    waits_for,
     parse_request_automata,
-    split_implementation_name,
 )
 from kadeploy.config.client import ClientConfig, ServerEntry, load_client_config
 from kadeploy.config.cluster import (
@@ -38,9 +37,7 @@ from kadeploy.config.timeout import TimeoutExpr
 
 __all__ = [
     "DEFAULT_CONNECTOR",
-    "IMPLEMENTATION_TYPES",
     "MACROSTEP_INTERFACES",
-    "MICROSTEP_NAMES",
     "AdminArchive",
     "BootConfig",
     "ClientConfig",
@@ -60,8 +57,9 @@ __all__ = [
     "check_config",
     "default_automata",
     "implementation_name",
+    "implementation_types",
+    "waits_for",
     "load_client_config",
     "load_config",
     "parse_request_automata",
-    "split_implementation_name",
 ]

@@ -17,34 +17,20 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from kadeploy.config.validation import ConfigModel, resolve_path
+from kadeploy.vocabulary import KADEPLOY3_NAMES, REGISTRIES, Kind
 
 MACROSTEP_INTERFACES = ("SetDeploymentEnv", "BroadcastEnv", "BootNewEnv")
 
-IMPLEMENTATION_TYPES: dict[str, tuple[str, ...]] = {
-    "SetDeploymentEnv": ("Untrusted", "Kexec", "Prod", "UntrustedCustomPreInstall", "Nfsroot", "Dummy"),
-    "BroadcastEnv": ("Kascade", "Kastafior", "Chain", "Tree", "Bittorrent", "Custom", "Dummy"),
-    "BootNewEnv": ("Kexec", "Classical", "HardReboot", "PivotRoot", "Dummy"),
-}
 
-#: Implementations whose timeout must cover `timeouts/reboot` (Kadeploy3's check).
-REBOOT_IMPLEMENTATIONS = frozenset(
-    {"SetDeploymentEnvUntrusted", "SetDeploymentEnvNfsroot", "BootNewEnvClassical", "BootNewEnvHardReboot"}
-)
-#: Implementations whose timeout must cover `timeouts/kexec`.
-KEXEC_IMPLEMENTATIONS = frozenset({"SetDeploymentEnvKexec", "BootNewEnvKexec"})
+def _macrostep(name: str) -> Any:
+    """The declaration of a deploy implementation (`kadeploy.steps.macrosteps`, loaded on first use)."""
+    return REGISTRIES[Kind.MACROSTEP].get(name)
 
-#: Every micro-step name (Kadeploy3's `ms_*` methods), for validating `microsteps`.
-MICROSTEP_NAMES = frozenset(
-    {
-        "switch_pxe", "set_vlan", "reboot", "wait_reboot", "send_key_in_deploy_env",
-        "create_partition_table", "format_deploy_part", "mount_deploy_part", "format_tmp_part",
-        "format_swap_part", "mount_tmp_part", "send_deployment_kernel", "sync", "kexec",
-        "manage_admin_pre_install", "check_nodes", "send_environment", "decompress_environment",
-        "manage_admin_post_install", "manage_user_post_install", "check_kernel_files", "send_key",
-        "install_bootloader", "umount_deploy_part", "reboot_from_deploy_env", "load_drivers",
-        "power", "dummy",
-    }
-)
+
+def implementation_types(interface: str) -> list[str]:
+    """The short names (`Untrusted`) of the implementations of an interface that we provide."""
+    return [decl.value.short_name for decl in REGISTRIES[Kind.MACROSTEP].declarations()
+            if decl.value.interface == interface]
 
 
 def implementation_name(interface: str, type_: str) -> str:
@@ -52,12 +38,9 @@ def implementation_name(interface: str, type_: str) -> str:
     return type_ if type_.startswith(interface) else interface + type_
 
 
-def split_implementation_name(name: str) -> tuple[str, str] | None:
-    """`BootNewEnvKexec` -> (`BootNewEnv`, `Kexec`); None if it is no known implementation."""
-    for interface, types in IMPLEMENTATION_TYPES.items():
-        if name.startswith(interface) and name[len(interface):] in types:
-            return interface, name[len(interface):]
-    return None
+def waits_for(name: str) -> str | None:
+    """`reboot` or `kexec`: the timeout an implementation's own timeout must cover (Kadeploy3's check)."""
+    return _macrostep(name).waits_for if name in REGISTRIES[Kind.MACROSTEP] else None
 
 
 class CustomOperation(ConfigModel):
@@ -114,9 +97,7 @@ class MicrostepConf(ConfigModel):
     @field_validator("name")
     @classmethod
     def _known_microstep(cls, value: str) -> str:
-        if value not in MICROSTEP_NAMES:
-            raise ValueError(f"unknown micro-step \"{value}\" (known: {', '.join(sorted(MICROSTEP_NAMES))})")
-        return value
+        return REGISTRIES[Kind.MICROSTEP].check(value)
 
 
 class ImplementationConf(ConfigModel):
@@ -137,13 +118,15 @@ class ImplementationConf(ConfigModel):
     @model_validator(mode="after")
     def _known_type(self) -> ImplementationConf:
         if self.interface:
-            types = IMPLEMENTATION_TYPES[self.interface]
-            short = self.type[len(self.interface):] if self.type.startswith(self.interface) else self.type
-            if short not in types:
-                raise ValueError(
-                    f"type: unknown {self.interface} implementation \"{self.type}\" (known: {', '.join(types)})"
-                )
-            self.type = short
+            name = implementation_name(self.interface, self.type)
+            if name not in REGISTRIES[Kind.MACROSTEP] or _macrostep(name).interface != self.interface:
+                supported = ", ".join(implementation_types(self.interface))
+                if name in KADEPLOY3_NAMES[Kind.MACROSTEP]:
+                    raise ValueError(f"type: the {self.interface} implementation \"{self.type}\" is not supported "
+                                     f"by this Kadeploy (supported: {supported})")
+                raise ValueError(f"type: unknown {self.interface} implementation \"{self.type}\" "
+                                 f"(supported: {supported})")
+            self.type = _macrostep(name).short_name
         return self
 
     @property

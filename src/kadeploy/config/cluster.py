@@ -17,14 +17,14 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from kadeploy.config.automata import (
-    KEXEC_IMPLEMENTATIONS,
-    REBOOT_IMPLEMENTATIONS,
     AutomataConf,
     ImplementationConf,
     default_automata,
+    waits_for,
 )
 from kadeploy.config.timeout import TimeoutExpr
 from kadeploy.config.validation import ConfigModel, read_text_file, resolve_path, split_list
+from kadeploy.vocabulary import REGISTRIES, Kind
 
 DEFAULT_LEVEL_NAMES = ["soft", "hard", "very_hard"]
 
@@ -81,21 +81,19 @@ class DeployKernelConfig(ConfigModel):
     vmlinuz: str
     initrd: str
     params: str = ""
-    drivers: list[str] = Field(default_factory=list)
     supported_fs: list[str] = Field(default_factory=lambda: ["ext2", "ext3", "ext4", "vfat"])
 
-    _split = field_validator("drivers", "supported_fs", mode="before")(split_list)
+    unsupported_keys = {"drivers": "the load_drivers micro-step is not provided; build the drivers into the "
+                                   "deployment kernel or initrd"}
 
-
-class NfsrootKernelConfig(ConfigModel):
-    vmlinuz: str = ""
-    params: str = ""
+    _split = field_validator("supported_fs", mode="before")(split_list)
 
 
 class KernelsConfig(ConfigModel):
     user: UserKernelConfig = Field(default_factory=UserKernelConfig)
     deploy: DeployKernelConfig
-    nfsroot: NfsrootKernelConfig = Field(default_factory=NfsrootKernelConfig)
+
+    unsupported_keys = {"nfsroot": "SetDeploymentEnvNfsroot is not provided"}
 
 
 class BootConfig(ConfigModel):
@@ -134,15 +132,21 @@ class RemoteOp(ConfigModel):
     cmd: str | None = None
     group: str | None = None
     groups: list[list[str]] = Field(default_factory=list, exclude=True)
-    driver: Literal["ipmi", "redfish"] | None = None
+    driver: str | None = None
     address: str | None = None
     user: str = ""
     password: str = ""
 
+    @field_validator("driver")
+    @classmethod
+    def _provided_driver(cls, value: str | None) -> str | None:
+        return None if value is None else REGISTRIES[Kind.POWER_DRIVER].check(value)
+
     @model_validator(mode="after")
     def _command_or_driver(self, info: ValidationInfo) -> RemoteOp:
         if self.cmd is None and self.driver is None:
-            raise ValueError("cmd: mandatory field is missing (or give a driver: ipmi, redfish)")
+            raise ValueError("cmd: mandatory field is missing (or give a driver: "
+                             f"{', '.join(REGISTRIES[Kind.POWER_DRIVER].names())})")
         if self.cmd is not None and self.driver is not None:
             raise ValueError("cmd and driver are exclusive: give one of them")
         if self.driver is not None and self.address is None:
@@ -329,8 +333,7 @@ def check_cluster_rules(cluster: ClusterConfig) -> list[tuple[str, str]]:
 
     * reboot-type implementations must allow at least `timeouts/reboot`
       (with n=1, as Kadeploy3 checks), kexec ones `timeouts/kexec`;
-    * `BroadcastEnvCustom` needs `localops/broadcastenv/cmd`;
-    * `SetDeploymentEnvNfsroot` needs `boot/kernels/nfsroot/vmlinuz`.
+    * `BroadcastEnvCustom` needs `localops/broadcastenv/cmd`.
     """
     problems: list[tuple[str, str]] = []
     reboot = cluster.timeouts.reboot.evaluate(1)
@@ -338,15 +341,12 @@ def check_cluster_rules(cluster: ClusterConfig) -> list[tuple[str, str]]:
     for interface, implementations in cluster.automata.items():
         for index, impl in enumerate(implementations):
             path = f"automata/macrosteps/{interface}[{index}].timeout"
-            if impl.timeout and impl.name in REBOOT_IMPLEMENTATIONS and reboot > impl.timeout:
+            if impl.timeout and waits_for(impl.name) == "reboot" and reboot > impl.timeout:
                 problems.append((path, f"the timeout of {impl.name} ({impl.timeout} s) is lower than "
                                        f"timeouts/reboot ({reboot:g} s with n=1)"))
-            if impl.timeout and impl.name in KEXEC_IMPLEMENTATIONS and kexec > impl.timeout:
+            if impl.timeout and waits_for(impl.name) == "kexec" and kexec > impl.timeout:
                 problems.append((path, f"the timeout of {impl.name} ({impl.timeout} s) is lower than "
                                        f"timeouts/kexec ({kexec:g} s with n=1)"))
             if impl.name == "BroadcastEnvCustom" and not cluster.localops.broadcastenv.cmd:
                 problems.append(("localops/broadcastenv/cmd", "mandatory field is missing (BroadcastEnvCustom is used)"))
-            if impl.name == "SetDeploymentEnvNfsroot" and not cluster.boot.kernels.nfsroot.vmlinuz:
-                problems.append(("boot/kernels/nfsroot/vmlinuz",
-                                 "mandatory field is missing (SetDeploymentEnvNfsroot is used)"))
     return problems

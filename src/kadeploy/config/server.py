@@ -23,13 +23,13 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from kadeploy.config.validation import ConfigModel, resolve_path, split_list
+from kadeploy.vocabulary import REGISTRIES, Kind
 
 DEFAULT_CONNECTOR = (
     "ssh -A -l root -q -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
     "-o PreferredAuthentications=publickey -o BatchMode=yes"
 )
 
-PXEMethod = Literal["PXElinux", "GPXElinux", "IPXE", "GrubPXE"]
 ProfileFilename = Literal["ip", "ip_hex", "hostname", "hostname_short", "mac"]
 
 
@@ -193,7 +193,8 @@ class SecurityConfig(ConfigModel):
     local_only: bool = False
     certificate: str | None = None  # None: a self-signed certificate is generated
     private_key: KeyFileConfig | None = None
-    force_secure_client: bool = False
+
+    unsupported_keys = {"force_secure_client": "the clients' file servers are not made to use TLS"}
 
     @field_validator("certificate")
     @classmethod
@@ -223,8 +224,9 @@ class CacheConfig(ConfigModel):
 
     directory: str = "/tmp"
     size: int = Field(ge=0)
-    concurrency_level: int = Field(default=10, ge=1)
     disabled: bool = False
+
+    unsupported_keys = {"concurrency_level": "fetches are not limited per cache"}
 
 
 class PortsConfig(ConfigModel):
@@ -240,9 +242,10 @@ class VlanConfig(ConfigModel):
 
 
 class NetworkConfig(ConfigModel):
+    unsupported_keys = {"tcp_buffer_size": "socket buffers are sized by the broadcast relays themselves"}
+
     server_hostname: str = Field(default_factory=socket.gethostname)
     ports: PortsConfig = Field(default_factory=PortsConfig)
-    tcp_buffer_size: int = Field(default=8192, ge=1)
     vlan: VlanConfig = Field(default_factory=VlanConfig)
 
 
@@ -294,7 +297,8 @@ class PXEProfilesConfig(ConfigModel):
 class PXEUserfilesConfig(ConfigModel):
     directory: str = "userfiles"
     max_size: int = Field(default=200, ge=0)  # MB
-    concurrency_level: int = Field(default=10, ge=1)
+
+    unsupported_keys = {"concurrency_level": "user PXE files are not fetched with a concurrency limit"}
 
 
 class PXEConfig(ConfigModel):
@@ -304,12 +308,17 @@ class PXEConfig(ConfigModel):
     networkboot); `userfiles` only matters for `dhcp`.
     """
 
-    method: PXEMethod = "PXElinux"
+    method: str = "PXElinux"
     repository: str
     binary: str | None = None
     export: PXEExportConfig = Field(default_factory=PXEExportConfig)
     profiles: PXEProfilesConfig = Field(default_factory=PXEProfilesConfig)
     userfiles: PXEUserfilesConfig = Field(default_factory=PXEUserfilesConfig)
+
+    @field_validator("method")
+    @classmethod
+    def _provided_method(cls, value: str) -> str:
+        return REGISTRIES[Kind.PXE_METHOD].check(value)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -355,24 +364,15 @@ class HooksConfig(ConfigModel):
 
 
 class TaktukConfig(ConfigModel):
+    """`external/taktuk`: only the connector (the `TAKTUK_CONNECTOR` of BroadcastEnvCustom's command).
+
+    Commands run through our own executor, not TakTuk, so its tree settings are refused.
+    """
+
     connector: str = "DEFAULT_CONNECTOR"
-    tree_arity: int = Field(default=0, ge=0)
-    auto_propagate: bool = True
-    outputs_size: int = Field(default=20000, ge=0)
 
-
-class BittorrentConfig(ConfigModel):
-    tracker_ip: str | None = None
-    download_timeout: int | None = None
-
-
-class KastafiorConfig(ConfigModel):
-    binary: str = "kastafior"
-
-
-class KascadeConfig(ConfigModel):
-    binary: str = "kascade"
-    args: str = ""
+    unsupported_keys = {key: "commands run through the built-in SSH executor, not TakTuk"
+                        for key in ("tree_arity", "auto_propagate", "outputs_size")}
 
 
 class MkfsOptions(ConfigModel):
@@ -381,11 +381,14 @@ class MkfsOptions(ConfigModel):
 
 
 class ExternalConfig(ConfigModel):
+    unsupported_keys = {
+        "bittorrent": "BroadcastEnvBittorrent is not provided",
+        "kascade": "BroadcastEnvKascade runs the built-in relay, not an external kascade binary",
+        "kastafior": "BroadcastEnvKastafior runs the built-in relay, not an external kastafior binary",
+    }
+
     default_connector: str = DEFAULT_CONNECTOR
     taktuk: TaktukConfig = Field(default_factory=TaktukConfig)
-    bittorrent: BittorrentConfig = Field(default_factory=BittorrentConfig)
-    kastafior: KastafiorConfig = Field(default_factory=KastafiorConfig)
-    kascade: KascadeConfig = Field(default_factory=KascadeConfig)
     mkfs: list[MkfsOptions] = Field(default_factory=list)
     tar: str = ""
 

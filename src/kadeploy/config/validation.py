@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
 from kadeploy.errors import ConfigError
 
@@ -39,6 +39,28 @@ class ConfigModel(BaseModel):
     """
 
     model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True)
+
+    #: Keys Kadeploy3 reads here that this implementation does not honour, with
+    #: why: written in a file, such a key is an error naming it, never a value
+    #: parsed and then ignored.
+    unsupported_keys: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, why in cls.unsupported_keys.items():
+                if key in data:
+                    raise UnsupportedKey(key, why)
+        return data
+
+
+class UnsupportedKey(ValueError):
+    """A key Kadeploy3 reads and this implementation refuses; the message names the key's full path."""
+
+    def __init__(self, key: str, why: str) -> None:
+        super().__init__(f"not supported by this Kadeploy ({why}); remove this key")
+        self.key = key
 
 
 def format_path(loc: Iterable[str | int]) -> str:
@@ -128,7 +150,9 @@ def format_validation_error(exc: ValidationError, source: str, prefix: str = "")
     lines = []
     errors = exc.errors()
     for error in errors[:MAX_REPORTED_ERRORS]:
-        path = format_path(error["loc"])
+        refused = (error.get("ctx") or {}).get("error")
+        loc = (*error["loc"], refused.key) if isinstance(refused, UnsupportedKey) else error["loc"]
+        path = format_path(loc)
         if prefix:
             path = f"{prefix}{'/' if path and not path.startswith('[') else ''}{path}"
         where = f"{source}: {path}" if path else source

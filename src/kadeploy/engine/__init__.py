@@ -12,7 +12,7 @@ Describing a workflow::
         ("BootNewEnv",       [ImplementationSpec("BootNewEnvClassical", timeout=150),
                               ImplementationSpec("BootNewEnvHardReboot", retries=1, timeout=120)]),
     ]
-    # or default_deploy_macrosteps(), reboot_macrosteps("simple"), power_macrosteps("on")
+    # (kadeploy.steps.macrosteps declares the implementations and Kadeploy3's default automaton)
     wf = Workflow("Deploy", "c1", macrosteps, library, output, breakpoint="BroadcastEnv:sync",
                   wid="D-...")
     result = await wf.run(nodes)              # WorkflowResult
@@ -66,18 +66,6 @@ from kadeploy.engine.customops import (
     apply_custom_operations,
     parse_custom_operations,
 )
-from kadeploy.engine.implementations import (
-    DEPLOY_INTERFACES,
-    DEPLOY_MICROSTEPS,
-    POWER_MICROSTEPS,
-    REBOOT_MICROSTEPS,
-    canonical_microsteps,
-    default_deploy_macrosteps,
-    implementation_name,
-    interface_of,
-    power_macrosteps,
-    reboot_macrosteps,
-)
 from kadeploy.engine.library import MicroContext, StepLibrary
 from kadeploy.engine.model import (
     CustomOperation,
@@ -93,11 +81,8 @@ from kadeploy.engine.tasks import Breakpoint
 from kadeploy.engine.workflow import Workflow
 
 __all__ = [
-    "DEPLOY_INTERFACES", "DEPLOY_MICROSTEPS", "KINDS", "OPERATION_NAMES", "POWER_MICROSTEPS",
-    "REBOOT_MICROSTEPS", "Breakpoint", "CustomOperation", "CustomOperations", "ImplementationSpec",
+    "KINDS", "OPERATION_NAMES", "Breakpoint", "CustomOperation", "CustomOperations", "ImplementationSpec",
     "ListOutput", "MacroStepSpec", "MicroContext", "MicroCustomOps", "MicroStepConf", "NodeRecord",
     "OutputSink", "ResumePoint", "StepLibrary", "StepRecord", "StepResult", "Workflow", "WorkflowResult",
-    "apply_custom_operations", "canonical_microsteps", "default_deploy_macrosteps", "implementation_name",
-    "interface_of", "merge_results", "parse_custom_operations", "power_macrosteps", "reboot_macrosteps",
-    "run_with_retries",
+    "apply_custom_operations", "merge_results", "parse_custom_operations", "run_with_retries",
 ]

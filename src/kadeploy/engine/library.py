@@ -71,6 +71,11 @@ class StepLibrary(Protocol):
         """
         ...
 
+    def bypassed(self, implementation: str) -> list[str]:
+        """The micro-steps of the implementation that the pruning removed, in order (printed as
+        `* Bypassing the step ...`)."""
+        ...
+
     async def run(self, micro: str, ctx: MicroContext, nodes: list[str]) -> StepResult:
         """Run one micro-step on these nodes."""
         ...

@@ -14,7 +14,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from kadeploy.engine.implementations import canonical_microsteps
 from kadeploy.engine.library import MicroContext, StepLibrary
 from kadeploy.engine.model import ImplementationSpec, StepResult
 from kadeploy.engine.state import RunState, sorted_nodes
@@ -34,7 +33,7 @@ class MacroStepRun:
     def __init__(self, *, state: RunState, library: StepLibrary, wid: str, macro_index: int, macro: str,
                  impl_index: int, impl: ImplementationSpec, attempt: int, tasks: list[StepTask], nodes: list[str], nsid: int,
                  on_raise: RaiseCallback, start_task: int = 0, skip_first_breakpoint: bool = False,
-                 pruned: list[str] | None = None) -> None:
+                 bypassed: list[str] | None = None) -> None:
         self.state = state
         self.library = library
         self.wid = wid
@@ -49,7 +48,7 @@ class MacroStepRun:
         self.on_raise = on_raise
         self.start_task = start_task
         self.skip_first_breakpoint = skip_first_breakpoint
-        self.pruned = pruned
+        self.bypassed = bypassed or []
         self.held: dict[str, None] = dict.fromkeys(nodes)   # nodes not raised yet (ordered set)
         self.kept: list[tuple[str, list[str], int]] = []   # finished but not raisable
         self.started = state.now()
@@ -64,11 +63,8 @@ class MacroStepRun:
 
     async def run(self) -> None:
         """Run every node through the task list; returns when no node is left inside."""
-        canonical = canonical_microsteps(self.state.kind, self.impl.name)
-        if canonical and self.pruned is not None:
-            for micro in canonical:
-                if micro not in self.pruned:
-                    self.state.log(5, f" * Bypassing the step {self.step_name}-{micro}", self.nsid)
+        for micro in self.bypassed:
+            self.state.log(5, f" * Bypassing the step {self.step_name}-{micro}", self.nsid)
         self.state.log(1, f"Performing a {self.step_name} step", self.nsid)
         self.state.enter_macro(self.nodes, self.macro_index, self.impl_index, self.impl.name, self.impl.timeout)
         async with asyncio.TaskGroup() as group:

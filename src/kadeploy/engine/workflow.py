@@ -40,6 +40,7 @@ class _Plan:
 
     impl: ImplementationSpec
     microsteps: list[str]
+    bypassed: list[str]
     tasks: list[StepTask]
 
 
@@ -104,7 +105,8 @@ class Workflow:
                     elif self.breakpoint.micro in microsteps:
                         micro_break = self.breakpoint.micro
                         used = True
-                row.append(_Plan(impl, microsteps, build_tasks(impl, microsteps, micro_break)))
+                row.append(_Plan(impl, microsteps, list(self.library.bypassed(impl.name)),
+                                 build_tasks(impl, microsteps, micro_break)))
             plans.append(row)
         if self.breakpoint and not used:
             raise KadeployError(ErrorCode.INVALID_OPTION,
@@ -246,7 +248,7 @@ class Workflow:
             impl_index=impl_index, impl=impl, attempt=attempt, tasks=plan.tasks, nodes=nodes, nsid=nsid,
             on_raise=lambda status, done, done_nsid: self._on_result(status, done, done_nsid, macro_index,
                                                                      impl_index, attempt),
-            start_task=start_task, skip_first_breakpoint=resumed, pruned=plan.microsteps)
+            start_task=start_task, skip_first_breakpoint=resumed, bypassed=plan.bypassed)
         try:
             async with asyncio.timeout(impl.timeout if impl.timeout > 0 else None) as deadline:
                 await run.run()

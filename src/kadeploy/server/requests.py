@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kadeploy.config import TimeoutExpr, parse_request_automata
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.nodeset import expand_all
 from kadeploy.server.auth import Identity
@@ -50,14 +51,6 @@ def _check_timeout(params: dict[str, Any], key: str) -> str | None:
     if value is None:
         return None
     try:
-        from kadeploy.config import TimeoutExpr
-    except ImportError:  # config room absent: accept plain numbers only
-        try:
-            float(value)
-        except ValueError:
-            raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid {key} {value!r}") from None
-        return value
-    try:
         TimeoutExpr(value).evaluate(1)
     except (KadeployError, ValueError, ArithmeticError) as exc:
         raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid {key} {value!r}: {exc}") from None
@@ -68,10 +61,6 @@ def _automata(params: dict[str, Any]) -> Any:
     raw = params.get("automata")
     if raw is None:
         return None
-    try:
-        from kadeploy.config import parse_request_automata
-    except ImportError:
-        return raw
     try:
         return parse_request_automata(raw, "automata")
     except KadeployError as exc:

@@ -67,7 +67,6 @@ class ClusterRun:
     deploy_env_port: int = 25300
     partitioning_script: str = ""
     bootloader_script: str = ""
-    broadcast_method: str = "kascade"
     #: the cluster file's `topology`: hostname -> switch, switch -> parent (chain order)
     topology: dict[str, str] = field(default_factory=dict)
     switch_parents: dict[str, str] = field(default_factory=dict)

@@ -26,29 +26,31 @@ from kadeploy.boot import power as boot_power
 from kadeploy.boot.probe import wait_reboot
 from kadeploy.boot.pxe import LocalBootEnv
 from kadeploy.broadcast import broadcast
-from kadeploy.engine import (
-    CustomOperation,
-    MicroContext,
-    StepResult,
-    canonical_microsteps,
-)
+from kadeploy.engine import CustomOperation, MicroContext, StepResult
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.nodeset import fold
 from kadeploy.remote.result import CommandResult
 from kadeploy.steps import commands
 from kadeploy.steps.context import ClusterRun
+from kadeploy.steps.macrosteps import canonical_microsteps, deploy_implementation
 from kadeploy.steps.pruning import prune
+from kadeploy.vocabulary import REGISTRIES, Kind
 
-MicroStep = Callable[[MicroContext, list[str]], Awaitable[StepResult]]
+MicroStep = Callable[["NodeSteps", MicroContext, list[str]], Awaitable[StepResult]]
 
-#: broadcast method of each BroadcastEnv implementation
-BROADCAST_METHODS = {
-    "BroadcastEnvKascade": "kascade",
-    "BroadcastEnvKastafior": "chain",
-    "BroadcastEnvChain": "chain",
-    "BroadcastEnvTree": "tree",
-    "BroadcastEnvCustom": "kascade",
-}
+#: Every micro-step is declared by the `@microstep` line above its method; the
+#: configuration, the API and the docs read this registry.
+MICROSTEPS = REGISTRIES[Kind.MICROSTEP]
+
+
+#: BroadcastEnvCustom's method is the administrator's command, run here (`_custom_broadcast`).
+REGISTRIES[Kind.BROADCAST].declare("custom", "server command",
+                                   "the administrator's command (localops/broadcastenv/cmd), run on the server")
+
+
+def microstep(name: str) -> Callable[[MicroStep], MicroStep]:
+    """Declare the method below as the micro-step `name` (Kadeploy3's `ms_<name>`)."""
+    return MICROSTEPS.decorator(name)
 
 #: seconds a short control command may take when no step timeout bounds it
 DEFAULT_COMMAND_TIMEOUT = 300.0
@@ -64,9 +66,7 @@ class NodeSteps:
     # -- StepLibrary -------------------------------------------------------------------
 
     def microsteps(self, implementation: str) -> list[str]:
-        canonical = canonical_microsteps(self.kind, implementation)
-        if canonical is None:
-            raise KadeployError(ErrorCode.INVALID_OPTION, f"Unknown macro-step implementation {implementation!r}")
+        canonical = self._canonical(implementation)
         if self.kind != "Deploy":
             return [m for m in canonical if m != "set_vlan" or self.run_ctx.plan.vlan]
         if implementation.endswith("Dummy"):
@@ -74,11 +74,22 @@ class NodeSteps:
         return prune(implementation, canonical, self.run_ctx.plan,
                      has_admin_postinstall=bool(self.run_ctx.plan.admin_postinstalls))
 
+    def bypassed(self, implementation: str) -> list[str]:
+        kept = set(self.microsteps(implementation))
+        return [name for name in self._canonical(implementation) if name not in kept]
+
+    def _canonical(self, implementation: str) -> tuple[str, ...]:
+        canonical = canonical_microsteps(self.kind, implementation)
+        if canonical is None:
+            raise KadeployError(ErrorCode.INVALID_OPTION, f"Unknown macro-step implementation {implementation!r}")
+        return canonical
+
     async def run(self, micro: str, ctx: MicroContext, nodes: list[str]) -> StepResult:
-        method = getattr(self, f"ms_{micro}", None)
-        if method is None:
-            raise KadeployError(ErrorCode.INVALID_OPTION, f"Micro-step {micro!r} is not implemented")
-        return await method(ctx, nodes)
+        try:
+            step: MicroStep = MICROSTEPS.get(micro)
+        except ValueError as exc:
+            raise KadeployError(ErrorCode.INVALID_OPTION, str(exc)) from None
+        return await step(self, ctx, nodes)
 
     async def run_custom(self, op: CustomOperation, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
@@ -122,12 +133,14 @@ class NodeSteps:
 
     # -- dummy ---------------------------------------------------------------------------
 
+    @microstep("dummy")
     async def ms_dummy(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         await asyncio.sleep(random.uniform(0.2, 1.0))
         return StepResult(ok=list(nodes))
 
     # -- PXE and VLAN --------------------------------------------------------------------
 
+    @microstep("switch_pxe")
     async def ms_switch_pxe(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         # outside SetDeploymentEnv, set_vlan moves the nodes into --vlan next: they boot there
@@ -145,6 +158,7 @@ class NodeSteps:
         return await asyncio.to_thread(run.pxe.local_boot, targets, plan.disk_index, plan.final_boot_partition,
                                        env, block_device=plan.block_device)
 
+    @microstep("set_vlan")
     async def ms_set_vlan(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         vlan = "DEFAULT" if ctx.macro == "SetDeploymentEnv" else (run.plan.vlan or "DEFAULT")
@@ -165,6 +179,7 @@ class NodeSteps:
 
     # -- reboot, power, detection ----------------------------------------------------------
 
+    @microstep("reboot")
     async def ms_reboot(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         if ctx.implementation == "BootNewEnvHardReboot":
@@ -180,6 +195,7 @@ class NodeSteps:
                                                                                     ctx.nodeset_id),
                                          gate=run.gate)
 
+    @microstep("reboot_from_deploy_env")
     async def ms_reboot_from_deploy_env(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         for node in nodes:
@@ -189,6 +205,7 @@ class NodeSteps:
         run.executor.forget(nodes)
         return result
 
+    @microstep("wait_reboot")
     async def ms_wait_reboot(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         n = len(nodes)
@@ -210,6 +227,7 @@ class NodeSteps:
         run.executor.forget(nodes)
         return result
 
+    @microstep("power")
     async def ms_power(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         if run.power_kind == "status":
@@ -226,40 +244,50 @@ class NodeSteps:
 
     # -- deployment environment ----------------------------------------------------------
 
+    @microstep("send_key_in_deploy_env")
     async def ms_send_key_in_deploy_env(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         if self.run_ctx.ssh_key is None:
             return StepResult(ok=list(nodes))
         return await self._remote(nodes, commands.append_authorized_keys(), input=self.run_ctx.ssh_key,
                                   timeout=ctx.timeout)
 
+    @microstep("create_partition_table")
     async def ms_create_partition_table(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         script = self.run_ctx.partitioning_script.encode()
         return await self._remote(nodes, commands.run_script(self._variables()), input=script, timeout=ctx.timeout)
 
+    @microstep("format_deploy_part")
     async def ms_format_deploy_part(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, commands.format_deploy_part(self.run_ctx.plan), timeout=ctx.timeout)
 
+    @microstep("format_tmp_part")
     async def ms_format_tmp_part(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, commands.format_tmp_part(self.run_ctx.plan), timeout=ctx.timeout)
 
+    @microstep("format_swap_part")
     async def ms_format_swap_part(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, commands.format_swap_part(self.run_ctx.plan), timeout=ctx.timeout)
 
+    @microstep("mount_deploy_part")
     async def ms_mount_deploy_part(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, commands.mount_deploy_part(self.run_ctx.plan), timeout=ctx.timeout)
 
+    @microstep("umount_deploy_part")
     async def ms_umount_deploy_part(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, commands.umount_deploy_part(self.run_ctx.plan), timeout=ctx.timeout)
 
+    @microstep("mount_tmp_part")
     async def ms_mount_tmp_part(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         plan = self.run_ctx.plan
         device = commands.partition_device(plan.block_device, plan.tmp_part_num)
         return await self._remote(nodes, f"mount {shlex.quote(device)} {shlex.quote(plan.tmp_dir)}",
                                   timeout=ctx.timeout)
 
+    @microstep("sync")
     async def ms_sync(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, "sync", timeout=ctx.timeout)
 
+    @microstep("check_nodes")
     async def ms_check_nodes(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         plan = self.run_ctx.plan
         prod = commands.partition_device(plan.block_device, plan.prod_part_num)
@@ -283,6 +311,7 @@ class NodeSteps:
                     del ko[node]
         return StepResult(ok=ok, ko=ko)
 
+    @microstep("send_deployment_kernel")
     async def ms_send_deployment_kernel(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         repository = run.plan.kexec_repository
@@ -302,6 +331,7 @@ class NodeSteps:
                     ok.discard(node)
         return StepResult(ok=sorted(ok), ko=ko)
 
+    @microstep("kexec")
     async def ms_kexec(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         plan = run.plan
@@ -325,13 +355,16 @@ class NodeSteps:
 
     # -- broadcast and installation ------------------------------------------------------
 
+    @microstep("send_environment")
     async def ms_send_environment(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         if run.image is None:
             raise KadeployError(ErrorCode.INVALID_FILE, "No image to send")
-        if ctx.implementation == "BroadcastEnvCustom":
+        method = deploy_implementation(ctx.implementation).broadcast
+        if method is None:
+            raise KadeployError(ErrorCode.INVALID_OPTION, f"{ctx.implementation} declares no broadcast method")
+        if method == "custom":
             return await self._custom_broadcast(ctx, nodes)
-        method = BROADCAST_METHODS.get(ctx.implementation, run.broadcast_method)
         start = time.monotonic()
         relays, unresolved = await run.relay_addresses(nodes)
         result = await broadcast(run.image.path, relays,
@@ -376,6 +409,7 @@ class NodeSteps:
             return StepResult(ko={n: error for n in nodes})
         return StepResult(ok=list(nodes))
 
+    @microstep("decompress_environment")
     async def ms_decompress_environment(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, commands.decompress_stored_image(self.run_ctx.plan), timeout=ctx.timeout)
 
@@ -400,25 +434,31 @@ class NodeSteps:
                 remaining = [n for n in remaining if n in result.ok]
         return StepResult(ok=remaining, ko=failed)
 
+    @microstep("manage_admin_pre_install")
     async def ms_manage_admin_pre_install(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         preinstall = self.run_ctx.plan.preinstall
         return await self._install_archives(ctx, nodes, [preinstall] if preinstall else [])
 
+    @microstep("manage_admin_post_install")
     async def ms_manage_admin_post_install(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._install_archives(ctx, nodes, self.run_ctx.plan.admin_postinstalls)
 
+    @microstep("manage_user_post_install")
     async def ms_manage_user_post_install(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._install_archives(ctx, nodes, self.run_ctx.plan.user_postinstalls)
 
+    @microstep("check_kernel_files")
     async def ms_check_kernel_files(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, commands.check_kernel_files(self.run_ctx.plan), timeout=ctx.timeout)
 
+    @microstep("send_key")
     async def ms_send_key(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         if self.run_ctx.ssh_key is None:
             return StepResult(ok=list(nodes))
         return await self._remote(nodes, commands.append_authorized_keys(self.run_ctx.plan.extraction_dir),
                                   input=self.run_ctx.ssh_key, timeout=ctx.timeout)
 
+    @microstep("install_bootloader")
     async def ms_install_bootloader(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         script = self.run_ctx.bootloader_script.encode()
         return await self._remote(nodes, commands.run_script(self._variables()), input=script, timeout=ctx.timeout)

@@ -24,7 +24,7 @@ from typing import Any
 
 from kadeploy.boot.commands import CommandTable
 from kadeploy.boot.commands import RemoteOp as BootRemoteOp
-from kadeploy.boot.drivers import IPMIDriver, RedfishDriver
+from kadeploy.boot.drivers import POWER_DRIVERS
 from kadeploy.boot.pxe import BootTarget, PXEMethodSettings, PXEProfiles
 from kadeploy.boot.window import MinIntervalGate, RebootWindow
 from kadeploy.catalog.cache import Priority
@@ -36,10 +36,7 @@ from kadeploy.engine import (
     ResumePoint,
     Workflow,
     WorkflowResult,
-    default_deploy_macrosteps,
     merge_results,
-    power_macrosteps,
-    reboot_macrosteps,
     run_with_retries,
 )
 from kadeploy.engine.model import CustomOperation as EngineCustomOperation
@@ -54,6 +51,7 @@ from kadeploy.server.operations import (
 from kadeploy.steps.context import ClusterRun, FileRef
 from kadeploy.steps.customops import apply_custom_operations
 from kadeploy.steps.deploy import NodeSteps
+from kadeploy.steps.macrosteps import DEPLOY_INTERFACES, default_deploy_macrosteps, power_macrosteps, reboot_macrosteps
 from kadeploy.steps.plan import Archive, DeployPlan
 from kadeploy.steps.timing import TimedLibrary
 
@@ -209,11 +207,7 @@ class EngineRunner:
             for kind in ("reboot", "power_on", "power_off", "power_status", "console"):
                 ops = []
                 for op in getattr(cluster_cfg.remoteops, kind):
-                    driver = None
-                    if op.driver == "ipmi":
-                        driver = _ipmi_factory(op)
-                    elif op.driver == "redfish":
-                        driver = _redfish_factory(op)
+                    driver = _driver_factory(op) if op.driver else None
                     ops.append(BootRemoteOp(op.name, cmd=op.cmd, group=op.group, driver=driver))
                 remoteops[kind] = ops
             self._commands[cluster] = CommandTable(
@@ -230,7 +224,7 @@ class EngineRunner:
             return power_macrosteps("status" if op.kind == "power-status" else str(op.params.get("status")))
         automata = op.params.get("automata") or self.cfg.clusters[cluster].automata
         macrosteps = []
-        for interface in ("SetDeploymentEnv", "BroadcastEnv", "BootNewEnv"):
+        for interface in DEPLOY_INTERFACES:
             implementations = [self._implementation(conf) for conf in automata.get(interface, [])]
             if not implementations:
                 implementations = dict(default_deploy_macrosteps())[interface]
@@ -506,17 +500,13 @@ def _pxe_settings(conf: Any, cfg: Any) -> PXEMethodSettings:
                              export_server=server, binary=conf.binary, userfiles_directory=conf.userfiles.directory)
 
 
-def _ipmi_factory(op: Any):
-    def build(hostname: str) -> IPMIDriver:
-        address = (op.address or "").replace("HOSTNAME_SHORT", hostname.split(".")[0]).replace("HOSTNAME_FQDN", hostname)
-        return IPMIDriver(address, op.user, op.password)
-    return build
+def _driver_factory(op: Any) -> Any:
+    """Build the op's declared power driver for one node (`HOSTNAME_SHORT`/`HOSTNAME_FQDN` in its address)."""
+    driver = POWER_DRIVERS.get(op.driver)
 
-
-def _redfish_factory(op: Any):
-    def build(hostname: str) -> RedfishDriver:
+    def build(hostname: str) -> Any:
         address = (op.address or "").replace("HOSTNAME_SHORT", hostname.split(".")[0]).replace("HOSTNAME_FQDN", hostname)
-        return RedfishDriver(address, op.user, op.password)
+        return driver(address, op.user, op.password)
     return build
 
 

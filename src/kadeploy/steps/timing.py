@@ -26,6 +26,9 @@ class TimedLibrary:
     def microsteps(self, implementation: str) -> list[str]:
         return self.inner.microsteps(implementation)
 
+    def bypassed(self, implementation: str) -> list[str]:
+        return self.inner.bypassed(implementation)
+
     async def run(self, micro: str, ctx: Any, nodes: list[str]) -> Any:
         started = time.monotonic()
         try:

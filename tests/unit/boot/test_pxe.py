@@ -49,7 +49,7 @@ def test_unknown_scheme_and_bad_export_are_refused(tmp_path):
         settings(tmp_path, profiles_filename="uuid")
     with pytest.raises(ConfigError, match="PXElinux does not support export kind 'http'"):
         settings(tmp_path, export_kind="http")
-    with pytest.raises(ConfigError, match="invalid method"):
+    with pytest.raises(ConfigError, match='unknown PXE method "Syslinux"'):
         settings(tmp_path, method="Syslinux")
 
 

@@ -107,8 +107,7 @@ def test_cluster_file_defaults(config_dir):
     assert cluster.partitioning.disable_swap is True
     assert cluster.boot.sleep_time_before_ping == 20
     assert cluster.boot.kernels.user.params == ""
-    assert cluster.boot.kernels.deploy.params == "" and cluster.boot.kernels.deploy.drivers == []
-    assert cluster.boot.kernels.nfsroot.vmlinuz == ""
+    assert cluster.boot.kernels.deploy.params == ""
     assert cluster.timeouts.reboot.evaluate(1) == 120 and cluster.timeouts.kexec.evaluate(1) == 60
     assert cluster.remoteops.level_name == ["soft", "hard", "very_hard"]
     assert cluster.localops.broadcastenv.cmd is None and cluster.localops.broadcastenv.decompress is True
@@ -141,7 +140,7 @@ def test_cluster_file_defaults(config_dir):
         ("remoteops", ..., "vm.conf: remoteops: mandatory field is missing"),
         ("remoteops/reboot/0/cmd", ..., "vm.conf: remoteops/reboot[0]: cmd: mandatory field is missing"),
         ("remoteops/reboot/1/address", ..., "vm.conf: remoteops/reboot[1]: address: mandatory field is missing"),
-        ("remoteops/reboot/1/driver", "snmp", "vm.conf: remoteops/reboot[1].driver: must be one of ipmi, redfish"),
+        ("remoteops/reboot/1/driver", "snmp", 'vm.conf: remoteops/reboot[1].driver: unknown power driver "snmp" (supported: ipmi, redfish)'),
         ("remoteops/reboot/0/name", "gentle", 'remoteops: reboot[0].name: must be one of soft, hard, very_hard (got "gentle")'),
         ("remoteops/reboot/0/group", "no-such-file", "vm.conf: remoteops/reboot[0]: cannot read"),
         ("timeouts", {"reboot": "__import__('os')"}, 'vm.conf: timeouts/reboot: invalid timeout expression "__import__(\'os\')"'),
@@ -187,7 +186,7 @@ def test_full_implementation_names_are_accepted(config_dir):
     [
         ({"BroadcastEnv": [{"type": "Rsync", "timeout": 10}]},
          'vm.conf: automata/macrosteps/BroadcastEnv[0]: type: unknown BroadcastEnv implementation "Rsync" '
-         "(known: Kascade, Kastafior, Chain, Tree, Bittorrent, Custom, Dummy)"),
+         "(supported: Chain, Custom, Dummy, Kascade, Kastafior, Tree)"),
         ({"SetDeploymentEnv": [{"type": "Classical", "timeout": 10}]},
          'unknown SetDeploymentEnv implementation "Classical"'),
         ({"BootNewEnv": []}, "vm.conf: automata/macrosteps/BootNewEnv: expected at least 1 item(s), got 0"),
@@ -200,7 +199,13 @@ def test_full_implementation_names_are_accepted(config_dir):
         ({"BroadcastEnv": [{"type": "Custom", "timeout": 10}]},
          "vm.conf: localops/broadcastenv/cmd: mandatory field is missing (BroadcastEnvCustom is used)"),
         ({"SetDeploymentEnv": [{"type": "Nfsroot", "timeout": 300}]},
-         "vm.conf: boot/kernels/nfsroot/vmlinuz: mandatory field is missing"),
+         'vm.conf: automata/macrosteps/SetDeploymentEnv[0]: type: the SetDeploymentEnv implementation "Nfsroot" '
+         "is not supported by this Kadeploy (supported: Dummy, Kexec, Prod, Untrusted, UntrustedCustomPreInstall)"),
+        ({"BroadcastEnv": [{"type": "Bittorrent", "timeout": 300}]},
+         'type: the BroadcastEnv implementation "Bittorrent" is not supported by this Kadeploy'),
+        ({"BootNewEnv": [{"type": "Classical", "timeout": 300}, {"type": "PivotRoot", "timeout": 300}]},
+         'vm.conf: automata/macrosteps/BootNewEnv[1]: type: the BootNewEnv implementation "PivotRoot" '
+         "is not supported by this Kadeploy"),
         ({"BroadcastEnv": [{"type": "Kascade", "timeout": 10, "microsteps": [{"name": "rsync"}]}]},
          'vm.conf: automata/macrosteps/BroadcastEnv[0].microsteps[0].name: unknown micro-step "rsync"'),
         ({"BroadcastEnv": [{"type": "Kascade", "microsteps": [

@@ -35,15 +35,13 @@ def test_defaults_are_kadeploy3_defaults():
     assert server.security.secure_server is True
     assert server.security.local_only is False
     assert server.security.certificate is None
-    assert server.security.force_secure_client is False
     assert server.ssh_private_key == "/etc/kadeploy3/keys/id_deploy"
     assert server.logs.logfile is None and server.logs.database is True and server.logs.debugfile is None
     assert (server.verbosity.logs, server.verbosity.clients) == (3, 3)
-    assert (server.cache.directory, server.cache.size, server.cache.concurrency_level) == ("/tmp", 1000, 10)
+    assert (server.cache.directory, server.cache.size) == ("/tmp", 1000)
     assert server.network.server_hostname == socket.gethostname()
     ports = server.network.ports
     assert (ports.kadeploy_server, ports.ssh, ports.test_deploy_env, ports.probe_interval) == (25300, 22, 25300, 5.0)
-    assert server.network.tcp_buffer_size == 8192
     assert (server.network.vlan.hostname_suffix, server.network.vlan.set_cmd) == ("", "")
     assert (server.windows.reboot.size, server.windows.reboot.sleep_time, server.windows.check.size) == (50, 10, 50)
     deployment = server.environments.deployment
@@ -57,11 +55,7 @@ def test_defaults_are_kadeploy3_defaults():
     assert server.hooks.end_of_deployment is None and server.hooks.end_of_reboot is None
     assert server.autoclean_threshold == 360
     assert server.external.default_connector == DEFAULT_CONNECTOR
-    assert server.external.taktuk.tree_arity == 0 and server.external.taktuk.auto_propagate is True
-    assert server.external.taktuk.outputs_size == 20000
     assert server.external.taktuk_connector == DEFAULT_CONNECTOR
-    assert server.external.kastafior.binary == "kastafior"
-    assert (server.external.kascade.binary, server.external.kascade.args) == ("kascade", "")
     assert server.external.mkfs == [] and server.external.tar == ""
 
 
@@ -79,7 +73,6 @@ def test_sample_server_conf(config_dir):
     assert server.pxe.networkboot.export.server == "10.0.0.1"
     assert server.external.mkfs_args("ext4").startswith("-b 4096")
     assert server.external.mkfs_args("xfs") == ""
-    assert server.external.kascade.args == "-v"
     assert server.hooks.end_of_deployment == "echo WORKFLOW_ID"
 
 
@@ -105,7 +98,7 @@ def test_postgresql_url_and_mandatory_login():
         ({"cache": {"size": "big"}}, 'server.conf: cache/size: expected an integer, got "big"'),
         ({"pxe": {}}, "server.conf: pxe/dhcp: mandatory field is missing"),
         ({"pxe": {"dhcp": {"repository": "/t", "method": "UEFI"}}},
-         'server.conf: pxe/dhcp/method: must be one of PXElinux, GPXElinux, IPXE, GrubPXE (got "UEFI")'),
+         'server.conf: pxe/dhcp/method: unknown PXE method "UEFI" (supported: GPXElinux, GrubPXE, IPXE, PXElinux)'),
         ({"security": {"secure_server": "yes"}},
          'server.conf: security/secure_server: expected a boolean (true or false), got "yes"'),
         ({"database": {"kind": "oracle"}}, 'server.conf: database/kind: must be one of sqlite, mysql, postgresql'),

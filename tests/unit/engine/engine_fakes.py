@@ -93,6 +93,7 @@ class FakeLibrary:
 
     behaviours: dict = field(default_factory=dict)
     microstep_lists: dict[str, list[str]] = field(default_factory=lambda: dict(MICROSTEPS))
+    bypassed_lists: dict[str, list[str]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     cancelled: list[Call] = field(default_factory=list)
     running: int = 0
@@ -102,6 +103,9 @@ class FakeLibrary:
             return list(self.microstep_lists[implementation])
         except KeyError:
             raise KadeployError(ErrorCode.INVALID_OPTION, f"Unknown implementation {implementation}") from None
+
+    def bypassed(self, implementation: str) -> list[str]:
+        return list(self.bypassed_lists.get(implementation, []))
 
     async def run(self, micro: str, ctx: MicroContext, nodes: list[str]) -> StepResult:
         behaviour = self.behaviours.get((ctx.implementation, micro)) or self.behaviours.get(micro) or succeed

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from engine_fakes import NODES, FakeLibrary, assert_each_node_once, deploy, fail, fail_on
 
-from kadeploy.engine import ImplementationSpec, ListOutput, Workflow, reboot_macrosteps
+from kadeploy.engine import ImplementationSpec, ListOutput, Workflow
+from kadeploy.steps.macrosteps import reboot_macrosteps
 from kadeploy.errors import KadeployError
 
 
