@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from kadeploy.cli.optionparser import OptionParseError, normalize
 from kadeploy.client.errors import EXIT_GENERIC, ClientError, exit_status_of
 from kadeploy.client.export import is_local_file, local_path
 from kadeploy.client.nodes import collect_nodes
@@ -38,7 +39,19 @@ class OptionError(ClientError):
 
 
 class KaArgumentParser(argparse.ArgumentParser):
-    """argparse that reports errors as Kadeploy3 does instead of exiting 2 with usage."""
+    """argparse reading the command line as Kadeploy3's Ruby OptionParser does (`kadeploy.cli.optionparser`).
+
+    Errors are reported as Kadeploy3 does (`Option parsing error: ...`, exit 1)
+    instead of argparse's usage and exit 2.
+    """
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        try:
+            words = normalize(self, list(sys.argv[1:] if args is None else args))
+        except OptionParseError as error:
+            raise OptionError(f"Option parsing error: {error}") from None
+        return super().parse_known_args(words, namespace)
 
     def error(self, message: str) -> NoReturn:
         raise OptionError(f"Option parsing error: {message}")
@@ -50,6 +63,7 @@ def new_parser(prog: str, description: str) -> KaArgumentParser:
         description=description,
         epilog="Contact: kadeploy3-users@lists.gforge.inria.fr",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # abbreviations are OptionParser's, resolved before argparse
     )
 
 
@@ -145,8 +159,8 @@ def add_workflow_options(parser: argparse.ArgumentParser) -> None:
                        help="Write a machine-readable result (per node state, step, error) to FILE (- = stdout)")
     extra.add_argument("--fail-on-ko", action="store_true",
                        help="Exit with status 1 when some nodes failed (Kadeploy3 exits 0)")
-    extra.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                       help="Live progress display (default: on when the output is a terminal)")
+    extra.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False,
+                       help="Live progress display under the output, on a terminal only (off by default)")
 
 
 def check_workflow_options(args: argparse.Namespace, nodes: Sequence[str]) -> None:
@@ -374,6 +388,9 @@ def parse_or_finish(parser: argparse.ArgumentParser,
         print(bash_completion(parser), end="")
         return None
     generic = generic_from_args(args)
+    if generic.get_version and os.environ.get("KADEPLOY3_VERSION"):
+        print(os.environ["KADEPLOY3_VERSION"])  # Kadeploy3's client answers -v so without a server
+        return None
     if generic.get_version or generic.server_info:
         with open_session(generic) as session:
             version_or_info(session, generic)

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("-p", "--print", metavar="ENVNAME", dest="print_env", help="Print an environment")
     ops.add_argument("-s", "--all-versions", "--show-all-versions", action="store_true",
                      help="Apply to or show all versions of an environment")
-    ops.add_argument("-t", "--visibility-tag", metavar="TAG", help="Visibility tag (private, shared, public)")
+    ops.add_argument("-t", "--visibility-tag", metavar="TAG", choices=("public", "private", "shared"),
+                     help="Visibility tag (private, shared, public)")
     ops.add_argument("-u", "--env-user", "--user", metavar="USERNAME", help="Owner of the environment")
     ops.add_argument("--env-version", metavar="NUMBER", help="Version of the environment")
     ops.add_argument("-m", "--files-to-move", metavar="FILES", help="Files to move (src1::dst1,src2::dst2,...)")

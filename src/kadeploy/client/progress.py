@@ -1,52 +1,71 @@
-"""Live progress on a terminal: per macro-step counts of nodes OK, KO and in progress.
+"""Live progress on a terminal, when asked for (`--progress`): per macro-step counts of nodes OK, KO and in progress.
 
-Client room. Used only when stdout is a TTY (and not `--no-progress`): the
-Kadeploy3 text still scrolls above, and a small rich table at the bottom shows,
-per server and macro-step, how many nodes are done, failed or running, with
-the elapsed time. Fed by the polling threads from `GET state` snapshots
-(through a `StepTracker`, which keeps the macro-steps already passed) and
-`GET status` ones (step times); from `GET status` alone when no states are given.
+Client room. Off unless the user asks for it, and only on a terminal: Kadeploy3
+has no such display, and scripts run the tools through `ssh -tt` (a terminal)
+and read the output with patterns anchored at the start of a line
+(`^The deployment is successful on nodes`). So the table is drawn under the
+Kadeploy3 text in plain ASCII, and every redraw or removal ends its cursor
+movements with a newline: whatever text follows starts a line of its own in
+the byte stream, not only on the screen. Fed by the polling threads from
+`GET state` snapshots (through a `StepTracker`, which keeps the macro-steps
+already passed) and `GET status` ones (step times); from `GET status` alone
+when no states are given.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import sys
 import threading
-from typing import Any
+from typing import Any, TextIO
 
+from rich import box
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
-from rich.text import Text
 
 from kadeploy.client.output import MacroProgress, macro_progress
 from kadeploy.client.tracker import StepTracker
 
+# Erase the table and come back to its first line through a newline: up to the
+# table's first line, clear to the end of the screen, up to the line above,
+# then a newline lands on the first line again, at column 0.
+_ERASE = "\x1b[{height}A\x1b[J\x1b[1A\n"
+
 
 class ProgressDisplay:
-    """A rich Live table refreshed from the polling threads; log lines print above it."""
+    """A table kept under the text lines; text goes above it through `print_line`."""
 
-    def __init__(self, operation: str, console: Console | None = None) -> None:
+    def __init__(self, operation: str, stream: TextIO | None = None, width: int | None = None) -> None:
         self.operation = operation
-        self.console = console or Console()
-        self._lock = threading.Lock()
+        self.stream = stream or sys.stdout
+        self.width = width or _terminal_width(self.stream)
+        self._lock = threading.RLock()
         self._progress: dict[str, dict[str, MacroProgress]] = {}
         self._elapsed: dict[str, float] = {}
         self._trackers: dict[str, StepTracker] = {}
-        self._live: Live | None = None
+        self._height = 0          # lines of the table now on the screen
+        self._active = False
 
     def __enter__(self) -> ProgressDisplay:
-        self._live = Live(self.render(), console=self.console, refresh_per_second=4, transient=True)
-        self._live.__enter__()
+        with self._lock:
+            self._active = True
+            self._draw()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.__exit__(None, None, None)
-            self._live = None
+        with self._lock:
+            self._erase()
+            self._active = False
+            self.stream.flush()
 
     def print_line(self, text: str) -> None:
-        """Sink for `Printer`: plain text above the live table (no markup interpretation)."""
-        self.console.print(Text(text), soft_wrap=True)
+        """Sink for `Printer`: one text line above the table (the table is redrawn under it)."""
+        with self._lock:
+            self._erase()
+            self.stream.write(text + "\n")
+            self._draw()
+            self.stream.flush()
 
     def update(self, server: str, status: dict[str, Any] | None, elapsed: float,
                states: dict[str, Any] | None = None) -> None:
@@ -59,16 +78,18 @@ class ProgressDisplay:
             elif status:
                 self._progress[server] = macro_progress(status)
             self._elapsed[server] = elapsed
-        if self._live is not None:
-            self._live.update(self.render())
+            if self._active:
+                self._erase()
+                self._draw()
+                self.stream.flush()
 
     def render(self) -> Table:
-        table = Table(title=f"{self.operation} progress", expand=False)
+        table = Table(title=f"{self.operation} progress", expand=False, box=box.ASCII)
         table.add_column("Server")
         table.add_column("Macro-step")
-        table.add_column("OK", justify="right", style="green")
-        table.add_column("KO", justify="right", style="red")
-        table.add_column("In progress", justify="right", style="yellow")
+        table.add_column("OK", justify="right")
+        table.add_column("KO", justify="right")
+        table.add_column("In progress", justify="right")
         table.add_column("Step time", justify="right")
         table.add_column("Elapsed", justify="right")
         with self._lock:
@@ -81,3 +102,30 @@ class ProgressDisplay:
                 for server, elapsed_s in self._elapsed.items():
                     table.add_row(server, "(starting)", "", "", "", "", f"{int(elapsed_s)}s")
         return table
+
+    def lines(self) -> list[str]:
+        """The table as plain text lines (no escapes), each shorter than the terminal (no wrapping)."""
+        console = Console(file=io.StringIO(), width=max(20, self.width - 1), color_system=None,
+                          force_terminal=False, highlight=False, emoji=False)
+        console.print(self.render())
+        return [line.rstrip()[: self.width - 1] for line in console.file.getvalue().splitlines()]
+
+    def _draw(self) -> None:
+        if not self._active:
+            return
+        lines = self.lines()
+        self.stream.write("".join(line + "\n" for line in lines))
+        self._height = len(lines)
+
+    def _erase(self) -> None:
+        if self._height:
+            self.stream.write(_ERASE.format(height=self._height))
+            self._height = 0
+
+
+def _terminal_width(stream: TextIO) -> int:
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        columns = 0
+    return columns if columns > 0 else 80  # a terminal of unknown size says 0

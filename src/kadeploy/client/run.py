@@ -64,7 +64,7 @@ class WorkflowOptions:
     json_file: str | None = None
     script: str | None = None
     fail_on_ko: bool = False
-    progress: bool | None = None        # None: on when stdout is a terminal
+    progress: bool = False              # --progress: live display, on a terminal only
     debug: bool = False
     poll_interval: float | None = None  # None: kadeploy.client.workflow.POLL_INTERVAL
 
@@ -151,13 +151,13 @@ def _run(
     stderr: TextIO,
     stdin: TextIO,
 ) -> int:
-    use_progress = options.progress if options.progress is not None else _isatty(stdout)
-    use_progress = use_progress and options.wait and not options.dry_run
+    # Kadeploy3 has no live display: only when asked for, and only drawn on a terminal
+    use_progress = bool(options.progress) and _isatty(stdout) and options.wait and not options.dry_run
     display = None
     if use_progress:
         from kadeploy.client.progress import ProgressDisplay
 
-        display = ProgressDisplay(request.operation)
+        display = ProgressDisplay(request.operation, stdout)
     cancel = threading.Event()
     debug_printer = open_debug_printer() if options.debug else None
     runners: list[WorkflowRunner] = []
@@ -304,8 +304,8 @@ def _isatty(stream: TextIO) -> bool:
 def _echo_off(stdin: TextIO) -> list[Any] | None:
     """Stop the terminal echoing ENTER under the live table; returns the settings to restore.
 
-    The echoed newline moves the cursor behind rich's back, which leaves a
-    stale copy of the table's first line on the screen at each key press.
+    The echoed newline moves the cursor behind the display's back, which leaves
+    a stale copy of the table's first line on the screen at each key press.
     """
     if not _isatty(stdin):
         return None
