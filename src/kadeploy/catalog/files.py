@@ -74,10 +74,10 @@ class FileFetcher:
         if uri.startswith("server://"):
             fetched = await asyncio.to_thread(self._server_file, uri, what, limit)
         else:
-            fetched = await self._cached_download(uri, self._url_of(uri, client, what), what, wid, priority, limit)
+            fetched = await self._cached_download(uri, self._url_of(uri, client, what), what, wid, priority, limit,
+                                                  expected_checksum)
         if expected_checksum and fetched.checksum != expected_checksum:
-            raise KadeployError(ErrorCode.INVALID_FILE,
-                                f"Checksum of the {what} {uri} does not match (an update is necessary)")
+            raise checksum_mismatch(uri)
         return fetched
 
     async def check(self, uri: str, *, client: str | None = None, what: str = "file",
@@ -160,7 +160,7 @@ class FileFetcher:
         return FetchedFile(uri, real, stat.st_size, checksum)
 
     async def _cached_download(self, uri: str, url: str, what: str, wid: str | None, priority: int,
-                               limit: int | None) -> FetchedFile:
+                               limit: int | None, expected_checksum: str | None = None) -> FetchedFile:
         cache = self.cache
         async with cache.lock(uri):
             entry = cache.lookup(uri)
@@ -172,16 +172,17 @@ class FileFetcher:
                 headers["If-None-Match"] = f'"{entry.etag}"'
             elif entry is not None and entry.last_modified:
                 headers["If-Modified-Since"] = entry.last_modified
-            entry = await self._download(uri, url, what, headers, entry, priority, limit)
+            entry = await self._download(uri, url, what, headers, entry, priority, limit, expected_checksum)
             if not entry.path.is_file():
                 # released and deleted by another operation while we revalidated it (304): fetch again
                 cache.discard(uri)
-                entry = await self._download(uri, url, what, {"Accept-Encoding": "identity"}, None, priority, limit)
+                entry = await self._download(uri, url, what, {"Accept-Encoding": "identity"}, None, priority, limit,
+                                             expected_checksum)
             cache.acquire(entry, wid, priority)
             return FetchedFile(uri, entry.path, entry.size, entry.checksum)
 
     async def _download(self, uri: str, url: str, what: str, headers: dict[str, str], cached: CacheEntry | None,
-                        priority: int, limit: int | None) -> CacheEntry:
+                        priority: int, limit: int | None, expected_checksum: str | None = None) -> CacheEntry:
         cache = self.cache
         cache.directory.mkdir(parents=True, exist_ok=True)
         target = cache.new_path(uri)
@@ -195,6 +196,10 @@ class FileFetcher:
                         raise KadeployError(ErrorCode.INVALID_FILE,
                                             f"Unable to grab the {what} {uri} (HTTP {response.status_code})")
                     etag = response.headers.get("etag", "").strip('"')
+                    if expected_checksum and etag and etag != expected_checksum:
+                        # the ETag is the file's checksum: a changed file is refused before it is
+                        # downloaded, as Kadeploy3's GrabFile does when its fetcher gives a checksum
+                        raise checksum_mismatch(uri)
                     announced = _content_length(response.headers)
                     if announced is not None:
                         self._check_size(uri, announced, what, limit)
@@ -223,6 +228,11 @@ class FileFetcher:
         if limit is not None and size > limit:
             raise KadeployError(ErrorCode.INVALID_FILE,
                                 f"The {what} {uri} is too big ({size} bytes, at most {limit})")
+
+
+def checksum_mismatch(uri: str) -> KadeployError:
+    """A recorded environment's file changed since its checksum was stored (Kadeploy3's words, error 5)."""
+    return KadeployError(ErrorCode.INVALID_FILE, f"Checksum of the file '{uri}' does not match (an update is necessary)")
 
 
 def _content_length(headers: Any) -> int | None:

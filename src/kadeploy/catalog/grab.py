@@ -3,8 +3,9 @@
 Used by every runner (the engine runner and the Dummy runner alike) so that
 the rules are the same everywhere: a recorded environment's image and
 archives must still match the checksums stored when it was added ("Checksum
-of the image ... does not match (an update is necessary)", error 5, until
-`kaenv3 --update-image-checksum`), pre/post-install archives are limited by
+of the file '...' does not match (an update is necessary)", error 5, until
+`kaenv3 --update-image-checksum`; a client file's checksum is the ETag of the
+client's file server, so touching it is a change, as in Kadeploy3), pre/post-install archives are limited by
 `max_preinstall_size` / `max_postinstall_size`, and the files of a recorded
 environment are cached with priority DB, those of an anonymous one with
 priority ANON (deleted when the operation ends).

@@ -4,6 +4,8 @@ Client room. One `WorkflowRunner` per server in its own thread (so `-M`
 streams side by side, prefixed `[site] `); the main thread only waits, so
 Ctrl-C reaches it and becomes a cancel (DELETE) of every workflow. At the end:
 result blocks, merged `-o/-n` files, `--json`, `-s` script, exit status.
+A recorded environment is looked up before the launch and its local files
+served, as for `-a` (`kadeploy.client.recorded`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from kadeploy.client.output import (
     write_json,
     write_node_file,
 )
+from kadeploy.client.recorded import resolve_recorded_environment
 from kadeploy.client.session import Session
 from kadeploy.client import workflow as workflow_module
 from kadeploy.client.workflow import WorkflowOutcome, WorkflowRunner
@@ -120,6 +123,7 @@ def run_workflows(
     stderr = stderr or sys.stderr
     stdin = stdin or sys.stdin
     shares = session.dispatch_nodes(nodes)
+    request = resolve_recorded_environment(session, request, stdout)
     exporter = _start_exporter(request, options)
     try:
         return _run(session, request, shares, options, exporter, stdout, stderr, stdin)

@@ -17,8 +17,12 @@ from urllib.parse import parse_qs, urlsplit
 
 class FakeKadeploy:
     def __init__(self, nodes: list[str], *, ko_nodes: tuple[str, ...] = (), polls_before_done: int = 2,
-                 error: tuple[int, str] | None = None, launch_error: tuple[int, str] | None = None) -> None:
+                 error: tuple[int, str] | None = None, launch_error: tuple[int, str] | None = None,
+                 environments: list[dict[str, Any]] | None = None) -> None:
         self.nodes = nodes
+        # recorded environments GET /environments lists; None: any name asked for exists, version 1,
+        # its image on the server
+        self.environments = environments
         self.ko_nodes = set(ko_nodes)
         self.polls_before_done = polls_before_done
         self.error = error
@@ -85,6 +89,8 @@ class FakeKadeploy:
             return 200, {}, "X-Kadeploy-"
         if path == "/nodes" and query.get("list"):
             return 200, {}, self.nodes
+        if (method, path) == ("GET", "/environments"):
+            return 200, {}, self.list_environments(query)
         if (method, path) in (("POST", "/deployment"), ("POST", "/reboot"), ("PUT", "/power"), ("GET", "/power")):
             if self.launch_error:
                 return self.app_error(*self.launch_error)
@@ -103,6 +109,20 @@ class FakeKadeploy:
         if len(segments) >= 2 and segments[1] in self.workflows:
             return self.workflow_route(method, segments[1], segments[2:])
         return 404, {}, f"No route {method} {path}"
+
+    def list_environments(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        name = query.get("name", [""])[0]
+        owner = query.get("username", [""])[0]
+        if self.environments is None:
+            return [{"user": owner or "tester", "name": name, "version": 1, "os": "linux",
+                     "image": {"file": "server:///envs/img.tgz", "kind": "tar", "compression": "gzip"}}]
+        found = [env for env in self.environments
+                 if env["name"] == name and (not owner or env["user"] == owner)
+                 and ("version" not in query or str(env["version"]) == query["version"][0])]
+        if query.get("last"):
+            last = {(env["user"], env["name"]): env for env in sorted(found, key=lambda env: env["version"])}
+            found = [env for env in found if last[(env["user"], env["name"])] is env]
+        return found
 
     def workflow_route(self, method: str, wid: str, rest: list[str]) -> tuple[int, dict, Any]:
         flow = self.workflows[wid]

@@ -15,7 +15,7 @@ from kadeploy.catalog.files import FileFetcher
 from kadeploy.db import environments as db_envs
 from kadeploy.db import rights as db_rights
 from kadeploy.server.app import create_app
-from kadeploy.server.operations import DummyRunner
+from kadeploy_testbed.dummy import DummyRunner
 from server_fixtures import NODES_C1, NODES_C2, database_at, make_settings, wait_done
 
 USERS = ("alice", "bob", "root")  # owner, another user, an almighty user
@@ -161,7 +161,7 @@ async def test_a_changed_image_is_refused_until_its_checksum_is_updated(site):
     wid = (await deploy(site, "alice", {"kind": "database", "name": "debian"})).json()["wid"]
     assert (await wait_done(alice, f"/deployment/{wid}"))["error"] is True
     code, message = error_of(await alice.get(f"/deployment/{wid}/error"))
-    assert code == 5 and message == f"Checksum of the image server://{image} does not match (an update is necessary)"
+    assert code == 5 and message == f"Checksum of the file 'server://{image}' does not match (an update is necessary)"
 
     updated = await alice.put("/environments/alice/debian", json={"update_image_checksum": True, "last": True})
     assert updated.status_code == 200, updated.text
