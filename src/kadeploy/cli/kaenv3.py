@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-import yaml
-
+from kadeploy.cli import printing, psych
 from kadeploy.cli.common import (
     OptionError,
     add_generic_options,
@@ -117,29 +116,61 @@ def env_path(user: str, name: str, version: str | None) -> str:
 
 
 def list_lines(environments: list[dict[str, Any]]) -> list[str]:
-    """Kadeploy3's listing: fixed columns, description cut at 35 characters."""
+    """Kadeploy3's listing (bin/kaenv3 `print_headers`, `print_short`), column widths and cut included."""
     if not environments:
         return ["No environment has been found"]
     lines = [
         f"{'Name':<21} {'Version':<7} {'User':<11} Description",
         f"{'####':<21} {'#######':<7} {'####':<11} ###########",
     ]
-    for env in environments:
-        description = str(env.get("description") or "")
-        cut = description[:35] + ("..." if len(description) > 35 else "")
-        lines.append(f"{str(env.get('name')):<21} {str(env.get('version')):<7} {str(env.get('user')):<11} {cut}")
-    return lines
+    return lines + [short_line(env) for env in environments]
 
 
-def print_lines_yaml(environments: list[dict[str, Any]]) -> str:
+def short_line(env: dict[str, Any]) -> str:
+    """bin/kaenv3 `print_short`: a long name eats into the version column, the line stays within 80.
+
+    `tot` counts the columns used before the description; a description longer than `80 - tot`
+    is cut to `80 - tot - 3` characters and `...`. With a name of 28 characters or more, Kadeploy3
+    counts `env['version'].size`, which for a Ruby Integer is its size in bytes: 8.
+    """
+    name, version, user = str(env.get("name")), env.get("version"), str(env.get("user"))
+    description = str(env.get("description") or "")
+    tot = max(len(name), 21)
+    line = f"{name:<21} "
+    extra = len(name) - 21
+    if extra > 0:
+        if extra < 7:
+            line += f"{_ruby_to_s(version):<{7 - extra}} "
+            tot += 7 - extra
+        else:
+            line += f"{_ruby_to_s(version)} "
+            tot += 8 if isinstance(version, int) else len(_ruby_to_s(version))
+    else:
+        line += f"{_ruby_to_s(version):<7} "
+        tot += 7
+    line += f"{user:<11} "
+    tot += max(len(user), 11) + 3
+    if len(description) > 80 - tot:
+        return line + description[:max(80 - tot - 3, 0)] + "..."
+    return line + description[:max(80 - tot, 0)]
+
+
+def _ruby_to_s(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def print_lines_yaml(environments: list[dict[str, Any]], asked_user: str | None, me: str) -> str:
+    """`kaenv3 -p` (bin/kaenv3 `result`, `print_full`): each environment's Ruby `to_yaml`, `user` removed.
+
+    Without `-u`, the user's own environments are printed if any matched, else all of them.
+    """
     if not environments:
         return "No environment has been found\n"
-    out = []
-    for env in environments:
-        env = {key: value for key, value in env.items() if key not in ("user", "id")}
-        out.append(yaml.safe_dump(env, default_flow_style=False, sort_keys=False, explicit_start=True,
-                                  allow_unicode=True))
-    return "".join(out)
+    chosen = environments
+    if asked_user is None:
+        chosen = [env for env in environments if env.get("user") == me] or environments
+    return "".join(printing.puts(psych.dump({key: value for key, value in env.items() if key != "user"}))
+                   for env in chosen)
 
 
 def run_operation(connection: Connection, args: argparse.Namespace, operation: str, argument: str | None,
@@ -155,11 +186,12 @@ def run_operation(connection: Connection, args: argparse.Namespace, operation: s
         environments = connection.get("/environments", with_dry_run(params, generic)) or []
         return "" if generic.dry_run else "\n".join(list_lines(environments)) + "\n"
     if operation == "print":
-        params = {"username": user, "name": argument, "version": args.env_version}
+        # as Kadeploy3, only -u names a user: the server answers every visible match (bin/kaenv3 `run`)
+        params = {"username": args.env_user or None, "name": argument, "version": args.env_version}
         if not args.all_versions and args.env_version is None:
             params["last"] = True
         environments = connection.get("/environments", with_dry_run(params, generic)) or []
-        return "" if generic.dry_run else print_lines_yaml(environments)
+        return "" if generic.dry_run else print_lines_yaml(environments, args.env_user, connection.user)
     if operation == "add":
         from kadeploy.cli.kadeploy3 import load_env_file
 
@@ -238,8 +270,7 @@ def body(argv: Sequence[str]) -> int:
         for connection in session.connections:
             text = run_operation(connection, args, operation, argument, generic)
             if text:
-                prefix = session.prefix(connection)
-                print("".join(f"{prefix}{line}\n" for line in text.splitlines()) if prefix else text, end="")
+                print(printing.debug(text, connection.server.name if session.multi else None), end="")
     return 0
 
 

@@ -10,8 +10,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-import yaml
-
+from kadeploy.cli import printing, psych
 from kadeploy.cli.common import (
     OptionError,
     add_generic_options,
@@ -60,24 +59,53 @@ def check_options(args: argparse.Namespace, nodes: Sequence[str]) -> None:
         raise OptionError("Workflow ID cannot be used with -a/--get-all-status")
 
 
-def gather(session: Session, args: argparse.Namespace, nodes: Sequence[str]) -> Any:
-    """The document to print for the chosen operation (merged over servers with -M)."""
-    merged: Any = None
+def node_states(answer: Any) -> dict[str, Any]:
+    """`GET /nodes` as Kadeploy3's `Nodes.get_states` hash: a node never deployed has nil (nodes.rb)."""
+    states: dict[str, Any] = {}
+    for node, state in (answer or {}).items():
+        if isinstance(state, dict):
+            environment = state.get("environment") or {}
+            state = {"state": state.get("state"), "user": state.get("user"),
+                     "environment": {key: environment.get(key) for key in ("name", "version", "user")}}
+        states[str(node)] = state
+    return states
+
+
+def status_text(operation: str, answers: Sequence[Any]) -> str:
+    """What Kadeploy3's kanodes3 prints for one server's answers (one per kind asked).
+
+    A single kind is the server's own `to_yaml` of the Ruby objects it built
+    (bin/kanodes3 `get(path,params,:yaml,false)`): the node states hash has
+    string keys (common/nodes.rb `get_states`), workflow statuses have symbol
+    keys (server/kaworkflow.rb `work_get`, server/kaconsole.rb `console_get`).
+    `-a` is the client's `to_yaml` of the JSON answers concatenated: string keys.
+    """
+    if operation == "state":
+        return psych.dump(node_states(answers[0]))
+    if operation == "all":
+        merged: list[Any] = []
+        for answer in answers:
+            merged += list(answer or [])
+        return psych.dump(merged)
+    return psych.dump(psych.symbolize_keys(answers[0]))
+
+
+def gather(session: Session, args: argparse.Namespace, nodes: Sequence[str]) -> list[tuple[Any, list[Any]]]:
+    """Each server's answers, in Kadeploy3's request order (deploy, reboot, power, console for -a)."""
     generic = session.options
+    gathered: list[tuple[Any, list[Any]]] = []
     for connection in session.connections:
         if args.operation == "state":
             answer = connection.get("/nodes", with_dry_run({"nodes": list(nodes) or None}, generic))
-            merged = {**(merged or {}), **(answer or {})}
+            gathered.append((connection, [answer]))
             continue
         kinds = list(STATUS_PATHS) if args.operation == "all" else [args.operation]
+        answers = []
         for kind in kinds:
             path = STATUS_PATHS[kind] + (f"/{args.workflow_id}" if args.workflow_id else "")
-            answer = connection.get(path, with_dry_run(None, generic))
-            if args.workflow_id:
-                merged = answer
-            else:
-                merged = (merged or []) + list(answer or [])
-    return merged
+            answers.append(connection.get(path, with_dry_run(None, generic)))
+        gathered.append((connection, answers))
+    return gathered
 
 
 def body(argv: Sequence[str]) -> int:
@@ -88,9 +116,12 @@ def body(argv: Sequence[str]) -> int:
     nodes = nodes_from_args(args)
     check_options(args, nodes)
     with open_session(generic) as session:
-        document = gather(session, args, nodes)
-    if document and not generic.dry_run:  # Kadeploy3 prints nothing back from a dry run
-        print(yaml.safe_dump(document, default_flow_style=False, sort_keys=False, explicit_start=True), end="")
+        gathered = gather(session, args, nodes)
+        if generic.dry_run:  # Kadeploy3 prints nothing back from a dry run
+            return 0
+        for connection, answers in gathered:
+            name = connection.server.name if session.multi else None
+            print(printing.debug(status_text(args.operation, answers), name), end="")
     return 0
 
 

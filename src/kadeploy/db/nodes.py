@@ -25,8 +25,14 @@ class NodeState:
     date: float
 
     def to_api(self) -> dict[str, Any]:
-        """Kadeploy3's shape: {state, user, environment: {name, version, user}}."""
-        return {"state": self.state, "user": self.user, "environment": self.environment}
+        """Kadeploy3's shape: {state, user, environment: {name, version, user}}.
+
+        As its LEFT JOIN (common/nodes.rb `get_states`), a node without a recorded environment
+        still has the three environment keys, each null: `kanodes3 -s` prints them.
+        """
+        environment = self.environment or {}
+        return {"state": self.state, "user": self.user,
+                "environment": {key: environment.get(key) for key in ("name", "version", "user")}}
 
 
 def set_states(session: Session, states: Mapping[str, str], *, user: str | None = None,

@@ -84,7 +84,8 @@ def failure_rates(session: Session, flt: StatsFilter, min_failure_rate: float | 
         counts = totals.setdefault(hostname, [0, 0])
         counts[0] += 1
         counts[1] += 1 if success else 0
-    rates = {host: round(1 - ok / total, 3) for host, (total, ok) in totals.items()}
+    # by hostname, as Kadeploy3's GROUP BY hostname returned them (server/stats.rb `list_failure_rates`)
+    rates = {host: round(1 - ok / total, 3) for host, (total, ok) in sorted(totals.items())}
     if min_failure_rate is not None:
         rates = {host: rate for host, rate in rates.items() if rate >= min_failure_rate}
     return rates

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import email.utils
 import gzip
-import io
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -103,9 +101,11 @@ def _parse_date(params: dict[str, Any], key: str) -> float | None:
                                                       "or epoch expected)") from None
 
 
-def _csv_value(value: Any) -> str:
+def _csv_value(value: Any, field: str = "") -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if field == "error" and isinstance(value, str):
+        return value.replace('"', '\\"')
     return "" if value is None else str(value)
 
 
@@ -418,7 +418,11 @@ def create_app(settings: ServerSettings, database: Database, runner: OperationRu
         if unknown:
             raise KadeployError(ErrorCode.INVALID_NODELIST, f"The node(s) {', '.join(unknown)} do not exist")
         states = await database.run(lambda s: db_nodes.get_states(s, wanted))
-        return render(request, {n: states[n].to_api() if n in states else None for n in wanted})
+        # Kadeploy3's order (nodes.rb `get_states`, kanodes.rb): known states sorted by hostname as
+        # SQL sorts strings, then the nodes never operated on (null), in the order asked
+        answer: dict[str, Any] = {n: states[n].to_api() for n in sorted(states) if n in wanted}
+        answer.update({n: None for n in wanted if n not in states})
+        return render(request, answer)
 
     # -- stats ---------------------------------------------------------------------------------
     @app.get("/stats", summary="Statistics")
@@ -450,11 +454,11 @@ def create_app(settings: ServerSettings, database: Database, runner: OperationRu
         sort = as_list(params, "sort") or ["start"]
         limit = as_int(params, "limit", minimum=1)
         rows = await database.run(lambda s: db_stats.query_records(s, flt, fields, sort, limit))
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        for row in rows:
-            writer.writerow([_csv_value(v) for v in row])
-        return Response(gzip.compress(buffer.getvalue().encode()), media_type="text/csv",
+        # Kadeploy3's lines are MySQL's CONCAT_WS(',', fields...) (server/stats.rb `list_all`): values
+        # joined as they are, never quoted, and the error with its " stored as \" (server/debug.rb)
+        text = "".join(",".join(_csv_value(value, name) for value, name in zip(row, fields)) + "\n"
+                       for row in rows)
+        return Response(gzip.compress(text.encode()), media_type="text/csv",
                         headers={"Content-Encoding": "gzip"})
 
     return app

@@ -49,9 +49,18 @@ class ConsoleWorkflow:
     start_time: float = field(default_factory=time.time)
 
     def info(self) -> dict[str, Any]:
-        return {"id": self.wid, "wid": self.wid, "user": self.user, "node": self.node,
-                "attached": self.session.attached, "console_uri": self.session.uri,
-                "error": self.session.error is not None, "time": round(time.time() - self.start_time, 2)}
+        """Kadeploy3's `console_get` hash (server/kaconsole.rb), in its order: kanodes3 -c prints it.
+
+        Only owners and admins see consoles here, so `attached` and `console_uri` are always shown
+        while the console runs, as Kadeploy3 shows them to those users.
+        """
+        info: dict[str, Any] = {"id": self.wid, "user": self.user, "node": self.node}
+        if self.session.error is None:
+            info.update({"error": False, "attached": self.session.attached, "console_uri": self.session.uri})
+        else:
+            info["error"] = True
+        info["time"] = round(time.time() - self.start_time, 2)
+        return info
 
 
 class ConsoleRegistry:

@@ -150,7 +150,10 @@ class Workflow:
         return self.debugs.read(node, dry_run=dry_run)
 
     def info(self, *, details: bool) -> dict[str, Any]:
-        """`GET /%OP/:wid`: full for the owner and admins, reduced for others."""
+        """`GET /%OP/:wid`: full for the owner and admins, reduced for others.
+
+        Keys and their order are Kadeploy3's `work_get` (server/kaworkflow.rb): kanodes3 prints them.
+        """
         nodes = self.op.hostnames
         info: dict[str, Any] = {"wid": self.wid, "user": self.user, "done": self.done,
                                 "error": self.error is not None or self.aborted, "start_time": int(self.start_time)}
@@ -159,15 +162,17 @@ class Workflow:
             return info
         if self.op.environment is not None:
             env = self.op.environment
-            info["environment"] = {key: env.get(key) for key in ("id", "user", "name", "version") if key in env}
-        info["logs"] = self.logs.unread(None)
-        info["debugs"] = self.op.debug and self.debugs.unread(None)
-        if self.done and self.outcome is not None:
-            info["nodes"] = {"ok": self.outcome.ok, "ko": self.outcome.ko}
-        elif self.done:
-            info["nodes"] = {"ok": [], "ko": nodes}
-        else:
-            info["nodes"] = {"ok": [], "ko": [], "processing": nodes}
+            info["environment"] = {key: env.get(key) for key in ("id", "user", "name", "version")}
+        if not info["error"]:  # Kadeploy3's work_get: a failed workflow shows no logs, debugs nor nodes
+            info["logs"] = self.logs.unread(None)
+            if self.op.debug:  # only when a debugger exists (kaworkflow.rb `if info[:debugger]`)
+                info["debugs"] = self.debugs.unread(None)
+            if self.done and self.outcome is not None:
+                info["nodes"] = {"ok": self.outcome.ok, "ko": self.outcome.ko}
+            elif self.done:
+                info["nodes"] = {"ok": [], "ko": nodes}
+            else:
+                info["nodes"] = {"ok": [], "ko": [], "processing": nodes}
         info["time"] = round((self.end_time or time.time()) - self.start_time, 2)
         return info
 
