@@ -39,7 +39,7 @@ from kadeploy.server.http import (HTTPProblem, RequestTimeout, as_bool, as_dict,
                                   error_response, problem_response, read_params, render)
 from kadeploy.server.logfiles import OperationLogs
 from kadeploy.server.metrics import Metrics
-from kadeploy.server.operations import DummyRunner, OperationRunner
+from kadeploy.server.operations import OperationRunner
 from kadeploy.server.requests import RequestBuilder
 from kadeploy.server.rights import RightsService
 from kadeploy.server.settings import EXPORTED_VARS, ServerSettings
@@ -109,10 +109,10 @@ def _csv_value(value: Any, field: str = "") -> str:
     return "" if value is None else str(value)
 
 
-def create_app(settings: ServerSettings, database: Database, runner: OperationRunner | None = None, *,
+def create_app(settings: ServerSettings, database: Database, runner: OperationRunner, *,
                console_factory: ConsoleFactory | None = None, fetcher: Any = None,
                autoclean_interval: float = AUTOCLEAN_INTERVAL, files: OperationLogs | None = None) -> FastAPI:
-    """The application; `runner` defaults to `DummyRunner()` until the engine runner is plugged.
+    """The application, running operations with `runner` (the daemon passes the engine runner).
 
     `files` are the opened server.conf `logs` files (the daemon owns them: opens, reopens on HUP, closes).
     """
@@ -120,7 +120,7 @@ def create_app(settings: ServerSettings, database: Database, runner: OperationRu
     rights = RightsService(database, settings.rights_kind)
     environments = EnvironmentService(database, fetcher)
     ctx = ServerContext(settings=settings, database=database,
-                        registry=WorkflowRegistry(database, runner or DummyRunner(), metrics, settings.hooks,
+                        registry=WorkflowRegistry(database, runner, metrics, settings.hooks,
                                                   files=files, log_to_db=settings.log_to_db),
                         authenticator=Authenticator(settings.auth, settings.almighty_users), rights=rights,
                         environments=environments, requests=RequestBuilder(settings, environments, rights),

@@ -25,11 +25,17 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kadeploy.boot.process import use_pidfd_child_watcher
 from kadeploy.errors import KadeployError
 from kadeploy.server.logfiles import OperationLogs
+
+if TYPE_CHECKING:
+    from kadeploy.server.operations import Services
+    from kadeploy.server.settings import ServerSettings
 
 log = logging.getLogger("kadeploy.server")
 
@@ -127,8 +133,25 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `kadeploy3d` console script."""
+def engine_services(cfg: Any, settings: ServerSettings) -> Services:
+    """The product's one way to run operations: the engine driving the real steps.
+
+    Imported directly, never guarded: a part that cannot load stops the
+    server at start rather than leaving it to answer for work it cannot do.
+    """
+    from kadeploy.steps.runner import create_services
+
+    return create_services(cfg)
+
+
+def main(argv: list[str] | None = None,
+         services_factory: Callable[[Any, ServerSettings], Services] = engine_services) -> int:
+    """Entry point of the `kadeploy3d` console script.
+
+    `services_factory` is the composition root's one seam: the testbed's
+    dummy daemon passes its own (a runner that touches no node), the
+    `kadeploy3d` script never does.
+    """
     args = parse_args(argv)
     config_dir = Path(os.environ.get("KADEPLOY3_CONFIG_DIR", DEFAULT_CONFIG_DIR))
     log_dir = Path(os.environ.get("KADEPLOY3_LOG_DIR", DEFAULT_LOG_DIR))
@@ -139,7 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from kadeploy.config import load_config
         from kadeploy.server.auth import Authenticator
-        from kadeploy.server.runners import select_runner
         from kadeploy.server.settings import from_config
 
         cfg = load_config(config_dir)
@@ -154,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             files.check()  # Kadeploy3 creates them and checks they are writable when loading server.conf
         except OSError as exc:
             raise KadeployError(0, f"server.conf: logs: cannot open {exc.filename}: {exc.strerror}") from None
-        runner = select_runner(cfg, settings)
+        services = services_factory(cfg, settings)
     except KadeployError as exc:
         print(f"kadeploy3d: configuration error: {exc.message}", file=sys.stderr)
         return 1
@@ -185,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, _exit_on_signal)
     use_pidfd_child_watcher()
     try:
-        return asyncio.run(serve(settings, runner, run_dir, logs, cfg))
+        return asyncio.run(serve(settings, services, run_dir, logs))
     except KadeployError as exc:
         print(f"kadeploy3d: {exc.message}", file=sys.stderr)
         return 1
@@ -220,7 +242,7 @@ class _Server:
         return Server(config)
 
 
-async def serve(settings, runner, run_dir: Path, logs: LogFiles, cfg=None) -> int:  # type: ignore[no-untyped-def]
+async def serve(settings: ServerSettings, services: Services, run_dir: Path, logs: LogFiles) -> int:
     """Prepare the database and serve until INT/TERM."""
     import uvicorn
 
@@ -230,22 +252,8 @@ async def serve(settings, runner, run_dir: Path, logs: LogFiles, cfg=None) -> in
 
     database = Database(settings.database_url)
     await asyncio.to_thread(prepare_database, database)
-    # the runner owns the server-side file fetcher; recorded environments get their checksums from it
-    console_factory = None
-    if hasattr(runner, "cfg"):
-        from kadeploy.steps.console import ConsoleFactory
-
-        console_factory = ConsoleFactory(runner)
-    fetcher = getattr(runner, "fetcher", None)
-    if fetcher is None and cfg is not None:
-        # with the Dummy runner too, recorded environments get their checksums; with
-        # KADEPLOY3_DUMMY_GRAB=1 it also grabs and checks the files of each deployment
-        from kadeploy.catalog.files import fetcher_from_config
-
-        fetcher = fetcher_from_config(cfg)
-        if hasattr(runner, "fetcher") and os.environ.get("KADEPLOY3_DUMMY_GRAB") == "1":
-            runner.fetcher = fetcher
-    app = create_app(settings, database, runner, fetcher=fetcher, console_factory=console_factory, files=logs.files)
+    app = create_app(settings, database, services.runner, fetcher=services.fetcher,
+                     console_factory=services.console_factory, files=logs.files)
     host = "127.0.0.1" if settings.local_only else settings.hostname
     ssl: dict[str, str] = {}
     if settings.secure:

@@ -2,18 +2,21 @@
 
 The HTTP layer validates a request into an `Operation` and hands it to an
 `OperationRunner`; the runner reports progress through a `WorkflowSink` and
-returns an `OperationOutcome`. The server ships `DummyRunner` (every node
-waits a configurable time then succeeds), used by tests and by the `Dummy`
-automaton names; the real engine + steps runner is plugged in by whoever
-builds the app (`create_app(..., runner=...)`).
+returns an `OperationOutcome`. The product has one runner, the engine +
+steps runner (`kadeploy.steps.runner.create_services`), which the daemon
+builds at start; a runner that pretends (the tests' `DummyRunner`) lives in
+the testbed distribution, never here.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from kadeploy.catalog.files import FileFetcher
+    from kadeploy.server.console import ConsoleFactory
 
 OperationKind = Literal["deploy", "reboot", "power", "power-status"]
 NodeVerdict = Literal["ok", "ko", "brk"]
@@ -115,82 +118,16 @@ class OperationRunner(Protocol):
         """Execute `op`, reporting through `sink`."""
 
 
-_DUMMY_STEPS = {"deploy": ("SetDeploymentEnvDummy", "BroadcastEnvDummy", "BootNewEnvDummy"),
-                "reboot": ("SetDeploymentEnvDummy", "", ""), "power": ("PowerDummy", "", ""),
-                "power-status": ("PowerDummy", "", "")}
-_TITLE = {"deploy": "deployment", "reboot": "reboot", "power": "power operation", "power-status": "power operation"}
+@dataclass(frozen=True)
+class Services:
+    """What the server runs operations with, built once at start by the daemon's factory.
 
+    One object instead of attributes probed with `hasattr`: the runner, the
+    file fetcher it grabs environments with (the catalogue uses the same one
+    for recorded environments' checksums) and the console opener, which needs
+    the runner's per-cluster command tables.
+    """
 
-class DummyRunner:
-    """Every node waits `delay` seconds then succeeds (or fails if listed in `failing`)."""
-
-    def __init__(self, delay: float = 0.0, failing: dict[str, str] | None = None, fetcher: Any = None) -> None:
-        self.delay = delay
-        self.failing = dict(failing or {})
-        # with a `kadeploy.catalog.files.FileFetcher`, deployments grab and check the environment's
-        # files as the engine runner does (checksums, cache references), then pretend to deploy
-        self.fetcher = fetcher
-
-    async def run(self, op: Operation, sink: WorkflowSink) -> OperationOutcome:
-        """Run each cluster concurrently; one macro-step named after the operation kind."""
-        if self.fetcher is None or op.kind != "deploy" or not op.environment:
-            return await self._run(op, sink)
-        from kadeploy.catalog.grab import grab_environment
-
-        try:
-            files = await grab_environment(self.fetcher, op.environment, client=op.client, wid=op.wid)
-            outcome = await self._run(op, sink)
-            for record in outcome.stats:
-                record["md5"] = files.image.checksum  # as the engine runner records it
-            return outcome
-        finally:
-            self.fetcher.release(op.wid)
-
-    async def _run(self, op: Operation, sink: WorkflowSink) -> OperationOutcome:
-        import time
-
-        start = time.time()
-        macro = _DUMMY_STEPS[op.kind][0]
-        status: dict[str, Any] = {}
-        sink.set_status_provider(lambda: status)
-
-        async def one_cluster(cluster: str, nodes: list[str]) -> dict[str, NodeOutcome]:
-            sink.log(cluster, 0, f"Launching a {_TITLE[op.kind]} on {', '.join(nodes)}")
-            sink.log(cluster, 1, f"Performing a {macro} step")
-            status[cluster] = {macro: {"dummy": {"nodes": {"OK": [], "KO": [], "**": list(nodes)}, "time": 0}}}
-            for node in nodes:
-                sink.node_state(node, macro, "dummy", "processing")
-            await asyncio.sleep(self.delay)
-            outcomes: dict[str, NodeOutcome] = {}
-            for node in nodes:
-                error = self.failing.get(node)
-                if error is not None:
-                    outcomes[node] = NodeOutcome("ko", f"{macro}-dummy: {error}")
-                    sink.node_state(node, macro, "dummy", "ko", outcomes[node].error)
-                else:
-                    out = "on" if op.kind == "power-status" else None
-                    outcomes[node] = NodeOutcome("ok", out=out)
-                    sink.node_state(node, macro, "dummy", "ok", out=out)
-                    if out is not None:
-                        sink.log(cluster, 0, f"{node}: {out}")
-                sink.debug(node, f"dummy step on {node}: {outcomes[node].state}")
-            status[cluster][macro]["dummy"] = {"nodes": {"OK": [n for n in nodes if outcomes[n].state == "ok"],
-                                                         "KO": [n for n in nodes if outcomes[n].state == "ko"],
-                                                         "**": []}, "time": round(time.time() - start)}
-            sink.log(cluster, 1, f"End of step {macro} after {round(time.time() - start)}s")
-            sink.log(cluster, 0, f"End of {_TITLE[op.kind]} on cluster {cluster} after {round(time.time() - start)}s")
-            return outcomes
-
-        results = await asyncio.gather(*(one_cluster(c, n) for c, n in op.nodes.items()))
-        outcomes = {node: outcome for result in results for node, outcome in result.items()}
-        env = op.environment or {}
-        steps = _DUMMY_STEPS[op.kind]
-        duration = int(time.time() - start)
-        stats = [{"wid": op.wid, "user": op.user, "hostname": node, "step1": steps[0], "step2": steps[1],
-                  "step3": steps[2], "start": int(start), "step1_duration": duration,
-                  "env": f"{env.get('name', '')}:{env.get('version', '')}" if env else "",
-                  "anonymous_env": bool(env) and "id" not in env,
-                  "success": outcome.state != "ko", "error": outcome.error,
-                  "micro_steps": [[steps[0], "dummy", round(time.time() - start, 3)]]}
-                 for node, outcome in outcomes.items()]
-        return OperationOutcome(outcomes, stats)
+    runner: OperationRunner
+    fetcher: FileFetcher
+    console_factory: ConsoleFactory | None = None

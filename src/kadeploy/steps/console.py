@@ -8,10 +8,13 @@ that only the workflow's owner receives in the POST answer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kadeploy.boot.console import ConsoleSession, new_token
 from kadeploy.errors import ErrorCode, KadeployError
+
+if TYPE_CHECKING:
+    from kadeploy.steps.runner import EngineRunner
 
 
 class BridgedConsole:
@@ -37,7 +40,7 @@ class BridgedConsole:
 class ConsoleFactory:
     """Opens console sessions using the runner's per-cluster command tables."""
 
-    def __init__(self, runner: Any) -> None:
+    def __init__(self, runner: EngineRunner) -> None:
         self.runner = runner
 
     def check(self, node: str) -> str:
@@ -45,7 +48,7 @@ class ConsoleFactory:
         info = self.runner.cfg.nodes.get(node)
         if info is None:
             raise KadeployError(ErrorCode.INVALID_NODELIST, f"Unknown node {node}")
-        invocation = self.runner._command_table(info.cluster).single("console", node)
+        invocation = self.runner.command_table(info.cluster).single("console", node)
         if invocation is None or not invocation.command:
             raise KadeployError(ErrorCode.EXECUTE_ERROR, f"No console command is configured for {node}")
         return str(invocation.command)

@@ -1,7 +1,7 @@
 """The real operation runner: the engine driving the micro-steps, one workflow per cluster.
 
 The server validates a request into an `Operation` and hands it here
-(`create_runner(cfg)` is what `kadeploy.server.runners` plugs in). For each
+(`create_services(cfg)` is what `kadeploy3d` builds at start). For each
 cluster of the operation this module resolves what the steps need (plan,
 addresses, boot targets, PXE writers, power commands, fetched files), builds
 the engine `Workflow` with the cluster's automaton (or the request's
@@ -46,6 +46,7 @@ from kadeploy.server.operations import (
     NodeOutcome,
     Operation,
     OperationOutcome,
+    Services,
     WorkflowSink,
 )
 from kadeploy.steps.context import ClusterRun, FileRef
@@ -139,7 +140,7 @@ class EngineRunner:
         run = ClusterRun(
             wid=op.wid, user=op.user, cluster=cluster, plan=plan, hosts=hosts, targets=targets,
             executor=self.executor, reboot_window=self.reboot_window, gate=self.gate,
-            commands=self._command_table(cluster), pxe=self._pxe_profiles(cluster),
+            commands=self.command_table(cluster), pxe=self._pxe_profiles(cluster),
             pxe_repository=Path(server.pxe.networkboot.repository),
             deploy_kernel=deploy_kernel.vmlinuz, deploy_initrd=deploy_kernel.initrd,
             deploy_kernel_params=deploy_kernel.params,
@@ -200,7 +201,7 @@ class EngineRunner:
                 headers={"dhcp": headers.dhcp, "localboot": headers.localboot, "networkboot": headers.networkboot})
         return self._pxe[cluster]
 
-    def _command_table(self, cluster: str) -> CommandTable:
+    def command_table(self, cluster: str) -> CommandTable:
         if cluster not in self._commands:
             cluster_cfg = self.cfg.clusters[cluster]
             remoteops = {}
@@ -510,6 +511,9 @@ def _driver_factory(op: Any) -> Any:
     return build
 
 
-def create_runner(cfg: Any) -> EngineRunner:
-    """The runner `kadeploy3d` uses for every operation (see `kadeploy.server.runners`)."""
-    return EngineRunner(cfg)
+def create_services(cfg: Any) -> Services:
+    """The runner `kadeploy3d` runs every operation with, its fetcher and its console opener."""
+    from kadeploy.steps.console import ConsoleFactory
+
+    runner = EngineRunner(cfg)
+    return Services(runner, runner.fetcher, ConsoleFactory(runner))

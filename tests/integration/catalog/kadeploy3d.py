@@ -1,4 +1,8 @@
-"""A real kadeploy3d (Dummy runner) on 127.0.0.1 with rights in the DB, and the CLI tools pointed at it."""
+"""kadeploy3d's code on 127.0.0.1 with rights in the DB, and the CLI tools pointed at it.
+
+It runs as the testbed's dummy daemon (`kadeploy_testbed.dummy`: the real server
+whose runner touches no node); a subclass sets `module` to run `kadeploy3d` itself.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ def free_port() -> int:
 
 class Kadeploy3d:
     """Writes etc/ (server.conf, clusters.conf, c1.conf, client.conf, envs/) and runs the daemon."""
+
+    module = "kadeploy_testbed.dummy"
 
     def __init__(self, directory: Path, delay: float = 0.0) -> None:
         self.directory = directory
@@ -73,13 +79,13 @@ class Kadeploy3d:
         """Environment for the daemon and the CLI tools (client.conf in the same directory)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OAR_", "SLURM_", "KADEPLOY"))}
         env.update({"KADEPLOY3_CONFIG_DIR": str(self.etc), "KADEPLOY3_LOG_DIR": str(self.directory / "log"),
-                    "KADEPLOY3_RUN_DIR": str(self.directory / "run"), "KADEPLOY3_RUNNER": "dummy",
+                    "KADEPLOY3_RUN_DIR": str(self.directory / "run"),
                     "KADEPLOY3_DUMMY_DELAY": str(self.delay), "KADEPLOY3_DUMMY_GRAB": "1", "USER": user})
         env.update(extra)
         return env
 
     def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "kadeploy.server.daemon"], env=self.env(),
+        self.process = subprocess.Popen([sys.executable, "-m", self.module], env=self.env(),
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

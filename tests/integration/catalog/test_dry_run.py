@@ -300,10 +300,7 @@ class ConsoleKadeploy3d(Kadeploy3d):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.etc / "keys" / "id_deploy")],
                        check=True, timeout=30)
 
-    def env(self, user: str = "root", **extra: str) -> dict[str, str]:
-        env = super().env(user, **extra)
-        del env["KADEPLOY3_RUNNER"]
-        return env
+    module = "kadeploy.server.daemon"
 
 
 @pytest.fixture(scope="module")

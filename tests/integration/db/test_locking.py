@@ -16,7 +16,7 @@ from kadeploy.db import locking, nodes, rights, stats
 from kadeploy.db import workflows as db_workflows
 from kadeploy.errors import KadeployError
 from kadeploy.server.app import create_app, prepare_database
-from kadeploy.server.operations import DummyRunner
+from kadeploy_testbed.dummy import DummyRunner
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "server"))
 from server_fixtures import NODES_C1, make_settings  # noqa: E402

@@ -29,7 +29,7 @@ def free_port() -> int:
 def start_server(tmp_path: Path, port: int, delay: float) -> subprocess.Popen:
     env = {**os.environ, "KADEPLOY3_CONFIG_DIR": str(tmp_path / "etc"), "KADEPLOY3_LOG_DIR": str(tmp_path / "log"),
            "KADEPLOY3_RUN_DIR": str(tmp_path / "run"), "KADEPLOY3_DUMMY_DELAY": str(delay)}
-    process = subprocess.Popen([sys.executable, "-m", "kadeploy.server.daemon"], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "kadeploy_testbed.dummy"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -98,7 +98,7 @@ def test_configuration_error_names_file_and_key_and_exits_1(tmp_path):
     write_config_dir(tmp_path, free_port(), tmp_path / "kadeploy.db")
     (tmp_path / "etc" / "server.conf").write_text("database: {kind: oracle}\n")
     env = {**os.environ, "KADEPLOY3_CONFIG_DIR": str(tmp_path / "etc")}
-    result = subprocess.run([sys.executable, "-m", "kadeploy.server.daemon", "--check-config"], env=env,
+    result = subprocess.run([sys.executable, "-m", "kadeploy_testbed.dummy", "--check-config"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -109,6 +109,6 @@ def test_configuration_error_names_file_and_key_and_exits_1(tmp_path):
 def test_check_config_accepts_a_valid_directory(tmp_path):
     write_config_dir(tmp_path, free_port(), tmp_path / "kadeploy.db")
     env = {**os.environ, "KADEPLOY3_CONFIG_DIR": str(tmp_path / "etc")}
-    result = subprocess.run([sys.executable, "-m", "kadeploy.server.daemon", "--check-config"], env=env,
+    result = subprocess.run([sys.executable, "-m", "kadeploy_testbed.dummy", "--check-config"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

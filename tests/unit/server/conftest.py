@@ -11,7 +11,7 @@ import pytest
 from kadeploy.db import Database
 from kadeploy.db import rights as db_rights
 from kadeploy.server.app import create_app
-from kadeploy.server.operations import DummyRunner
+from kadeploy_testbed.dummy import DummyRunner
 from server_fixtures import NODES_C1, NODES_C2, database_at, make_settings
 
 

@@ -20,6 +20,7 @@ from kadeploy.server.app import create_app
 from kadeploy.server.htpasswd import apr1_hash, verify_hash
 from kadeploy.server.settings import AuthSettings, Whitelist
 from kadeploy.server.whitelist import HostMatcher
+from kadeploy_testbed.dummy import DummyRunner
 from server_fixtures import make_settings
 
 
@@ -35,7 +36,7 @@ async def status_of(app, host: str, headers: dict[str, str] | None = None, port:
 
 async def test_acl_trusts_the_user_header_from_whitelisted_hosts(database):
     app = create_app(make_settings(auth=AuthSettings(acl=Whitelist(["10.0.0.0/24", "/^192\\.168\\.1\\.\\d+$/"]))),
-                     database)
+                     database, DummyRunner())
     assert await status_of(app, "10.0.0.7", {"X-Kadeploy-User": "alice"}) == 200
     assert await status_of(app, "192.168.1.9", {"X-Kadeploy-User": "alice"}) == 200
     assert await status_of(app, "10.0.1.7", {"X-Kadeploy-User": "alice"}) == 401
@@ -47,7 +48,7 @@ async def test_http_basic_against_htpasswd(database, tmp_path: Path):
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$")
     dbfile.write_text(f"alice:{hashed}\nbob:{apr1_hash('hunter2', 'abcdefgh')}\n")
     auth = AuthSettings(http_basic_dbfile=dbfile, http_basic_whitelist=Whitelist(["127.0.0.1"]))
-    app = create_app(make_settings(auth=auth), database)
+    app = create_app(make_settings(auth=auth), database, DummyRunner())
 
     def basic(user: str, password: str) -> dict[str, str]:
         return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
@@ -83,7 +84,7 @@ async def test_x509_certificate_signed_by_the_ca(database, tmp_path: Path):
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Kadeploy CA")])
     ca = _certificate("Kadeploy CA", ca_key, ca_name, ca_key, days=10)
     (tmp_path / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    app = create_app(make_settings(auth=AuthSettings(certificate_ca=tmp_path / "ca.pem")), database)
+    app = create_app(make_settings(auth=AuthSettings(certificate_ca=tmp_path / "ca.pem")), database, DummyRunner())
     user_key = ec.generate_private_key(ec.SECP256R1())
 
     def header(cert: x509.Certificate, user: str | None = None) -> dict[str, str]:
@@ -120,7 +121,7 @@ async def test_ident_rfc1413(database):
     port = server.sockets[0].getsockname()[1]
     try:
         auth = AuthSettings(ident=Whitelist(["127.0.0.1"]), ident_port=port, ident_timeout=2)
-        app = create_app(make_settings(auth=auth), database)
+        app = create_app(make_settings(auth=auth), database, DummyRunner())
         assert await status_of(app, "127.0.0.1", port=40000) == 200
         assert queries[-1].startswith("40000,")
         assert await status_of(app, "127.0.0.1", {"X-Kadeploy-User": "root"}, port=40000) == 401

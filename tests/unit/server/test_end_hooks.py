@@ -9,7 +9,7 @@ import pytest
 
 from kadeploy.db import rights as db_rights
 from kadeploy.server.app import create_app
-from kadeploy.server.operations import DummyRunner
+from kadeploy_testbed.dummy import DummyRunner
 from server_fixtures import NODES_C1, make_settings
 from test_api_contract import deploy, wait_done
 

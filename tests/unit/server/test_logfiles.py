@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from kadeploy.db.models import LogRow
 from kadeploy.server.app import create_app
 from kadeploy.server.logfiles import AppendFile, OperationLogs, format_record
-from kadeploy.server.operations import DummyRunner
+from kadeploy_testbed.dummy import DummyRunner
 from server_fixtures import NODES_C1, database_at, make_settings, wait_done
 
 ENV = {"kind": "anonymous", "name": "e", "os": "linux",

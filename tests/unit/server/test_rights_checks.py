@@ -14,7 +14,7 @@ import pytest
 from kadeploy.db import nodes as db_nodes
 from kadeploy.db import rights as db_rights
 from kadeploy.server.app import create_app
-from kadeploy.server.operations import DummyRunner
+from kadeploy_testbed.dummy import DummyRunner
 from server_fixtures import NODES_C1, database_at, make_settings, wait_done
 
 ENV = {"kind": "anonymous", "name": "e", "os": "linux",

@@ -135,7 +135,6 @@ def start_server(settings: FakeSettings, *, timeout: float = 90.0) -> Server:
     directory = settings.path
     env = {**os.environ, "KADEPLOY3_CONFIG_DIR": str(directory / "etc"),
            "KADEPLOY3_LOG_DIR": str(directory / "server-log"), "KADEPLOY3_RUN_DIR": str(directory / "server-run")}
-    env.pop("KADEPLOY3_RUNNER", None)
     process = subprocess.Popen([sys.executable, "-m", "kadeploy.server.daemon"], env=env,
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                start_new_session=True, preexec_fn=_raise_nofile)  # noqa: PLW1509 - no threads here
