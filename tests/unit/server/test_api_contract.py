@@ -297,3 +297,18 @@ async def test_recorded_env_reboot_onto_the_prod_partition_leaves_the_node_in_pr
             assert launched.status_code == 200, launched.text
             await wait_done(client, f"/reboot/{launched.json()['wid']}")
             assert (await client.get("/nodes", params={"nodes": node})).json()[node]["state"] == expected
+
+
+async def test_request_automata_refuse_names_we_do_not_provide(client):
+    """`kadeploy3 --force-steps` with a Kadeploy3 name we lack: error 4 naming it, no workflow started."""
+    def steps(broadcast: str) -> dict:
+        return {"SetDeploymentEnv": [{"name": "SetDeploymentEnvUntrusted", "retries": 0, "timeout": 200}],
+                "BroadcastEnv": [{"name": broadcast, "retries": 0, "timeout": 200}],
+                "BootNewEnv": [{"name": "BootNewEnvClassical", "retries": 0, "timeout": 200}]}
+
+    code, info = app_error(await deploy(client, [NODES_C1[0]], automata=steps("BroadcastEnvBittorrent")))
+    assert code == 4
+    assert 'implementation "BroadcastEnvBittorrent" is not supported by this Kadeploy (supported: Chain, ' in info
+    code, info = app_error(await deploy(client, [NODES_C1[0]], automata=steps("BroadcastEnvPigeon")))
+    assert code == 4 and 'unknown BroadcastEnv implementation "BroadcastEnvPigeon"' in info
+    assert (await client.get("/deployment")).json() == []
