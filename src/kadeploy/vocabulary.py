@@ -164,5 +164,31 @@ def refusal(kind: Kind, name: str, provided: list[str]) -> ValueError:
 REGISTRIES: dict[Kind, Registry] = {kind: Registry(kind) for kind in Kind}
 
 
+def markdown_table() -> str:
+    """Every name of every kind, provided or refused, as the Markdown table `docs/design.md` holds.
+
+    `python -m kadeploy.vocabulary` prints it; a unit test checks the docs
+    hold exactly this text, so the docs cannot drift from the declarations.
+    """
+    lines = ["| Kind | Name | Here | What it does |", "|---|---|---|---|"]
+    for kind in Kind:
+        provided = {declaration.name: declaration for declaration in REGISTRIES[kind].declarations()}
+        for name in sorted(provided.keys() | KADEPLOY3_NAMES[kind]):
+            declaration = provided.get(name)
+            if declaration is None:
+                lines.append(f"| {kind.value} | `{name}` | refused | Kadeploy3's; not supported by this Kadeploy |")
+            else:
+                origin = "" if name in KADEPLOY3_NAMES[kind] or not KADEPLOY3_NAMES[kind] else " (ours)"
+                lines.append(f"| {kind.value} | `{name}` | provided{origin} | {declaration.summary} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    # run as a script this file is `__main__`, a second copy: read the registries the providers fill
+    from kadeploy.vocabulary import markdown_table as table
+
+    print(table())
+
+
 def registry(kind: Kind) -> Registry:
     return REGISTRIES[kind]

@@ -31,8 +31,8 @@ from kadeploy.cli.common import (
 )
 from kadeploy.catalog.environment import parse_environment
 from kadeploy.client.run import WorkflowRequest
+from kadeploy.steps.macrosteps import DEPLOY_INTERFACES, MACROSTEPS
 
-MACRO_STEPS = ("SetDeploymentEnv", "BroadcastEnv", "BootNewEnv")
 _IMPLEMENTATION = r"\w+:\d+:\d+"
 FORCE_STEPS_PATTERN = re.compile(
     rf"^\w+\|{_IMPLEMENTATION}(,{_IMPLEMENTATION})*(&\w+\|{_IMPLEMENTATION}(,{_IMPLEMENTATION})*)*$"
@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     advanced.add_argument("--reboot-kexec-timeout", metavar="V",
                           help="Overload the default timeout for kexec reboots ('n' = number of nodes)")
     advanced.add_argument("--force-steps", metavar="STRING",
-                          help="Replace the automaton: Macro|Impl:retries:timeout[,...]&Macro|...")
+                          help="Replace the automaton: Macro|Impl:retries:timeout[,...]&Macro|... "
+                               f"(implementations: {', '.join(MACROSTEPS.names())})")
     advanced.add_argument("--secure", action=argparse.BooleanOptionalAction, default=False,
                           help="Use a secure connection to export files to the server")
     extra = parser.add_argument_group("Resume and automatic retries")
@@ -105,7 +106,7 @@ def parse_force_steps(text: str) -> dict[str, list[dict[str, Any]]]:
     automata: dict[str, list[dict[str, Any]]] = {}
     for macro_text in text.split("&"):
         macro, _, implementations = macro_text.partition("|")
-        if macro not in MACRO_STEPS:
+        if macro not in DEPLOY_INTERFACES:
             raise OptionError(f"Invalid macrostep kind '{macro}'")
         if macro in automata:
             raise OptionError(f"The macrostep '{macro}' is given twice in --force-steps")

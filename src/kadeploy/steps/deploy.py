@@ -48,9 +48,9 @@ REGISTRIES[Kind.BROADCAST].declare("custom", "server command",
                                    "the administrator's command (localops/broadcastenv/cmd), run on the server")
 
 
-def microstep(name: str) -> Callable[[MicroStep], MicroStep]:
-    """Declare the method below as the micro-step `name` (Kadeploy3's `ms_<name>`)."""
-    return MICROSTEPS.decorator(name)
+def microstep(name: str, summary: str) -> Callable[[MicroStep], MicroStep]:
+    """Declare the method below as the micro-step `name` (Kadeploy3's `ms_<name>`); `summary` goes to the docs."""
+    return MICROSTEPS.decorator(name, summary)
 
 #: seconds a short control command may take when no step timeout bounds it
 DEFAULT_COMMAND_TIMEOUT = 300.0
@@ -133,14 +133,14 @@ class NodeSteps:
 
     # -- dummy ---------------------------------------------------------------------------
 
-    @microstep("dummy")
+    @microstep("dummy", "sleep a moment; touches no node (Kadeploy3's test step)")
     async def ms_dummy(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         await asyncio.sleep(random.uniform(0.2, 1.0))
         return StepResult(ok=list(nodes))
 
     # -- PXE and VLAN --------------------------------------------------------------------
 
-    @microstep("switch_pxe")
+    @microstep("switch_pxe", "write the nodes' PXE profiles for the next boot (deployment, deployed or user's system)")
     async def ms_switch_pxe(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         # outside SetDeploymentEnv, set_vlan moves the nodes into --vlan next: they boot there
@@ -158,7 +158,7 @@ class NodeSteps:
         return await asyncio.to_thread(run.pxe.local_boot, targets, plan.disk_index, plan.final_boot_partition,
                                        env, block_device=plan.block_device)
 
-    @microstep("set_vlan")
+    @microstep("set_vlan", "move the nodes to the requested VLAN (the administrator's set_cmd)")
     async def ms_set_vlan(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         vlan = "DEFAULT" if ctx.macro == "SetDeploymentEnv" else (run.plan.vlan or "DEFAULT")
@@ -179,7 +179,7 @@ class NodeSteps:
 
     # -- reboot, power, detection ----------------------------------------------------------
 
-    @microstep("reboot")
+    @microstep("reboot", "reboot through the power commands (soft, hard, very_hard escalation)")
     async def ms_reboot(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         if ctx.implementation == "BootNewEnvHardReboot":
@@ -195,7 +195,7 @@ class NodeSteps:
                                                                                     ctx.nodeset_id),
                                          gate=run.gate)
 
-    @microstep("reboot_from_deploy_env")
+    @microstep("reboot_from_deploy_env", "reboot from the deployment environment (`reboot` over SSH)")
     async def ms_reboot_from_deploy_env(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         for node in nodes:
@@ -205,7 +205,7 @@ class NodeSteps:
         run.executor.forget(nodes)
         return result
 
-    @microstep("wait_reboot")
+    @microstep("wait_reboot", "wait until the nodes answer on their SSH port again (and the old one is closed)")
     async def ms_wait_reboot(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         n = len(nodes)
@@ -227,7 +227,7 @@ class NodeSteps:
         run.executor.forget(nodes)
         return result
 
-    @microstep("power")
+    @microstep("power", "power on, off or status through the power commands")
     async def ms_power(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         if run.power_kind == "status":
@@ -244,50 +244,50 @@ class NodeSteps:
 
     # -- deployment environment ----------------------------------------------------------
 
-    @microstep("send_key_in_deploy_env")
+    @microstep("send_key_in_deploy_env", "install the user's SSH key in the deployment environment")
     async def ms_send_key_in_deploy_env(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         if self.run_ctx.ssh_key is None:
             return StepResult(ok=list(nodes))
         return await self._remote(nodes, commands.append_authorized_keys(), input=self.run_ctx.ssh_key,
                                   timeout=ctx.timeout)
 
-    @microstep("create_partition_table")
+    @microstep("create_partition_table", "run the cluster's partitioning script")
     async def ms_create_partition_table(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         script = self.run_ctx.partitioning_script.encode()
         return await self._remote(nodes, commands.run_script(self._variables()), input=script, timeout=ctx.timeout)
 
-    @microstep("format_deploy_part")
+    @microstep("format_deploy_part", "mkfs the deployment partition")
     async def ms_format_deploy_part(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, commands.format_deploy_part(self.run_ctx.plan), timeout=ctx.timeout)
 
-    @microstep("format_tmp_part")
+    @microstep("format_tmp_part", "mkfs the /tmp partition")
     async def ms_format_tmp_part(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, commands.format_tmp_part(self.run_ctx.plan), timeout=ctx.timeout)
 
-    @microstep("format_swap_part")
+    @microstep("format_swap_part", "mkswap the swap partition")
     async def ms_format_swap_part(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, commands.format_swap_part(self.run_ctx.plan), timeout=ctx.timeout)
 
-    @microstep("mount_deploy_part")
+    @microstep("mount_deploy_part", "mount the deployment partition on the extraction directory")
     async def ms_mount_deploy_part(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, commands.mount_deploy_part(self.run_ctx.plan), timeout=ctx.timeout)
 
-    @microstep("umount_deploy_part")
+    @microstep("umount_deploy_part", "unmount the deployment partition")
     async def ms_umount_deploy_part(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, commands.umount_deploy_part(self.run_ctx.plan), timeout=ctx.timeout)
 
-    @microstep("mount_tmp_part")
+    @microstep("mount_tmp_part", "mount the /tmp partition")
     async def ms_mount_tmp_part(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         plan = self.run_ctx.plan
         device = commands.partition_device(plan.block_device, plan.tmp_part_num)
         return await self._remote(nodes, f"mount {shlex.quote(device)} {shlex.quote(plan.tmp_dir)}",
                                   timeout=ctx.timeout)
 
-    @microstep("sync")
+    @microstep("sync", "flush the nodes' disk caches")
     async def ms_sync(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, "sync", timeout=ctx.timeout)
 
-    @microstep("check_nodes")
+    @microstep("check_nodes", "check that the nodes run the production environment from its partition (Prod)")
     async def ms_check_nodes(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         plan = self.run_ctx.plan
         prod = commands.partition_device(plan.block_device, plan.prod_part_num)
@@ -311,7 +311,7 @@ class NodeSteps:
                     del ko[node]
         return StepResult(ok=ok, ko=ko)
 
-    @microstep("send_deployment_kernel")
+    @microstep("send_deployment_kernel", "copy the deployment kernel and initrd to the running system (for kexec)")
     async def ms_send_deployment_kernel(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         repository = run.plan.kexec_repository
@@ -331,7 +331,7 @@ class NodeSteps:
                     ok.discard(node)
         return StepResult(ok=sorted(ok), ko=ko)
 
-    @microstep("kexec")
+    @microstep("kexec", "kexec into a kernel already on the node")
     async def ms_kexec(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         plan = run.plan
@@ -355,7 +355,7 @@ class NodeSteps:
 
     # -- broadcast and installation ------------------------------------------------------
 
-    @microstep("send_environment")
+    @microstep("send_environment", "broadcast the image to the nodes with the macro-step's method")
     async def ms_send_environment(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         if run.image is None:
@@ -409,7 +409,7 @@ class NodeSteps:
             return StepResult(ko={n: error for n in nodes})
         return StepResult(ok=list(nodes))
 
-    @microstep("decompress_environment")
+    @microstep("decompress_environment", "finish writing the image (fsa restore, stored images) onto the partition")
     async def ms_decompress_environment(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, commands.decompress_stored_image(self.run_ctx.plan), timeout=ctx.timeout)
 
@@ -434,31 +434,31 @@ class NodeSteps:
                 remaining = [n for n in remaining if n in result.ok]
         return StepResult(ok=remaining, ko=failed)
 
-    @microstep("manage_admin_pre_install")
+    @microstep("manage_admin_pre_install", "run the administrator's pre-install archive")
     async def ms_manage_admin_pre_install(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         preinstall = self.run_ctx.plan.preinstall
         return await self._install_archives(ctx, nodes, [preinstall] if preinstall else [])
 
-    @microstep("manage_admin_post_install")
+    @microstep("manage_admin_post_install", "run the administrator's post-install archives")
     async def ms_manage_admin_post_install(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._install_archives(ctx, nodes, self.run_ctx.plan.admin_postinstalls)
 
-    @microstep("manage_user_post_install")
+    @microstep("manage_user_post_install", "run the environment's post-install archives")
     async def ms_manage_user_post_install(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._install_archives(ctx, nodes, self.run_ctx.plan.user_postinstalls)
 
-    @microstep("check_kernel_files")
+    @microstep("check_kernel_files", "check that the environment's kernel and initrd exist on the partition")
     async def ms_check_kernel_files(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         return await self._remote(nodes, commands.check_kernel_files(self.run_ctx.plan), timeout=ctx.timeout)
 
-    @microstep("send_key")
+    @microstep("send_key", "install the user's SSH key in the deployed system")
     async def ms_send_key(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         if self.run_ctx.ssh_key is None:
             return StepResult(ok=list(nodes))
         return await self._remote(nodes, commands.append_authorized_keys(self.run_ctx.plan.extraction_dir),
                                   input=self.run_ctx.ssh_key, timeout=ctx.timeout)
 
-    @microstep("install_bootloader")
+    @microstep("install_bootloader", "run the cluster's bootloader installation script")
     async def ms_install_bootloader(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         script = self.run_ctx.bootloader_script.encode()
         return await self._remote(nodes, commands.run_script(self._variables()), input=script, timeout=ctx.timeout)
