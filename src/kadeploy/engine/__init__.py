@@ -60,12 +60,6 @@ index a `StepRecord(implementation, timeout, retries, duration)`, plus final
 `state`, `error`, and the last `macro`/`micro` reached.
 """
 
-from kadeploy.engine.customops import (
-    CustomOperations,
-    MicroCustomOps,
-    apply_custom_operations,
-    parse_custom_operations,
-)
 from kadeploy.engine.library import MicroContext, StepLibrary
 from kadeploy.engine.model import (
     CustomOperation,
@@ -81,8 +75,8 @@ from kadeploy.engine.tasks import Breakpoint
 from kadeploy.engine.workflow import Workflow
 
 __all__ = [
-    "KINDS", "OPERATION_NAMES", "Breakpoint", "CustomOperation", "CustomOperations", "ImplementationSpec",
-    "ListOutput", "MacroStepSpec", "MicroContext", "MicroCustomOps", "MicroStepConf", "NodeRecord",
+    "KINDS", "OPERATION_NAMES", "Breakpoint", "CustomOperation", "ImplementationSpec",
+    "ListOutput", "MacroStepSpec", "MicroContext", "MicroStepConf", "NodeRecord",
     "OutputSink", "ResumePoint", "StepLibrary", "StepRecord", "StepResult", "Workflow", "WorkflowResult",
-    "apply_custom_operations", "merge_results", "parse_custom_operations", "run_with_retries",
+    "merge_results", "run_with_retries",
 ]

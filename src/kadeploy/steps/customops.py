@@ -2,7 +2,9 @@
 
 Room `steps`. The request names macro-steps by implementation
 (`BroadcastEnvKascade`) or by interface (`BroadcastEnv`), then micro-steps,
-each with `pre-ops`, `post-ops` and/or `substitute` lists. They are added to
+each with `pre-ops`, `post-ops` and/or `substitute` lists. As in Kadeploy3,
+operations for an implementation this deployment does not use are checked
+and ignored. They are added to
 the operations the cluster file already defines for that micro-step, or
 replace them with `override: true`. Parsed with the cluster file's model, so
 that a user's file is checked exactly as an administrator's; a mistake is an
@@ -20,6 +22,10 @@ from kadeploy.config.automata import CustomOperation as ConfCustomOperation
 from kadeploy.engine import ImplementationSpec, MicroStepConf
 from kadeploy.engine.model import CustomOperation
 from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.steps.macrosteps import DEPLOY_INTERFACES, MACROSTEPS
+from kadeploy.vocabulary import REGISTRIES, Kind, UnknownName, UnsupportedName
+
+MICROSTEPS = REGISTRIES[Kind.MICROSTEP]
 
 _KINDS = {"pre-ops": "pre_ops", "post-ops": "post_ops", "substitute": "substitute"}
 
@@ -58,19 +64,51 @@ def _merged(current: MicroStepConf | None, raw: dict[str, Any], where: str) -> M
     return replace(conf, **changes)
 
 
+def _check_names(macro: Any, micros: Any, interfaces: set[str]) -> None:
+    """Kadeploy3's checks (paramsparser.rb `:custom_ops`) of one entry, whether this deployment uses it or not.
+
+    A macro-step interface or implementation, known micro-steps, valid
+    operations. An implementation this deployment does not use passes and is
+    then ignored, as in Kadeploy3; a name we do not provide is refused with
+    the vocabulary's words.
+    """
+    if not isinstance(macro, str):
+        raise KadeployError(ErrorCode.INVALID_CUSTOMOP, "custom_operations: Macrostep name must be a String")
+    if macro not in interfaces:
+        try:
+            MACROSTEPS.get(macro)
+        except UnsupportedName as exc:
+            raise KadeployError(ErrorCode.INVALID_CUSTOMOP, f"custom_operations: {exc}") from None
+        except UnknownName:
+            raise KadeployError(ErrorCode.INVALID_CUSTOMOP, f"custom_operations: Invalid macrostep '{macro}'") from None
+    if not isinstance(micros, dict):
+        raise KadeployError(ErrorCode.INVALID_CUSTOMOP, f"custom_operations/{macro}: a mapping of "
+                                                        "micro-steps is expected")
+    for micro, conf in micros.items():
+        try:
+            MICROSTEPS.check(micro)
+        except UnsupportedName as exc:
+            raise KadeployError(ErrorCode.INVALID_CUSTOMOP, f"custom_operations/{macro}: {exc}") from None
+        except UnknownName:
+            raise KadeployError(ErrorCode.INVALID_CUSTOMOP,
+                                f"custom_operations/{macro}: Invalid microstep '{micro}'") from None
+        if not isinstance(conf, dict):
+            raise KadeployError(ErrorCode.INVALID_CUSTOMOP, f"custom_operations/{macro}/{micro}: a mapping is expected")
+        _merged(None, conf, f"custom_operations/{macro}/{micro}")
+
+
 def apply_custom_operations(macrosteps: list[tuple[str, list[ImplementationSpec]]],
                             raw: Any) -> list[tuple[str, list[ImplementationSpec]]]:
     """The macro-steps with the request's custom operations merged into their micro-step settings."""
-    if not raw:
+    if raw is None:
         return macrosteps
     if not isinstance(raw, dict):
         raise KadeployError(ErrorCode.INVALID_CUSTOMOP, "custom_operations: a mapping of macro-steps is expected")
-    known = {interface for interface, _ in macrosteps} | {spec.name for _, specs in macrosteps for spec in specs}
-    for macro in raw:
-        if macro not in known:
-            raise KadeployError(ErrorCode.INVALID_CUSTOMOP,
-                                f"custom_operations: {macro} is not a macro-step of this deployment "
-                                f"(one of {', '.join(sorted(known))})")
+    if not raw:
+        return macrosteps
+    interfaces = set(DEPLOY_INTERFACES) | {interface for interface, _ in macrosteps}
+    for macro, micros in raw.items():
+        _check_names(macro, micros, interfaces)
     result = []
     for interface, specs in macrosteps:
         updated = []
@@ -80,13 +118,7 @@ def apply_custom_operations(macrosteps: list[tuple[str, list[ImplementationSpec]
                 micros = raw.get(macro)
                 if micros is None:
                     continue
-                if not isinstance(micros, dict):
-                    raise KadeployError(ErrorCode.INVALID_CUSTOMOP, f"custom_operations/{macro}: a mapping of "
-                                                                    "micro-steps is expected")
                 for micro, conf in micros.items():
-                    if not isinstance(conf, dict):
-                        raise KadeployError(ErrorCode.INVALID_CUSTOMOP,
-                                            f"custom_operations/{macro}/{micro}: a mapping is expected")
                     microsteps[micro] = _merged(microsteps.get(micro), conf, f"custom_operations/{macro}/{micro}")
             updated.append(replace(spec, microsteps=microsteps) if microsteps != spec.microsteps else spec)
         result.append((interface, updated))

@@ -1,4 +1,8 @@
-"""Custom operations woven into micro-steps (reference 5.9), status view, canonical lists."""
+"""Custom operations woven into micro-steps (reference 5.9), status view, bypassed micro-steps.
+
+The request's operations are merged by `kadeploy.steps.customops` (tested on its own in
+tests/unit/steps/test_request_customops.py); here the engine runs them.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,9 @@ from kadeploy.engine import (
     ListOutput,
     MicroStepConf,
     Workflow,
-    apply_custom_operations,
-    parse_custom_operations,
 )
+from kadeploy.steps.customops import apply_custom_operations
 from kadeploy.steps.macrosteps import default_deploy_macrosteps
-from kadeploy.errors import ErrorCode, KadeployError
 
 REQUEST = {
     "BroadcastEnvKascade": {
@@ -34,7 +36,7 @@ REQUEST = {
 
 
 async def test_custom_operations_run_around_and_instead_of_micro_steps(make_workflow, output):
-    macrosteps = apply_custom_operations(deploy(), parse_custom_operations(REQUEST, "custom.yml"))
+    macrosteps = apply_custom_operations(deploy(), REQUEST)
     library = FakeLibrary()
     result = await make_workflow(library, macrosteps).run(NODES)
     assert result.ok == NODES
@@ -48,7 +50,7 @@ async def test_custom_operations_run_around_and_instead_of_micro_steps(make_work
 
 
 async def test_failing_custom_operation_names_itself_in_the_error(make_workflow):
-    macrosteps = apply_custom_operations(deploy(), parse_custom_operations(REQUEST))
+    macrosteps = apply_custom_operations(deploy(), REQUEST)
     library = FakeLibrary({("custom", "hosts"): fail("No such file")})
     result = await make_workflow(library, macrosteps).run(NODES)
     assert result.ko["node-1.c1"] == "BroadcastEnvKascade-custom_post_send_environment-hosts: No such file"
@@ -57,8 +59,8 @@ async def test_failing_custom_operation_names_itself_in_the_error(make_workflow)
 
 
 async def test_custom_operation_timeout(make_workflow):
-    ops = parse_custom_operations({"BroadcastEnv": {"sync": {"post-ops": [
-        {"action": "exec", "name": "slow", "command": "sleep 100", "timeout": 0.1}]}}})
+    ops = {"BroadcastEnv": {"sync": {"post-ops": [
+        {"action": "exec", "name": "slow", "command": "sleep 100", "timeout": 1}]}}}
     library = FakeLibrary({("custom", "slow"): never})
     result = await asyncio.wait_for(make_workflow(library, apply_custom_operations(deploy(), ops)).run(NODES), 5)
     assert result.ko["node-1.c1"] == ("BroadcastEnvKascade-custom_post_sync-slow: "
@@ -70,32 +72,13 @@ def test_request_operations_add_to_admin_ones_unless_override():
     conf = {"sync": MicroStepConf(post_ops=(admin,))}
     macrosteps = deploy(broadcast=[ImplementationSpec("BroadcastEnvKascade", microsteps=conf)])
     user = {"BroadcastEnv": {"sync": {"post-ops": [{"action": "exec", "name": "user", "command": "true"}]}}}
-    added = apply_custom_operations(macrosteps, parse_custom_operations(user))
+    added = apply_custom_operations(macrosteps, user)
     assert [op.name for op in added[1][1][0].microsteps["sync"].post_ops] == ["admin", "user"]
     user["BroadcastEnv"]["sync"]["override"] = True
-    replaced = apply_custom_operations(macrosteps, parse_custom_operations(user))
+    replaced = apply_custom_operations(macrosteps, user)
     assert [op.name for op in replaced[1][1][0].microsteps["sync"].post_ops] == ["user"]
     # The original specs are left untouched.
     assert [op.name for op in macrosteps[1][1][0].microsteps["sync"].post_ops] == ["admin"]
-
-
-@pytest.mark.parametrize("data, message", [
-    ([], "expected a mapping"),
-    ({"BroadcastEnv": {"sync": {"pre-ops": [{"action": "rm"}]}}}, "BroadcastEnv/sync/pre-ops\\[0\\]: .*action"),
-    ({"BroadcastEnv": {"sync": {"pre-ops": [{"action": "exec"}]}}}, "needs a 'command'"),
-    ({"BroadcastEnv": {"sync": {"post-ops": [{"action": "send", "file": "f"}]}}}, "needs a 'file' and a 'destination'"),
-    ({"BroadcastEnv": {"sync": {"pre-ops": [{"action": "exec", "command": "x", "scattering": "star"}]}}},
-     "scattering"),
-    ({"BroadcastEnv": {"sync": {"pre-ops": [{"action": "exec", "command": "x", "timeout": "soon"}]}}},
-     "must be numbers"),
-    ({"BroadcastEnv": {"sync": {"preops": []}}}, "unknown key"),
-    ({"BroadcastEnv": {"sync": {"pre-ops": [{"action": "exec", "command": "x", "name": "a b"}]}}}, "name"),
-])
-def test_invalid_custom_operations_name_the_path(data, message):
-    with pytest.raises(KadeployError, match=message) as error:
-        parse_custom_operations(data, "custom.yml")
-    assert error.value.code == ErrorCode.INVALID_CUSTOMOP
-    assert error.value.message.startswith("custom.yml: ")
 
 
 async def test_status_view_while_running(make_workflow):
