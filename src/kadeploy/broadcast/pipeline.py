@@ -30,6 +30,7 @@ from kadeploy.cancelling import cancel_and_wait
 from kadeploy.broadcast.source import SourceSender, Target, file_digest
 from kadeploy.broadcast.topology import descendants, tree_children
 from kadeploy.remote import ConnectError, Executor, RemoteProcess
+from kadeploy.states import BroadcastState
 
 log = logging.getLogger("kadeploy.broadcast")
 
@@ -84,7 +85,7 @@ class _Node:
     address: str
     process: RemoteProcess | None = None
     port: int | None = None
-    state: str = "pending"            # pending, ok, ko
+    state: BroadcastState = BroadcastState.PENDING
     reason: str = ""
 
 
@@ -131,17 +132,17 @@ class Pipeline:
             await asyncio.wait_for(self._stream(), timeout)
         except asyncio.TimeoutError:
             log.warning("broadcast: timeout after %gs; pending: %s", timeout,
-                        ", ".join(n.hostname for n in self._nodes if n.state == "pending"))
+                        ", ".join(n.hostname for n in self._nodes if n.state == BroadcastState.PENDING))
             for node in self._nodes:
-                if node.state == "pending":
-                    self._set(node, "ko", f"Broadcast timeout after {timeout:g}s")
+                if node.state == BroadcastState.PENDING:
+                    self._set(node, BroadcastState.KO, f"Broadcast timeout after {timeout:g}s")
         finally:
             await cancel_and_wait(tasks, "broadcast task")  # bounded: the relays must be stopped below
             await self._stop_relays()
         digest = await self._digest_task
         result = BroadcastResult(seconds=time.monotonic() - started, digest=digest, node_cpu_seconds=self._node_cpu)
         for node in self._nodes:
-            if node.state == "ok":
+            if node.state == BroadcastState.OK:
                 result.ok.append(node.hostname)
             else:
                 result.ko[node.hostname] = node.reason or "Broadcast did not complete"
@@ -155,7 +156,7 @@ class Pipeline:
                 await self._start_relay(node)
 
         await asyncio.gather(*(start(node) for node in self._nodes))
-        live = [node for node in self._nodes if node.state == "pending"]
+        live = [node for node in self._nodes if node.state == BroadcastState.PENDING]
         if not live:
             return
         self._wire(live)
@@ -188,11 +189,11 @@ class Pipeline:
                     node.process.watch_liveness(interval, LIVENESS_PROBES)
                     return
         except asyncio.TimeoutError:
-            self._set(node, "ko", "Relay start-up timeout")
+            self._set(node, BroadcastState.KO, "Relay start-up timeout")
         except ConnectError as exc:
-            self._set(node, "ko", exc.reason)
+            self._set(node, BroadcastState.KO, exc.reason)
         except Exception as exc:  # noqa: BLE001 - any failure of one node is that node's KO
-            self._set(node, "ko", f"Relay start-up failed: {exc}")
+            self._set(node, BroadcastState.KO, f"Relay start-up failed: {exc}")
 
     def _wire(self, live: list[_Node]) -> None:
         """Tell each relay its children (and fallbacks), create the server's senders."""
@@ -250,7 +251,7 @@ class Pipeline:
     def _server_adopts(self, hostname: str) -> None:
         """Tree repair at the top: a node the server fed is dead, the server feeds its children
         (a dead child's own children in turn, through its sender's `on_orphans`)."""
-        position = next((i for i, node in enumerate(self._live) if node.hostname == hostname), None)
+        position = self._position.get(hostname)
         if position is None:
             return
         for child in self._layout.get(position, []):
@@ -293,17 +294,17 @@ class Pipeline:
         assert self._digest_task is not None
         self._node_cpu += float(event.get("cpu", 0.0) or 0.0)
         expected = await self._digest_task
-        if node.state != "pending":
+        if node.state != BroadcastState.PENDING:
             return
         if int(event.get("received", -1)) != self._total:
-            self._set(node, "ko", f"Incomplete stream: {event.get('received')} of {self._total} bytes")
+            self._set(node, BroadcastState.KO, f"Incomplete stream: {event.get('received')} of {self._total} bytes")
         elif event.get("digest") != expected:
-            self._set(node, "ko", f"Digest mismatch: the node computed {event.get('digest')}, the server {expected}")
+            self._set(node, BroadcastState.KO, f"Digest mismatch: the node computed {event.get('digest')}, the server {expected}")
         elif int(event.get("sink_status", 1)) != 0:
-            self._set(node, "ko", f"Local pipeline failed (exit status {event.get('sink_status')}): "
+            self._set(node, BroadcastState.KO, f"Local pipeline failed (exit status {event.get('sink_status')}): "
                                   f"{event.get('sink_error') or 'no error output'}")
         else:
-            self._set(node, "ok")
+            self._set(node, BroadcastState.OK)
 
     def _failed(self, hostname: str, reason: str) -> None:
         """A node is dead or unreachable from its parent: KO it and route around it."""
@@ -313,8 +314,8 @@ class Pipeline:
         first_news = hostname not in self._dead
         self._dead.add(hostname)
         log.info("broadcast: %s failed (%s, first news: %s, state %s)", hostname, reason, first_news, node.state)
-        if node.state == "pending":
-            self._set(node, "ko", reason)
+        if node.state == BroadcastState.PENDING:
+            self._set(node, BroadcastState.KO, reason)
         if not first_news:
             return
         self._spawn(self._kill(node))
@@ -324,12 +325,12 @@ class Pipeline:
             for sender in self._senders:
                 sender.abort(hostname)
         else:
-            position = self._live.index(node) if node in self._live else None
+            position = self._position.get(hostname)
             if position is not None:
                 for below in descendants(self._layout, position):
                     cut = self._live[below]
-                    if cut.state == "pending":
-                        self._set(cut, "ko", f"Broadcast chain broken at {hostname}")
+                    if cut.state == BroadcastState.PENDING:
+                        self._set(cut, BroadcastState.KO, f"Broadcast chain broken at {hostname}")
                         self._spawn(self._kill(cut))
 
     def _may_forward_to(self, hostname: str) -> list[_Node]:
@@ -352,8 +353,8 @@ class Pipeline:
             return found
         return self._live[max(0, position - REPAIR_WINDOW):position]
 
-    def _set(self, node: _Node, state: str, reason: str = "") -> None:
-        if node.state == "pending" and state != "pending":
+    def _set(self, node: _Node, state: BroadcastState, reason: str = "") -> None:
+        if node.state == BroadcastState.PENDING and state != BroadcastState.PENDING:
             self._pending -= 1
         node.state = state
         node.reason = reason

@@ -16,11 +16,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from kadeploy.client.output import MacroProgress
+from kadeploy.states import SUCCEEDED, NodeState
 
 # Kadeploy3's macro-step interfaces in workflow order; an implementation is `<interface><Name>`
 MACRO_INTERFACES = ("SetDeploymentEnv", "BroadcastEnv", "BootNewEnv")
-FAILED_STATES = frozenset({"ko", "aborted", "discarded"})
-DONE_OK_STATES = frozenset({"ok", "brk"})
+FAILED_STATES = frozenset({NodeState.KO, NodeState.ABORTED, NodeState.DISCARDED})
+DONE_OK_STATES = SUCCEEDED
 
 
 class StepTracker:

@@ -21,9 +21,8 @@ from sqlalchemy.orm import Session
 from kadeploy.db import locking, nodes
 from kadeploy.db.models import NodeClaimRow, WorkflowRow
 from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.states import FINISHED_WORKFLOW_STATES, DbNodeState, WorkflowState
 
-RUNNING, DONE, ERROR, ABORTED = "running", "done", "error", "aborted"
-FINISHED_STATES = (DONE, ERROR, ABORTED)
 
 
 @dataclass
@@ -51,7 +50,7 @@ def start_workflow(session: Session, start: WorkflowStart) -> tuple[list[str], l
     if not claimed:
         raise KadeployError(ErrorCode.NOTHING_MODIFIED,
                             "All the nodes have been discarded: they are already involved in another operation")
-    session.add(WorkflowRow(wid=start.wid, kind=start.kind, user=start.user, state=RUNNING,
+    session.add(WorkflowRow(wid=start.wid, kind=start.kind, user=start.user, state=WorkflowState.RUNNING,
                             start_time=start.start_time, end_time=None, nodes=claimed, result=None,
                             error=None, environment=start.environment))
     if start.node_state:
@@ -86,16 +85,16 @@ def finish_workflow(session: Session, wid: str, state: str, *, node_states: Mapp
 def recover_interrupted(session: Session, *, now: float | None = None) -> list[str]:
     """Abort the workflows left `running` by a dead server; return their ids."""
     now = time.time() if now is None else now
-    interrupted = list(session.scalars(select(WorkflowRow).where(WorkflowRow.state == RUNNING)))
+    interrupted = list(session.scalars(select(WorkflowRow).where(WorkflowRow.state == WorkflowState.RUNNING)))
     for row in interrupted:
         held = [host for host, holder in locking.claims(session, row.nodes).items() if holder == row.wid]
-        nodes.set_states(session, {host: ABORTED for host in held}, now=now)
-        row.state = ABORTED
+        nodes.set_states(session, {host: DbNodeState.ABORTED for host in held}, now=now)
+        row.state = WorkflowState.ABORTED
         row.end_time = now
         row.error = "The server stopped while the operation was running"
     running = {row.wid for row in interrupted}
     # Claims of workflows that are not running any more (interrupted or unknown) are stale.
-    live = set(session.scalars(select(WorkflowRow.wid).where(WorkflowRow.state == RUNNING)))
+    live = set(session.scalars(select(WorkflowRow.wid).where(WorkflowRow.state == WorkflowState.RUNNING)))
     session.execute(delete(NodeClaimRow).where(NodeClaimRow.wid.not_in(live) if live else true()))
     return sorted(running)
 
@@ -116,7 +115,7 @@ def list_workflows(session: Session, *, states: Iterable[str] | None = None) -> 
 def delete_finished_before(session: Session, threshold: float) -> list[str]:
     """Delete finished workflows that ended before `threshold` (autoclean); return their ids."""
     rows = list(session.scalars(select(WorkflowRow.wid).where(
-        WorkflowRow.state.in_(FINISHED_STATES), WorkflowRow.end_time < threshold)))
+        WorkflowRow.state.in_(FINISHED_WORKFLOW_STATES), WorkflowRow.end_time < threshold)))
     if rows:
         session.execute(delete(WorkflowRow).where(WorkflowRow.wid.in_(rows)))
     return rows

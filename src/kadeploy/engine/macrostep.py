@@ -20,13 +20,14 @@ from kadeploy.engine.state import RunState, sorted_nodes
 from kadeploy.engine.tasks import StepTask
 from kadeploy.errors import KadeployError
 from kadeploy.nodeset import fold
+from kadeploy.states import StepExit
 
 log = logging.getLogger("kadeploy.engine")
 
 # status, nodes, node set id
-RaiseCallback = Callable[[str, list[str], int], None]
+RaiseCallback = Callable[[StepExit, list[str], int], None]
 
-OK, KO, BRK = "OK", "KO", "BRK"
+OK, KO, BRK = StepExit.OK, StepExit.KO, StepExit.BRK
 
 
 class MacroStepRun:
@@ -50,7 +51,7 @@ class MacroStepRun:
         self.skip_first_breakpoint = skip_first_breakpoint
         self.bypassed = bypassed or []
         self.held: dict[str, None] = dict.fromkeys(nodes)   # nodes not raised yet (ordered set)
-        self.kept: list[tuple[str, list[str], int]] = []   # finished but not raisable
+        self.kept: list[tuple[StepExit, list[str], int]] = []   # finished but not raisable
         self.started = state.now()
         self._group: asyncio.TaskGroup | None = None
 
@@ -71,7 +72,7 @@ class MacroStepRun:
             self._group = group
             group.create_task(self._path(self.nodes, self.nsid, self.start_task, 0, self.skip_first_breakpoint))
 
-    def take_kept(self) -> list[tuple[str, list[str], int]]:
+    def take_kept(self) -> list[tuple[StepExit, list[str], int]]:
         """Non-raisable results, handed to the workflow once the instance is over."""
         kept, self.kept = self.kept, []
         for _, nodes, _ in kept:
@@ -156,9 +157,9 @@ class MacroStepRun:
         return [], list(nodes)
 
     def _classify(self, nodes: list[str], result: StepResult) -> tuple[list[str], list[str]]:
-        succeeded = set(result.ok)
-        ok = [n for n in nodes if n in succeeded and n not in result.ko]
-        ko = [n for n in nodes if n not in ok]
+        succeeded = set(result.ok).difference(result.ko)  # a node in both lists failed
+        ok = [n for n in nodes if n in succeeded]
+        ko = [n for n in nodes if n not in succeeded]
         for node in ko:
             self.state.set_error(node, result.ko.get(node, "the step gave no result for this node"))
         return ok, ko
@@ -188,7 +189,7 @@ class MacroStepRun:
         self.state.set_duration(nodes, self.macro_index, self.state.now() - self.started)
         self._leave(BRK, nodes, nsid, True)
 
-    def _leave(self, status: str, nodes: list[str], nsid: int, raisable: bool) -> None:
+    def _leave(self, status: StepExit, nodes: list[str], nsid: int, raisable: bool) -> None:
         if not raisable:
             self.kept.append((status, list(nodes), nsid))
             return

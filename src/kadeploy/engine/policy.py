@@ -56,22 +56,26 @@ async def run_with_retries(make_workflow: WorkflowFactory, nodes: list[str], max
 def merge_results(results: list[WorkflowResult]) -> WorkflowResult:
     """The overall outcome of several rounds: a node's last round decides."""
     merged = WorkflowResult()
+    # sets while merging (a node leaves its old bucket in O(1)), sorted lists at the end
+    ok: set[str] = set()
+    brk: set[str] = set()
+    processing: set[str] = set()
     for result in results:
         merged.duration += result.duration
         merged.records.update(result.records)
         for node in (*result.ok, *result.brk, *result.ko, *result.processing):
             merged.ko.pop(node, None)
             merged.resume_points.pop(node, None)
-            for bucket in (merged.ok, merged.brk, merged.processing):
-                if node in bucket:
-                    bucket.remove(node)
-        merged.ok.extend(result.ok)
-        merged.brk.extend(result.brk)
-        merged.processing.extend(result.processing)
+            ok.discard(node)
+            brk.discard(node)
+            processing.discard(node)
+        ok.update(result.ok)
+        brk.update(result.brk)
+        processing.update(result.processing)
         merged.ko.update(result.ko)
         merged.resume_points.update(result.resume_points)
         merged.aborted = result.aborted
-    merged.ok.sort(key=sort_key)
-    merged.brk.sort(key=sort_key)
-    merged.processing.sort(key=sort_key)
+    merged.ok = sorted(ok, key=sort_key)
+    merged.brk = sorted(brk, key=sort_key)
+    merged.processing = sorted(processing, key=sort_key)
     return merged

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kadeploy.nodeset import sort_key
+from kadeploy.states import SUCCEEDED, NodeState
 
 
 @dataclass
@@ -28,7 +29,7 @@ class NodeRecord:
 
     hostname: str
     steps: list[StepRecord | None]
-    state: str = "waiting"          # waiting, processing, ok, ko, brk, aborted
+    state: NodeState = NodeState.WAITING  # then processing, and finally ok, ko, brk or aborted
     error: str | None = None        # "<Implementation>-<micro>: <text>" for failed nodes
     macro: str | None = None        # implementation last entered
     micro: str | None = None        # micro-step (task) last entered
@@ -36,7 +37,7 @@ class NodeRecord:
     @property
     def success(self) -> bool:
         """True for succeeded and breakpointed nodes, as Kadeploy3 logs them."""
-        return self.state in ("ok", "brk")
+        return self.state in SUCCEEDED
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from kadeploy.engine.output import OPERATION_NAMES, OutputSink, line_prefix, nodeset_label
 from kadeploy.engine.result import NodeRecord, StepRecord
 from kadeploy.nodeset import fold, sort_key
+from kadeploy.states import SUCCEEDED, UNFINISHED, NodeState
 
 
 @dataclass
@@ -96,7 +97,7 @@ class RunState:
                 record.steps[macro_index] = StepRecord(implementation, timeout)
             else:  # a retry or a fallback keeps its count
                 step.implementation, step.timeout, step.duration = implementation, timeout, 0.0
-            record.state = "processing"
+            record.state = NodeState.PROCESSING
             record.macro, record.micro = implementation, None
             self.positions[node] = Position(macro_index, impl_index, implementation)
 
@@ -107,7 +108,7 @@ class RunState:
             record.micro = micro
             if report:
                 # Kadeploy3 reports a node entering a micro-step with state "ok".
-                self.output.node_state(node, record.macro, micro, "ok")
+                self.output.node_state(node, record.macro, micro, NodeState.OK)
 
     def set_error(self, node: str, text: str) -> None:
         """Remember `<Implementation>-<micro>: <text>` for a node that failed where it stands."""
@@ -131,19 +132,19 @@ class RunState:
             if step is not None:
                 step.duration = duration
 
-    def finish(self, nodes: list[str], state: str) -> None:
+    def finish(self, nodes: list[str], state: NodeState) -> None:
         """Final state of nodes: `ok`, `ko`, `brk` or `aborted` (reported to the sink)."""
         for node in nodes:
             record = self.records[node]
             record.state = state
-            if state in ("ok", "brk"):
+            if state in SUCCEEDED:
                 record.error = None
                 self.output.node_state(node, None, None, state)
             else:
                 self.output.node_state(node, record.macro, record.micro, state, record.error)
 
     def unfinished(self) -> list[str]:
-        return sorted_nodes(n for n, r in self.records.items() if r.state in ("waiting", "processing"))
+        return sorted_nodes(n for n, r in self.records.items() if r.state in UNFINISHED)
 
     # -- /status -------------------------------------------------------------
     def begin_micro(self, implementation: str, micro: str, nodes: list[str]) -> int:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kadeploy.engine.library import StepLibrary
-from kadeploy.engine.macrostep import BRK, KO, OK, MacroStepRun
+from kadeploy.engine.macrostep import MacroStepRun
 from kadeploy.engine.model import ImplementationSpec, MacroStepSpec
 from kadeploy.engine.output import KINDS, OutputSink
 from kadeploy.engine.result import ResumePoint, WorkflowResult
@@ -27,6 +27,10 @@ from kadeploy.engine.state import Position, RunState, sorted_nodes
 from kadeploy.engine.tasks import Breakpoint, StepTask, build_tasks
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.nodeset import fold
+from kadeploy.states import FAILED, NodeState, StepExit
+
+#: final states a resumed deployment can start again from
+RESUMABLE = frozenset({NodeState.KO, NodeState.BRK, NodeState.ABORTED})
 
 log = logging.getLogger("kadeploy.engine")
 
@@ -185,7 +189,7 @@ class Workflow:
             log.error("workflow %s: %d node(s) left without a verdict", self.wid, len(lost))
             for node in lost:
                 state.set_error(node, "the step was cancelled unexpectedly")
-            state.finish(lost, "ko")
+            state.finish(lost, NodeState.KO)
         state.log(0, f"End of {state.opname} on cluster {self.cluster} after {state.seconds_since()}s")
         return self.result
 
@@ -228,7 +232,7 @@ class Workflow:
         unfinished = state.unfinished()
         for node in unfinished:
             state.set_error(node, text)
-        state.finish(unfinished, "aborted")
+        state.finish(unfinished, NodeState.ABORTED)
 
     # -- one macro-step instance --------------------------------------------------
     async def _macro(self, nodes: list[str], nsid: int, macro_index: int, impl_index: int, attempt: int,
@@ -241,7 +245,7 @@ class Workflow:
             for node in nodes:
                 state.positions[node] = Position(macro_index, impl_index, impl.name)
                 state.records[node].macro, state.records[node].micro = impl.name, None
-            self._on_result(BRK, nodes, nsid, macro_index, impl_index, attempt)
+            self._on_result(StepExit.BRK, nodes, nsid, macro_index, impl_index, attempt)
             return
         run = MacroStepRun(
             state=state, library=self.library, wid=self.wid, macro_index=macro_index, macro=interface,
@@ -264,25 +268,25 @@ class Workflow:
             state.set_duration(remaining, macro_index, impl.timeout)
             if len(remaining) < len(nodes):
                 nsid = state.new_nsid()
-            self._on_result(KO, remaining, nsid, macro_index, impl_index, attempt)
+            self._on_result(StepExit.KO, remaining, nsid, macro_index, impl_index, attempt)
             return
         for status, kept, kept_nsid in run.take_kept():
             self._on_result(status, kept, kept_nsid, macro_index, impl_index, attempt)
 
-    def _on_result(self, status: str, nodes: list[str], nsid: int, macro_index: int, impl_index: int,
+    def _on_result(self, status: StepExit, nodes: list[str], nsid: int, macro_index: int, impl_index: int,
                    attempt: int) -> None:
         """Send nodes leaving a macro-step instance where they go next."""
         state = self._require_state()
         nodes = sorted_nodes(nodes)
-        if status == BRK:
+        if status == StepExit.BRK:
             state.log(1, f"Breakpoint reached for {fold(nodes)}", nsid)
-            state.finish(nodes, "brk")
-        elif status == OK:
+            state.finish(nodes, NodeState.BRK)
+        elif status == StepExit.OK:
             if macro_index + 1 < len(self.macrosteps):
                 self._spawn(self._macro(nodes, nsid, macro_index + 1, 0, 0))
             else:
                 state.log(1, f"End of {state.opname} for {fold(nodes)} after {state.seconds_since()}s", nsid)
-                state.finish(nodes, "ok")
+                state.finish(nodes, NodeState.OK)
         else:
             row = self._plans[macro_index]
             if attempt < row[impl_index].impl.retries:
@@ -294,7 +298,7 @@ class Workflow:
             else:
                 state.log(1, f"{state.opname.capitalize()} failed for {fold(nodes)} after {state.seconds_since()}s",
                           nsid)
-                state.finish(nodes, "ko")
+                state.finish(nodes, NodeState.KO)
 
     # -- views ------------------------------------------------------------------------
     def _require_state(self) -> RunState:
@@ -318,11 +322,11 @@ class Workflow:
                                 records=dict(state.records))
         for node in sorted_nodes(state.records):
             record = state.records[node]
-            if record.state == "ok":
+            if record.state == NodeState.OK:
                 result.ok.append(node)
-            elif record.state == "brk":
+            elif record.state == NodeState.BRK:
                 result.brk.append(node)
-            elif record.state in ("ko", "aborted"):
+            elif record.state in FAILED:
                 result.ko[node] = record.error or record.state
             else:
                 result.processing.append(node)
@@ -331,15 +335,15 @@ class Workflow:
                 result.resume_points[node] = point
         return result
 
-    def _resume_point(self, node: str, node_state: str) -> ResumePoint | None:
+    def _resume_point(self, node: str, node_state: NodeState) -> ResumePoint | None:
         state = self._require_state()
         position = state.positions.get(node)
-        if node_state not in ("ko", "brk", "aborted"):
+        if node_state not in RESUMABLE:
             return None
         if position is None:
             return ResumePoint(node, 0, self.macrosteps[0][0])
         interface = self.macrosteps[position.macro_index][0]
-        if node_state == "brk":
+        if node_state == NodeState.BRK:
             return ResumePoint(node, position.macro_index, interface, position.implementation, position.micro)
         # Failed or killed nodes redo the whole macro-step, its implementations in order.
         return ResumePoint(node, position.macro_index, interface)

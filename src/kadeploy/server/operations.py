@@ -14,19 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from kadeploy.states import SUCCEEDED, NodeState
+
 if TYPE_CHECKING:
     from kadeploy.catalog.files import FileFetcher
     from kadeploy.server.console import ConsoleFactory
 
 OperationKind = Literal["deploy", "reboot", "power", "power-status"]
-NodeVerdict = Literal["ok", "ko", "brk"]
+#: how an operation ended for a node: NodeState.OK, KO or BRK
+NodeVerdict = NodeState
 
 WID_PREFIX: dict[str, str] = {"deploy": "D-", "reboot": "R-", "power": "P-", "power-status": "P-", "console": "C-"}
-# Node states written in the DB when an operation starts / ends (reference 1.8).
-START_STATE: dict[str, str] = {"deploy": "deploying", "reboot": "rebooting", "power": "powering"}
-END_STATE: dict[str, tuple[str, str]] = {"deploy": ("deployed", "deploy_failed"),
-                                         "reboot": ("rebooted", "reboot_failed"),
-                                         "power": ("powered", "power_failed")}
 
 
 @dataclass
@@ -103,12 +101,12 @@ class OperationOutcome:
     @property
     def ok(self) -> list[str]:
         """Succeeded and breakpointed nodes (Kadeploy3 counts both as ok)."""
-        return [host for host, outcome in self.nodes.items() if outcome.state in ("ok", "brk")]
+        return [host for host, outcome in self.nodes.items() if outcome.state in SUCCEEDED]
 
     @property
     def ko(self) -> list[str]:
         """Failed nodes."""
-        return [host for host, outcome in self.nodes.items() if outcome.state == "ko"]
+        return [host for host, outcome in self.nodes.items() if outcome.state == NodeState.KO]
 
 
 class OperationRunner(Protocol):

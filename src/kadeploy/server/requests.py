@@ -21,6 +21,7 @@ from kadeploy.server.operations import Operation, OperationKind
 from kadeploy.server.rights import RightsService
 from kadeploy.server.settings import ServerSettings
 from kadeploy.server.workflows import new_wid
+from kadeploy.states import WorkflowState
 from kadeploy.vlan import resolve_vlan_addresses
 from kadeploy.steps import fsarchiver
 
@@ -163,7 +164,7 @@ class RequestBuilder:
         _, owner, state, result = found
         if owner != identity.user and not identity.admin:
             raise KadeployError(ErrorCode.INVALID_RIGHTS, f"The deployment {wid} belongs to {owner}")
-        if state == "running" or not result or "request" not in result:
+        if state == WorkflowState.RUNNING or not result or "request" not in result:
             raise KadeployError(ErrorCode.INVALID_WORKFLOW_ID,
                                 f"The deployment {wid} cannot be resumed (it is {state} or left no record)")
         points: dict[str, dict[str, Any]] = result.get("resume") or {}

@@ -30,9 +30,8 @@ from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.nodeset import fold
 from kadeploy.server.logfiles import OperationLogs
 from kadeploy.server.metrics import Metrics
+from kadeploy.states import END_STATE, START_STATE, DbNodeState, NodeState, WorkflowState
 from kadeploy.server.operations import (
-    END_STATE,
-    START_STATE,
     WID_PREFIX,
     Operation,
     OperationOutcome,
@@ -43,7 +42,7 @@ HOOK_TIMEOUT = 20.0  # seconds, as Kadeploy3
 log = logging.getLogger("kadeploy.server")
 
 CANCEL_TIMEOUT = 30.0
-REBOOT_KIND_STATE = {"deploy_env": "deploy_env", "recorded_env": "recorded_env"}
+REBOOT_KIND_STATE = {"deploy_env": DbNodeState.DEPLOY_ENV, "recorded_env": DbNodeState.RECORDED_ENV}
 
 
 @dataclass
@@ -100,7 +99,7 @@ class Workflow:
         self.states: dict[str, dict[str, Any]] = {}
         self._status_provider: Callable[[], dict[str, Any]] | None = None
         for node in discarded:
-            self.states[node] = {"macro": "", "micro": "", "state": "discarded",
+            self.states[node] = {"macro": "", "micro": "", "state": NodeState.DISCARDED,
                                  "error": "The node is already involved in another operation"}
 
     @property
@@ -285,22 +284,22 @@ class WorkflowRegistry:
         self.metrics.workflow_finished(op.kind)
         outcome = workflow.outcome
         if workflow.aborted:
-            state, node_states = db_workflows.ABORTED, {node: "aborted" for node in op.hostnames}
+            state, node_states = WorkflowState.ABORTED, {node: DbNodeState.ABORTED for node in op.hostnames}
             for node in op.hostnames:
                 previous = workflow.states.get(node, {})
-                workflow.node_state(node, previous.get("macro", ""), previous.get("micro", ""), "aborted")
+                workflow.node_state(node, previous.get("macro", ""), previous.get("micro", ""), NodeState.ABORTED)
         elif outcome is None:
-            state, node_states = db_workflows.ERROR, {node: "aborted" for node in op.hostnames}
+            state, node_states = WorkflowState.ERROR, {node: DbNodeState.ABORTED for node in op.hostnames}
         else:
-            state = db_workflows.DONE
+            state = WorkflowState.DONE
             ok_state, ko_state = END_STATE.get(op.kind, ("", ""))
             if op.kind == "reboot":  # reference 5.2: what the node runs after these reboot kinds
                 ok_state = REBOOT_KIND_STATE.get(str(op.params.get("kind")), ok_state)
-            node_states = {node: ok_state if result.state != "ko" else ko_state
+            node_states = {node: ok_state if result.state != NodeState.KO else ko_state
                            for node, result in outcome.nodes.items()} if ok_state else {}
             for node in op.params.get("prod_env_nodes", ()) if op.kind == "reboot" else ():
-                if node_states.get(node) == "recorded_env":
-                    node_states[node] = "prod_env"
+                if node_states.get(node) == DbNodeState.RECORDED_ENV:
+                    node_states[node] = DbNodeState.PROD_ENV
             for node, result in outcome.nodes.items():
                 current = workflow.states.get(node, {})
                 if current.get("state") != result.state or result.error:

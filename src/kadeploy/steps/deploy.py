@@ -34,6 +34,7 @@ from kadeploy.steps import commands
 from kadeploy.steps.context import ClusterRun
 from kadeploy.steps.macrosteps import canonical_microsteps, deploy_implementation
 from kadeploy.steps.pruning import prune
+from kadeploy.states import NodeState
 from kadeploy.vocabulary import REGISTRIES, Kind
 
 MicroStep = Callable[["NodeSteps", MicroContext, list[str]], Awaitable[StepResult]]
@@ -187,7 +188,7 @@ class NodeSteps:
         else:
             level = boot_power.retry_start_level(run.reboot_level, ctx.attempt)
         for node in nodes:
-            ctx.set_state(node, "reboot_in_progress")
+            ctx.set_state(node, NodeState.REBOOT_IN_PROGRESS)
         self.run_ctx.executor.forget(nodes)
         return await boot_power.escalate("reboot", nodes, level, run.commands, run.reboot_window,
                                          command_timeout=min(ctx.timeout or 120.0, 120.0),
@@ -199,7 +200,7 @@ class NodeSteps:
     async def ms_reboot_from_deploy_env(self, ctx: MicroContext, nodes: list[str]) -> StepResult:
         run = self.run_ctx
         for node in nodes:
-            ctx.set_state(node, "reboot_in_progress")
+            ctx.set_state(node, NodeState.REBOOT_IN_PROGRESS)
         async with run.reboot_window.slot():
             result = await self._remote(nodes, commands.reboot_from_deploy_env(), timeout=30)
         run.executor.forget(nodes)
@@ -217,7 +218,7 @@ class NodeSteps:
             else [run.deploy_env_port]
 
         def reached(node: str, seconds: float) -> None:
-            ctx.set_state(node, "rebooted")
+            ctx.set_state(node, NodeState.REBOOTED)
             ctx.output.log(5, f"{ctx.prefix}  {node} is here after {round(seconds)}s", ctx.nodeset_id)
 
         result = await wait_reboot(run.subset(nodes), ssh_port=run.ssh_port, ports_up=ports_up,
@@ -348,7 +349,7 @@ class NodeSteps:
                 params = f"{params} root={plan.deploy_part}".strip()
             command = commands.kexec_load(plan.env_kernel, plan.env_initrd, params, plan.extraction_dir)
         for node in nodes:
-            ctx.set_state(node, "reboot_in_progress")
+            ctx.set_state(node, NodeState.REBOOT_IN_PROGRESS)
         result = await self._remote(nodes, command, timeout=60)
         run.executor.forget(nodes)
         return result
@@ -426,12 +427,14 @@ class NodeSteps:
             result = await self._remote(remaining, commands.unpack_archive(run.plan, archive.compression),
                                         input=file_ref.path, timeout=ctx.timeout)
             failed.update(result.ko)
-            remaining = [n for n in remaining if n in result.ok]
+            passed = set(result.ok)
+            remaining = [n for n in remaining if n in passed]
             script = commands.run_archive_script(run.plan, archive.script, variables)
             if script and remaining:
                 result = await self._remote(remaining, script, timeout=ctx.timeout)
                 failed.update(result.ko)
-                remaining = [n for n in remaining if n in result.ok]
+                passed = set(result.ok)
+                remaining = [n for n in remaining if n in passed]
         return StepResult(ok=remaining, ko=failed)
 
     @microstep("manage_admin_pre_install", "run the administrator's pre-install archive")

@@ -55,6 +55,7 @@ from kadeploy.steps.deploy import NodeSteps
 from kadeploy.steps.macrosteps import DEPLOY_INTERFACES, default_deploy_macrosteps, power_macrosteps, reboot_macrosteps
 from kadeploy.steps.plan import Archive, DeployPlan
 from kadeploy.steps.timing import TimedLibrary
+from kadeploy.states import FAILED, NodeState
 
 log = logging.getLogger("kadeploy.steps")
 
@@ -302,19 +303,19 @@ class EngineRunner:
             brk = set(result.brk)
             for node, record in result.records.items():
                 if node in brk:
-                    state = "brk"
-                elif node in result.ko or record.state in ("ko", "aborted"):
-                    state = "ko"
+                    state = NodeState.BRK
+                elif node in result.ko or record.state in FAILED:
+                    state = NodeState.KO
                 else:
-                    state = "ok"
+                    state = NodeState.OK
                 nodes[node] = NodeOutcome(state, result.ko.get(node, record.error or ""))
                 point = result.resume_points.get(node)
-                if point is not None and state != "ok":
+                if point is not None and state != NodeState.OK:
                     resume[node] = {"macro_index": point.macro_index, "macro": point.macro,
                                     "implementation": point.implementation, "micro": point.micro}
                 row: dict[str, Any] = {"wid": op.wid, "user": op.user, "hostname": node, "start": int(start),
                                        "env": env_label, "anonymous_env": bool(env) and "id" not in env,
-                                       "success": state != "ko", "error": nodes[node].error,
+                                       "success": state != NodeState.KO, "error": nodes[node].error,
                                        # Kadeploy3 never filled this field; we record the image's checksum
                                        "md5": files.get("image_checksum", "")}
                 for index, step in enumerate(record.steps[:3], start=1):
