@@ -18,8 +18,9 @@ import asyncio
 import hmac
 import os
 import secrets
-import signal
 from contextlib import suppress
+
+from kadeploy.boot.process import kill_group
 
 ALREADY_ATTACHED = b"[Kaconsole] console already attached\r\n"
 INVALID_TOKEN = b"[Kaconsole] invalid token\r\n"
@@ -176,9 +177,8 @@ class ConsoleSession:
     # -- teardown ------------------------------------------------------------------------
 
     def _kill(self) -> None:
-        if self._process is not None and self._process.returncode is None:
-            with suppress(ProcessLookupError):
-                os.killpg(self._process.pid, signal.SIGKILL)
+        if self._process is not None:
+            kill_group(self._process)
 
     def _close_master(self) -> None:
         if self._master is not None:

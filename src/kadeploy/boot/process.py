@@ -1,5 +1,8 @@
-"""Run one local command (a reboot script, ipmitool, a console) with a hard timeout.
+"""Run one local command (a reboot script, ipmitool, a VLAN or broadcast command, a hook) with a hard timeout.
 
+The one helper for commands the server runs on itself: power and reboot
+templates (boot), `set_vlan` and BroadcastEnvCustom (steps), the end hooks
+(server); the console (boot/console.py) kills its command with `kill_group`.
 Commands run in their own process group so that a timeout or a cancellation
 kills the whole tree (a script that started ssh or ipmitool), not just the shell.
 """
@@ -50,9 +53,12 @@ def use_pidfd_child_watcher() -> bool:
 
 
 def kill_group(process: asyncio.subprocess.Process) -> None:
-    """SIGKILL the process group of `process` (it was started with its own session)."""
-    if process.returncode is not None:
-        return
+    """SIGKILL the process group of `process` (it was started with its own session).
+
+    Even when `process` itself has ended: a shell that exited may have left
+    children in its group (`cmd &`), still holding its pipes. The group id
+    cannot be reused while one of them lives; an empty group is ESRCH.
+    """
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -61,12 +67,19 @@ def kill_group(process: asyncio.subprocess.Process) -> None:
 
 async def run_process(
     command: str | Sequence[str],
-    timeout: float,
+    timeout: float | None,
     *,
     env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
+    capture: bool = True,
 ) -> ProcessResult:
-    """Run `command` (a string goes through `/bin/sh -c`, a list is exec'ed) for at most `timeout` s."""
+    """Run `command` (a string goes through `/bin/sh -c`, a list is exec'ed) for at most `timeout` s.
+
+    `timeout` None: no limit but cancellation. `capture` False sends stdout and
+    stderr to /dev/null (a hook's output nobody reads must not fill memory).
+    Whatever happens (timeout, cancellation), the command's process group is
+    killed before this returns or raises.
+    """
     full_env = {**os.environ, **env} if env else None
     if isinstance(command, str):
         argv: Sequence[str] = ("/bin/sh", "-c", command)
@@ -75,8 +88,8 @@ async def run_process(
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE if capture else asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE if capture else asyncio.subprocess.DEVNULL,
         env=full_env,
         start_new_session=True,
     )
@@ -91,7 +104,8 @@ async def run_process(
         kill_group(process)
         await asyncio.shield(_reap(process))
         raise
-    return ProcessResult(process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+    return ProcessResult(process.returncode, (stdout or b"").decode(errors="replace"),
+                         (stderr or b"").decode(errors="replace"))
 
 
 async def _reap(process: asyncio.subprocess.Process) -> None:

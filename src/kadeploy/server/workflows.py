@@ -13,16 +13,14 @@ shutdown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from kadeploy.boot.process import run_process
 from kadeploy.db import Database
 from kadeploy.db import stats as db_stats
 from kadeploy.db import workflows as db_workflows
@@ -344,15 +342,12 @@ class WorkflowRegistry:
         if not template:
             return
         command = template.replace("WORKFLOW_ID", workflow.wid)
-        process = await asyncio.create_subprocess_shell(command, stdout=asyncio.subprocess.DEVNULL,
-                                                        stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
-        try:
-            status = await asyncio.wait_for(process.wait(), HOOK_TIMEOUT)
-            log.info("hook %s of %s exited with status %s", key, workflow.wid, status)
-        except asyncio.TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+        # killed with its whole process group at the timeout, or if the server stops meanwhile
+        outcome = await run_process(command, HOOK_TIMEOUT, capture=False)
+        if outcome.timed_out:
             log.warning("hook %s of %s killed after %ss", key, workflow.wid, HOOK_TIMEOUT)
+        else:
+            log.info("hook %s of %s exited with status %s", key, workflow.wid, outcome.exit_status)
 
     async def cancel(self, workflow: Workflow) -> None:
         """Kill a running workflow (its runner's task is cancelled) and wait for its end to be recorded."""

@@ -12,11 +12,9 @@ and the power commands kill what they started when cancelled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import shlex
-import signal
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +22,7 @@ from pathlib import Path
 
 from kadeploy.boot import power as boot_power
 from kadeploy.boot.probe import wait_reboot
+from kadeploy.boot.process import run_process
 from kadeploy.boot.pxe import LocalBootEnv
 from kadeploy.broadcast import broadcast
 from kadeploy.engine import CustomOperation, MicroContext, StepResult
@@ -165,16 +164,13 @@ class NodeSteps:
         vlan = "DEFAULT" if ctx.macro == "SetDeploymentEnv" else (run.plan.vlan or "DEFAULT")
         if run.vlan_command is None:
             return StepResult(ko={n: "No VLAN command is configured (network/vlan/set_cmd)" for n in nodes})
-        command = run.vlan_command(nodes, vlan)
-        process = await asyncio.create_subprocess_shell(command, stdout=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.PIPE, start_new_session=True)
-        try:
-            _, stderr = await asyncio.wait_for(process.communicate(), ctx.timeout or DEFAULT_COMMAND_TIMEOUT)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            process.kill()
-            raise
-        if process.returncode != 0:
-            return StepResult(ko={n: stderr.decode(errors="replace").strip() or "set_vlan failed" for n in nodes})
+        timeout = ctx.timeout or DEFAULT_COMMAND_TIMEOUT
+        outcome = await run_process(run.vlan_command(nodes, vlan), timeout)
+        if outcome.timed_out:
+            return StepResult(ko={n: f"The VLAN command (network/vlan/set_cmd) timed out after {timeout:g}s"
+                                  for n in nodes})
+        if outcome.exit_status != 0:
+            return StepResult(ko={n: outcome.stderr.strip() or "set_vlan failed" for n in nodes})
         run.moved_to_vlan(nodes, vlan)
         return StepResult(ok=list(nodes))
 
@@ -394,19 +390,16 @@ class NodeSteps:
                    .replace("DECOMPRESS", commands.image_sink(run.plan))
                    .replace("TAKTUK_CONNECTOR", run.connector))
         start = time.monotonic()
-        process = await asyncio.create_subprocess_shell(command, stdout=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.PIPE, start_new_session=True)
         try:
-            _, stderr = await asyncio.wait_for(process.communicate(), ctx.timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            raise
+            outcome = await run_process(command, ctx.timeout)
         finally:
             os.unlink(node_file)
         ctx.debug(3, f"Broadcast time: {round(time.monotonic() - start)}s")
-        if process.returncode != 0:
-            error = stderr.decode(errors="replace").strip() or f"exit status {process.returncode}"
+        if outcome.timed_out:
+            return StepResult(ko={n: f"The broadcast command (localops/broadcastenv/cmd) timed out after "
+                                     f"{ctx.timeout:g}s" for n in nodes})
+        if outcome.exit_status != 0:
+            error = outcome.stderr.strip() or f"exit status {outcome.exit_status}"
             return StepResult(ko={n: error for n in nodes})
         return StepResult(ok=list(nodes))
 
