@@ -129,7 +129,7 @@ def test_kadeploy3_dry_run_answers_what_it_would_do(server, site):
 
 
 @pytest.mark.parametrize(("user", "args", "code"), [
-    ("alice", ("-e", "nope", "-m", NODES[0]), 7),            # no such environment
+    ("alice", ("-e", "nope", "-m", NODES[0]), 1),            # no such environment: the client's lookup says so
     ("bob", ("-e", "debian-pub", "-m", NODES[0]), 6),       # no right on the node
     ("alice", ("-e", "debian", "-m", NODES[0], "--reboot-classical-timeout", "1+"), 4),
 ])
@@ -159,7 +159,7 @@ def test_kareboot3_dry_run_starts_nothing(server, site):
     dry_run(server, "kareboot3", "-r", "recorded_env", "-e", "debian", "-p", "3", "-m", NODES[1], user="alice")
     same_failure(server, "kareboot3", "-m", NODES[1], user="bob", code=6)
     same_failure(server, "kareboot3", "-r", "recorded_env", "-e", "nope", "-p", "3", "-m", NODES[1],
-                 user="alice", code=7)
+                 user="alice", code=1)  # the client looks the environment up first, as Kadeploy3's does
 
 
 def test_kapower3_dry_run_starts_nothing(server, site):
@@ -332,7 +332,7 @@ def test_kaconsole3_dry_run_opens_no_console(console_server):
         opened = alice.post("/console", json={"node": NODES[0]})
         assert opened.status_code == 200, opened.text  # the real request opens one
         try:
-            assert [c["wid"] for c in alice.get("/console").json()] == [opened.json()["wid"]]
+            assert [c["id"] for c in alice.get("/console").json()] == [opened.json()["wid"]]  # console_get: :id
             before = picture(console_server)
             dry = alice.delete(f"/console/{opened.json()['wid']}", params={"dry_run": "true"})
             assert dry.json() == {"dry_run": True, "wid": opened.json()["wid"]}
