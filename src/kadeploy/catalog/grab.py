@@ -14,10 +14,10 @@ priority ANON (deleted when the operation ends).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from kadeploy.catalog.cache import Priority
 from kadeploy.catalog.files import FetchedFile, FileFetcher
+from kadeploy.catalog.resolved import ResolvedEnvironment
 from kadeploy.errors import ErrorCode, KadeployError
 
 
@@ -30,36 +30,27 @@ class EnvironmentFiles:
     postinstalls: list[FetchedFile] = field(default_factory=list)
 
 
-def is_recorded(env: dict[str, Any]) -> bool:
-    """A recorded environment comes from the catalogue and carries its DB id."""
-    return env.get("id") is not None
-
-
-def _expected(spec: dict[str, Any]) -> str | None:
-    return spec.get("md5") or spec.get("checksum") or None
-
-
-async def grab_environment(fetcher: FileFetcher, env: dict[str, Any], *, client: str | None, wid: str,
+async def grab_environment(fetcher: FileFetcher, env: ResolvedEnvironment, *, client: str | None, wid: str,
                            max_preinstall_size: int | None = None,
                            max_postinstall_size: int | None = None) -> EnvironmentFiles:
     """Fetch image, preinstall and postinstalls of `env` for the workflow `wid`, checking their checksums."""
-    recorded = is_recorded(env)
+    recorded = env.is_recorded
     priority = Priority.DB if recorded else Priority.ANON
-    image = env.get("image") or {}
-    if not image.get("file"):
+    description, checksums = env.description, env.checksums
+    if not description.image.file:
         raise KadeployError(ErrorCode.INVALID_ENVIRONMENT, "The environment has no image file")
-    files = EnvironmentFiles(await fetcher.fetch(str(image["file"]), client=client, what="image", wid=wid,
+    files = EnvironmentFiles(await fetcher.fetch(description.image.file, client=client, what="image", wid=wid,
                                                  priority=priority,
-                                                 expected_checksum=_expected(image) if recorded else None))
-    pre = env.get("preinstall")
-    if pre and (pre.get("archive") or pre.get("file")):
-        files.preinstall = await fetcher.fetch(str(pre.get("archive") or pre.get("file")), client=client,
-                                               what="preinstall archive", wid=wid, priority=priority,
-                                               expected_checksum=_expected(pre) if recorded else None,
+                                                 expected_checksum=checksums.image if recorded else None))
+    pre = description.preinstall
+    if pre is not None and pre.archive:
+        files.preinstall = await fetcher.fetch(pre.archive, client=client, what="preinstall archive", wid=wid,
+                                               priority=priority,
+                                               expected_checksum=checksums.preinstall if recorded else None,
                                                max_size=max_preinstall_size)
-    for post in env.get("postinstalls") or []:
+    for index, post in enumerate(description.postinstalls):
+        expected = checksums.postinstalls[index] if recorded and index < len(checksums.postinstalls) else None
         files.postinstalls.append(await fetcher.fetch(
-            str(post.get("archive") or post.get("file")), client=client, what="postinstall archive", wid=wid,
-            priority=priority, expected_checksum=_expected(post) if recorded else None,
-            max_size=max_postinstall_size))
+            post.archive, client=client, what="postinstall archive", wid=wid,
+            priority=priority, expected_checksum=expected, max_size=max_postinstall_size))
     return files

@@ -32,7 +32,7 @@ from kadeploy.server.environments import EnvironmentService
 from kadeploy.server.http import HTTPProblem, RequestTimeout, error_response, problem_response
 from kadeploy.server.logfiles import OperationLogs
 from kadeploy.server.metrics import Metrics
-from kadeploy.server.operations import OperationRunner
+from kadeploy.operations import OperationRunner
 from kadeploy.server.requests import RequestBuilder
 from kadeploy.server.rights import RightsService
 from kadeploy.server.routes import ROUTERS

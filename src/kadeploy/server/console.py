@@ -2,42 +2,21 @@
 
 The HTTP layer keeps the registry of console workflows; opening the TCP
 listener and bridging it to the console command's PTY is the job of a
-`ConsoleFactory` supplied by whoever builds the app (the lead plugs the
-real one). Without a factory, POST /console answers error 15.
+`ConsoleFactory` (a protocol of `kadeploy.operations`) that the daemon passes
+in `Services`; the product's is `kadeploy.steps.console.ConsoleFactory`.
+Without a factory, POST /console answers error 15.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.operations import ConsoleFactory, ConsoleRequest, ConsoleSession
 
-
-class ConsoleSession(Protocol):
-    """An open console: a TCP endpoint bridged to the node's console command."""
-
-    uri: str                      # tcp://<server>:<port>
-
-    @property
-    def attached(self) -> bool:
-        """A client is connected."""
-
-    @property
-    def error(self) -> str | None:
-        """Why the console ended, if it failed."""
-
-    async def close(self) -> None:
-        """Kill the console command's process tree and stop listening."""
-
-
-class ConsoleFactory(Protocol):
-    def check(self, node: str) -> object:
-        """Raise the KadeployError `open` would raise for `node` (no console command...); open nothing."""
-
-    async def open(self, wid: str, node: str, user: str) -> ConsoleSession:
-        """Start listening for `node`'s console; KadeployError if no console command exists."""
+__all__ = ["ConsoleFactory", "ConsoleRegistry", "ConsoleSession", "ConsoleWorkflow"]
 
 
 @dataclass
@@ -80,7 +59,7 @@ class ConsoleRegistry:
         self._factory().check(node)
 
     async def open(self, wid: str, node: str, user: str) -> ConsoleWorkflow:
-        session = await self._factory().open(wid, node, user)
+        session = await self._factory().open(ConsoleRequest(wid, node, user))
         console = ConsoleWorkflow(wid, user, node, session)
         self.consoles[wid] = console
         return console

@@ -34,7 +34,7 @@ from kadeploy.errors import KadeployError
 from kadeploy.server.logfiles import OperationLogs
 
 if TYPE_CHECKING:
-    from kadeploy.server.operations import Services
+    from kadeploy.operations import Services
     from kadeploy.server.settings import ServerSettings
 
 log = logging.getLogger("kadeploy.server")

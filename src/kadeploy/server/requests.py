@@ -3,32 +3,46 @@
 POST /deployment, POST /reboot, PUT /power and GET /power parameters are
 checked here, with Kadeploy3's error codes, before anything is persisted:
 nodes (ranges expanded, unknown nodes refused), environment lookup, options,
-and rights.
+and rights. This is the API edge: the JSON is read once, into the typed
+requests of `kadeploy.operations` (`DeployRequest`, `RebootRequest`,
+`PowerRequest`) with the environment resolved (`ResolvedEnvironment`); nothing
+after it reads the request's hash again.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
+from kadeploy.catalog.multipart import multipart_boot_device, multipart_devices, multipart_target_problem
+from kadeploy.catalog.resolved import ResolvedEnvironment
 from kadeploy.config import TimeoutExpr, parse_request_automata
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.nodeset import expand_all
+from kadeploy.operations import (
+    LEVELS,
+    REBOOT_KINDS,
+    DeployRequest,
+    Operation,
+    OperationKind,
+    PowerRequest,
+    PxeRequest,
+    RebootRequest,
+    ResumeFrom,
+    WorkflowRequest,
+)
 from kadeploy.server.auth import Identity
-from kadeploy.server.environments import EnvironmentService, validate_description
+from kadeploy.server.environments import EnvironmentService
 from kadeploy.server.http import as_bool, as_dict, as_int, as_list, as_str
-from kadeploy.server.operations import Operation, OperationKind
 from kadeploy.server.rights import RightsService
 from kadeploy.server.settings import ServerSettings
 from kadeploy.server.workflows import new_wid
 from kadeploy.states import WorkflowState
 from kadeploy.vlan import resolve_vlan_addresses
-from kadeploy.steps import fsarchiver
 
 _BREAKPOINT = re.compile(r"^\w+(:\w+)?$")
 _BLOCK_DEVICE = re.compile(r"^[\w/]+$")
-REBOOT_KINDS = ("simple", "set_pxe", "deploy_env", "recorded_env")
-LEVELS = ("soft", "hard", "very_hard")
 
 
 def resolve_nodes(settings: ServerSettings, params: dict[str, Any]) -> dict[str, list[str]]:
@@ -68,6 +82,51 @@ def _automata(params: dict[str, Any]) -> Any:
         raise KadeployError(ErrorCode.INVALID_OPTION, exc.message) from None
 
 
+
+def _pxe(params: dict[str, Any]) -> PxeRequest | None:
+    """`pxe: {profile, singularities, files}` (kareboot3 -w, -x, --set-pxe-pattern)."""
+    pxe = as_dict(params, "pxe")
+    if pxe is None:
+        return None
+    if not pxe.get("profile"):
+        raise KadeployError(ErrorCode.INVALID_OPTION, "pxe: profile missing")
+    singularities = pxe.get("singularities") or {}
+    files = pxe.get("files") or []
+    if not isinstance(singularities, dict):
+        raise KadeployError(ErrorCode.INVALID_OPTION, "pxe: singularities must be a mapping of node to value")
+    if not isinstance(files, list):
+        raise KadeployError(ErrorCode.INVALID_OPTION, "pxe: files must be a list")
+    return PxeRequest(str(pxe["profile"]), {str(node): str(value) for node, value in singularities.items()},
+                      tuple(str(ref) for ref in files))
+
+
+def _resume_from(wid: str, raw: dict[str, Any]) -> ResumeFrom:
+    try:
+        return ResumeFrom(int(raw["macro_index"]), str(raw["macro"]), raw.get("implementation"), raw.get("micro"))
+    except (KeyError, TypeError, ValueError):
+        raise KadeployError(ErrorCode.INVALID_WORKFLOW_ID,
+                            f"The deployment {wid} cannot be resumed (its resume record is damaged)") from None
+
+
+@dataclass
+class _Common:
+    """What every workflow request carries, checked: the `Operation` fields and the common options."""
+
+    kind: OperationKind
+    nodes: dict[str, list[str]]
+    addresses: dict[str, str]
+    fields: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hostnames(self) -> list[str]:
+        return [node for nodes in self.nodes.values() for node in nodes]
+
+    def operation(self, options: DeployRequest | RebootRequest | PowerRequest, **extra: Any) -> Operation:
+        return Operation(wid=new_wid(self.kind), kind=self.kind, nodes=self.nodes, options=options,
+                         addresses=self.addresses, **self.fields, **extra)
+
+
 class RequestBuilder:
     """Turns request parameters into validated, rights-checked operations."""
 
@@ -76,7 +135,7 @@ class RequestBuilder:
         self.environments = environments
         self.rights = rights
 
-    def _common(self, kind: OperationKind, identity: Identity, params: dict[str, Any]) -> Operation:
+    def _common(self, kind: OperationKind, identity: Identity, params: dict[str, Any]) -> _Common:
         nodes = resolve_nodes(self.settings, params)
         breakpoint_ = as_str(params, "breakpoint")
         if breakpoint_ is not None and not _BREAKPOINT.match(breakpoint_):
@@ -85,53 +144,44 @@ class RequestBuilder:
         requested = {n for ns in nodes.values() for n in ns}
         addresses = {host: self.settings.clusters[cluster].addresses.get(host, "")
                      for cluster, hosts in nodes.items() for host in hosts if host in requested}
-        op = Operation(wid=new_wid(kind), kind=kind, user=identity.user, nodes=nodes, addresses=addresses,
-                       verbose_level=as_int(params, "verbose_level", self.settings.verbosity_clients or 3,
-                                            minimum=0, maximum=5) or 0,
-                       debug=as_bool(params, "debug"), force=as_bool(params, "force"),
-                       breakpoint=breakpoint_, client=as_str(params, "client"))
-        op.params = {"hook": as_bool(params, "hook")}
-        if custom is not None:
-            op.params["custom_operations"] = custom
-        for key in ("ssh_authorized_keys", "vlan"):
-            value = as_str(params, key)
-            if value is not None:
-                op.params[key] = value
-        pxe = as_dict(params, "pxe")
-        if pxe is not None:
-            if not pxe.get("profile"):
-                raise KadeployError(ErrorCode.INVALID_OPTION, "pxe: profile missing")
-            op.params["pxe"] = pxe
+        fields = {"user": identity.user,
+                  "verbose_level": as_int(params, "verbose_level", self.settings.verbosity_clients or 3,
+                                          minimum=0, maximum=5) or 0,
+                  "debug": as_bool(params, "debug"), "force": as_bool(params, "force"),
+                  "breakpoint": breakpoint_, "client": as_str(params, "client")}
+        options: dict[str, Any] = {"hook": as_bool(params, "hook"), "custom_operations": custom,
+                                   "ssh_authorized_keys": as_str(params, "ssh_authorized_keys"),
+                                   "vlan": as_str(params, "vlan"), "pxe": _pxe(params)}
         block_device = as_str(params, "block_device")
         if block_device is not None:
             if not _BLOCK_DEVICE.match(block_device):
                 raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid block_device {block_device!r}")
-            op.params["block_device"] = block_device
+            options["block_device"] = block_device
         if params.get("deploy_partition") not in (None, ""):
-            op.params["deploy_partition"] = as_int(params, "deploy_partition", minimum=0)
-        return op
+            options["deploy_partition"] = as_int(params, "deploy_partition", minimum=0)
+        return _Common(kind, nodes, addresses, fields, options)
 
-    def _deploy_part(self, op: Operation) -> dict[str, str]:
+    def _deploy_part(self, nodes: dict[str, list[str]], options: WorkflowRequest) -> dict[str, str]:
         """The device the rights must cover, per cluster (request values or cluster defaults)."""
         parts = {}
-        for cluster_name in op.nodes:
+        for cluster_name in nodes:
             cluster = self.settings.clusters[cluster_name]
-            device = op.params.get("block_device", cluster.block_device)
-            if "block_device" in op.params and "deploy_partition" not in op.params:
+            device = options.block_device if options.block_device is not None else cluster.block_device
+            if options.whole_disk:
                 parts[cluster_name] = device  # whole-disk dd
             else:
-                parts[cluster_name] = f"{device}{op.params.get('deploy_partition', cluster.deploy_partition)}"
+                partition = options.deploy_partition if options.deploy_partition is not None \
+                    else cluster.deploy_partition
+                parts[cluster_name] = f"{device}{partition}"
         return parts
 
-    async def _environment(self, identity: Identity, raw: Any) -> dict[str, Any]:
+    async def _environment(self, identity: Identity, raw: Any) -> ResolvedEnvironment:
         if not isinstance(raw, dict):
             raise KadeployError(ErrorCode.MISSING_OPTION, "No environment given (parameter environment)")
         kind = raw.get("kind", "database")
         if kind == "anonymous":
             description = {k: v for k, v in raw.items() if k != "kind"}
-            env = validate_description(description, "anonymous environment")
-            env["user"] = identity.user
-            return env
+            return ResolvedEnvironment.anonymous(description, identity.user)
         if kind != "database":
             raise KadeployError(ErrorCode.INVALID_ENVIRONMENT, f"Invalid environment kind {kind!r}")
         name = raw.get("name")
@@ -142,7 +192,8 @@ class RequestBuilder:
             version = int(version) if version not in (None, "") else None
         except (TypeError, ValueError):
             raise KadeployError(ErrorCode.INVALID_ENVIRONMENT, f"environment: invalid version {version!r}") from None
-        return await self.environments.lookup(identity, str(name), raw.get("user") or None, version)
+        record = await self.environments.lookup(identity, str(name), raw.get("user") or None, version)
+        return ResolvedEnvironment.recorded(record)
 
     async def _resume(self, identity: Identity, wid: str,
                       params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -186,31 +237,25 @@ class RequestBuilder:
         resume_wid = as_str(params, "resume")
         if resume_wid:
             params, resume_points = await self._resume(identity, resume_wid, params)
-        op = self._common("deploy", identity, params)
-        op.request = {k: v for k, v in params.items() if k not in ("resume", "dry_run")}
+        common = self._common("deploy", identity, params)
+        received = {k: v for k, v in params.items() if k not in ("resume", "dry_run")}
+        options = dict(common.options)
         if resume_points is not None:
-            op.params["resume_points"] = {node: resume_points[node] for node in op.hostnames if node in resume_points}
-        op.environment = await self._environment(identity, params.get("environment"))
+            options["resume_points"] = {node: _resume_from(str(resume_wid), resume_points[node])
+                                        for node in common.hostnames if node in resume_points} or None
+        options["environment"] = await self._environment(identity, params.get("environment"))
         if params.get("boot_partition") not in (None, ""):
-            op.params["boot_partition"] = as_int(params, "boot_partition", minimum=0)
-        if "block_device" in op.params and "deploy_partition" not in op.params and "boot_partition" not in op.params:
+            options["boot_partition"] = as_int(params, "boot_partition", minimum=0)
+        if "block_device" in options and "deploy_partition" not in options and "boot_partition" not in options:
             raise KadeployError(ErrorCode.MISSING_OPTION, "boot_partition is mandatory to deploy on a whole disk")
         for key in ("timeout_reboot_classical", "timeout_reboot_kexec"):
-            value = _check_timeout(params, key)
-            if value is not None:
-                op.params[key] = value
+            options[key] = _check_timeout(params, key)
         for flag in ("disable_bootloader_install", "disable_disk_partitioning", "disable_kexec"):
-            op.params[flag] = as_bool(params, flag)
-        fstype = as_str(params, "reformat_tmp_partition")
-        if fstype is not None:
-            op.params["reformat_tmp_partition"] = fstype
-        automata = _automata(params)
-        if automata is not None:
-            op.params["automata"] = automata
+            options[flag] = as_bool(params, flag)
+        options["reformat_tmp_partition"] = as_str(params, "reformat_tmp_partition")
+        options["automata"] = _automata(params)
         # beyond Kadeploy3: automatic redeployment of failed nodes (engine run_with_retries)
-        retry_failed = as_int(params, "retry_failed", 0, minimum=0, maximum=10)
-        if retry_failed:
-            op.params["retry_failed"] = retry_failed
+        options["retry_failed"] = as_int(params, "retry_failed", 0, minimum=0, maximum=10) or 0
         if params.get("min_success") not in (None, ""):
             try:
                 ratio = float(params["min_success"])
@@ -219,16 +264,18 @@ class RequestBuilder:
             if not 0.0 < ratio <= 1.0:
                 raise KadeployError(ErrorCode.INVALID_OPTION,
                                     f"min_success must be a ratio in ]0, 1] (got {params['min_success']!r})")
-            op.params["min_success"] = ratio
-        self._check_image_target(op)
-        await self.rights.check(identity, op.hostnames)
-        for cluster_name, part in self._deploy_part(op).items():
-            await self.rights.check(identity, op.nodes[cluster_name], part)
+            options["min_success"] = ratio
+        request = DeployRequest(**options)
+        self._check_image_target(common.nodes, request)
+        await self.rights.check(identity, common.hostnames)
+        for cluster_name, part in self._deploy_part(common.nodes, request).items():
+            await self.rights.check(identity, common.nodes[cluster_name], part)
         # Kadeploy3 (kadeploy.rb): a multipart environment also needs the right on every device it writes
-        env = op.environment or {}
-        multipart_parts = [fsarchiver.multipart_boot_device(env), *fsarchiver.multipart_devices(env)]
+        env = request.environment.description
+        multipart_parts = [multipart_boot_device(env), *multipart_devices(env)]
         for part in dict.fromkeys(p for p in multipart_parts if p):
-            await self.rights.check(identity, op.hostnames, part)
+            await self.rights.check(identity, common.hostnames, part)
+        op = common.operation(request, request=received)
         await self._resolve_vlan(op)
         return op
 
@@ -238,7 +285,7 @@ class RequestBuilder:
         A name that does not resolve refuses the request before any node is
         touched; after `set_vlan` the nodes are reached at these addresses.
         """
-        vlan = op.params.get("vlan")
+        vlan = op.options.vlan
         if vlan is None:
             return
         suffix, set_cmd = self.settings.vlan_hostname_suffix, self.settings.vlan_set_cmd
@@ -249,23 +296,23 @@ class RequestBuilder:
                                 f"The VLAN management is disabled (server.conf network/vlan/{missing} not set)")
         op.vlan_addresses = await resolve_vlan_addresses(op.hostnames, suffix, str(vlan))
 
-    def _check_image_target(self, op: Operation) -> None:
+    def _check_image_target(self, nodes: dict[str, list[str]], request: DeployRequest) -> None:
         """Refuse, before any reboot, an image that cannot go where the request puts it."""
-        env = op.environment or {}
-        kind = (env.get("image") or {}).get("kind")
-        whole_disk = "block_device" in op.params and "deploy_partition" not in op.params
-        if whole_disk and kind != "dd":
+        env = request.environment.description
+        kind = env.image.kind
+        if request.whole_disk and kind != "dd":
             # Kadeploy3's check_config; its wording
             raise KadeployError(ErrorCode.INVALID_OPTION,
                                 f"You can only deploy directly on block device when using a dd image "
-                                f"(the environment {env.get('name', '')} is a {kind} image)")
-        for part in self._deploy_part(op).values():
-            problem = fsarchiver.multipart_target_problem(env, part)
+                                f"(the environment {env.name} is a {kind} image)")
+        for part in self._deploy_part(nodes, request).values():
+            problem = multipart_target_problem(env, part)
             if problem:
                 raise KadeployError(ErrorCode.CONFLICTING_OPTIONS, problem)
 
     async def reboot(self, identity: Identity, params: dict[str, Any]) -> Operation:
-        op = self._common("reboot", identity, params)
+        common = self._common("reboot", identity, params)
+        options = dict(common.options)
         kind = as_str(params, "kind")
         if kind is None:
             raise KadeployError(ErrorCode.MISSING_OPTION, "No reboot kind given (simple, set_pxe, deploy_env, "
@@ -275,35 +322,35 @@ class RequestBuilder:
         level = as_str(params, "level", "soft")
         if level not in LEVELS:
             raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid level {level!r} (soft, hard, very_hard)")
-        op.params.update(kind=kind, level=level, check_destructive=as_bool(params, "check_destructive"))
-        if kind == "set_pxe" and "pxe" not in op.params:
+        options.update(kind=kind, level=level, check_destructive=as_bool(params, "check_destructive"))
+        if kind == "set_pxe" and options["pxe"] is None:
             raise KadeployError(ErrorCode.MISSING_OPTION, "A PXE profile is mandatory for a set_pxe reboot")
         if kind == "recorded_env":
-            if params.get("environment") is None or "deploy_partition" not in op.params:
+            if params.get("environment") is None or "deploy_partition" not in options:
                 raise KadeployError(ErrorCode.MISSING_OPTION,
                                     "An environment and a deploy partition are mandatory for a recorded_env reboot")
             env = dict(params["environment"]) if isinstance(params["environment"], dict) else params["environment"]
             if isinstance(env, dict):
                 env.setdefault("kind", "database")
-            op.environment = await self._environment(identity, env)
+            options["environment"] = await self._environment(identity, env)
             # reference 5.2: a node rebooted onto its cluster's prod partition runs its production env
-            op.params["prod_env_nodes"] = sorted(
-                node for name, nodes in op.nodes.items() for node in nodes
+            options["prod_env_nodes"] = tuple(sorted(
+                node for name, nodes in common.nodes.items() for node in nodes
                 if name in self.settings.clusters
-                and self.settings.clusters[name].prod_partition == op.params["deploy_partition"])
+                and self.settings.clusters[name].prod_partition == options["deploy_partition"]))
         elif params.get("environment") is not None:
             raise KadeployError(ErrorCode.CONFLICTING_OPTIONS, "An environment is only meaningful for recorded_env")
-        if "ssh_authorized_keys" in op.params and kind != "deploy_env":
+        if options["ssh_authorized_keys"] is not None and kind != "deploy_env":
             raise KadeployError(ErrorCode.CONFLICTING_OPTIONS, "A key can only be given with deploy_env reboots")
-        timeout = _check_timeout(params, "timeout_reboot_classical")
-        if timeout is not None:
-            op.params["timeout_reboot_classical"] = timeout
-        await self.rights.check(identity, op.hostnames)
+        options["timeout_reboot_classical"] = _check_timeout(params, "timeout_reboot_classical")
+        await self.rights.check(identity, common.hostnames)
+        op = common.operation(RebootRequest(**options))
         await self._resolve_vlan(op)
         return op
 
     async def power(self, identity: Identity, params: dict[str, Any], *, status_only: bool) -> Operation:
-        op = self._common("power-status" if status_only else "power", identity, params)
+        common = self._common("power-status" if status_only else "power", identity, params)
+        options = dict(common.options)
         if not status_only:
             status = as_str(params, "status")
             if status is None:
@@ -313,6 +360,6 @@ class RequestBuilder:
             level = as_str(params, "level", "soft")
             if level not in LEVELS:
                 raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid level {level!r} (soft, hard, very_hard)")
-            op.params.update(status=status, level=level)
-        await self.rights.check(identity, op.hostnames)
-        return op
+            options.update(status=status, level=level)
+        await self.rights.check(identity, common.hostnames)
+        return common.operation(PowerRequest(**options))

@@ -20,21 +20,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from kadeploy.catalog.resolved import ResolvedEnvironment
 from kadeploy.boot.process import run_process
 from kadeploy.db import Database
 from kadeploy.db import stats as db_stats
 from kadeploy.db import workflows as db_workflows
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.nodeset import fold
+from kadeploy.operations import WID_PREFIX, Operation, OperationOutcome, OperationRunner, RebootRequest
 from kadeploy.server.logfiles import OperationLogs
 from kadeploy.server.metrics import Metrics
 from kadeploy.states import END_STATE, START_STATE, DbNodeState, NodeState, WorkflowState
-from kadeploy.server.operations import (
-    WID_PREFIX,
-    Operation,
-    OperationOutcome,
-    OperationRunner,
-)
 
 HOOK_TIMEOUT = 20.0  # seconds, as Kadeploy3
 log = logging.getLogger("kadeploy.server")
@@ -159,7 +155,7 @@ class Workflow:
             return info
         if self.op.environment is not None:
             env = self.op.environment
-            info["environment"] = {key: env.get(key) for key in ("id", "user", "name", "version")}
+            info["environment"] = {"id": env.id, "user": env.user, "name": env.name, "version": env.version}
         if not info["error"]:  # Kadeploy3's work_get: a failed workflow shows no logs, debugs nor nodes
             info["logs"] = self.logs.unread(None)
             if self.op.debug:  # only when a debugger exists (kaworkflow.rb `if info[:debugger]`)
@@ -291,11 +287,11 @@ class WorkflowRegistry:
         else:
             state = WorkflowState.DONE
             ok_state, ko_state = END_STATE.get(op.kind, ("", ""))
-            if op.kind == "reboot":  # reference 5.2: what the node runs after these reboot kinds
-                ok_state = REBOOT_KIND_STATE.get(str(op.params.get("kind")), ok_state)
+            if isinstance(op.options, RebootRequest):  # reference 5.2: what the node runs after these reboot kinds
+                ok_state = REBOOT_KIND_STATE.get(op.options.kind, ok_state)
             node_states = {node: ok_state if result.state != NodeState.KO else ko_state
                            for node, result in outcome.nodes.items()} if ok_state else {}
-            for node in op.params.get("prod_env_nodes", ()) if op.kind == "reboot" else ():
+            for node in op.options.prod_env_nodes if isinstance(op.options, RebootRequest) else ():
                 if node_states.get(node) == DbNodeState.RECORDED_ENV:
                     node_states[node] = DbNodeState.PROD_ENV
             for node, result in outcome.nodes.items():
@@ -318,8 +314,8 @@ class WorkflowRegistry:
             db_workflows.finish_workflow(
                 session, op.wid, state, node_states=node_states, result=result, error=error, user=op.user,
                 environment=_env_ref(env) if op.kind == "deploy" and env else None,
-                env_id=env.get("id") if op.kind == "deploy" and env else None,
-                destructive=bool(env.get("destructive")) if op.kind == "deploy" and env else None)
+                env_id=env.id if op.kind == "deploy" and env else None,
+                destructive=env.destructive if op.kind == "deploy" and env else None)
             if stats and self.log_to_db:
                 db_stats.add_records(session, stats)
 
@@ -332,7 +328,7 @@ class WorkflowRegistry:
         finally:
             # only now: a client seeing `done` can read the stats and redeploy the nodes at once
             workflow.done = True
-        if op.params.get("hook"):
+        if op.options.hook:
             await self._run_end_hook(workflow)
 
     async def _run_end_hook(self, workflow: Workflow) -> None:
@@ -393,7 +389,5 @@ class WorkflowRegistry:
         return old
 
 
-def _env_ref(env: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not env:
-        return None
-    return {key: env[key] for key in ("id", "name", "version", "user") if key in env}
+def _env_ref(env: ResolvedEnvironment | None) -> dict[str, Any] | None:
+    return env.reference() if env is not None else None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from kadeploy.boot.console import ConsoleSession, new_token
 from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.operations import ConsoleRequest
 
 if TYPE_CHECKING:
     from kadeploy.steps.runner import EngineRunner
@@ -53,9 +54,9 @@ class ConsoleFactory:
             raise KadeployError(ErrorCode.EXECUTE_ERROR, f"No console command is configured for {node}")
         return str(invocation.command)
 
-    async def open(self, wid: str, node: str, user: str) -> BridgedConsole:
+    async def open(self, request: ConsoleRequest) -> BridgedConsole:
         cfg = self.runner.cfg
-        command = self.check(node)
+        command = self.check(request.node)
         token = new_token()
         host = cfg.server.network.server_hostname
         bind = "127.0.0.1" if cfg.server.security.local_only else "0.0.0.0"

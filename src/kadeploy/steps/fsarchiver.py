@@ -20,18 +20,17 @@ differ, each because Kadeploy3's behaviour could not work:
   partition mounted by its previous attempt). The stored copy is removed
   afterwards: it sits in the deployment environment's RAM.
 
-The server checks a multipart request with `multipart_target_problem` and
-`multipart_devices` before anything is rebooted.
+The server checks a multipart request before anything is rebooted, with the
+description's own functions (`kadeploy.catalog.multipart`).
 
-Room: steps. Pure functions of a `DeployPlan` (or of the environment hash the
-server holds), every value quoted; imports `plan` and `errors` only.
+Room: steps. Pure functions of a `DeployPlan`, every value quoted; imports
+`plan` and `errors` only.
 """
 
 from __future__ import annotations
 
 import posixpath
 import shlex
-from typing import Any
 
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.steps.plan import DeployPlan
@@ -84,46 +83,3 @@ def restore_command(plan: DeployPlan) -> str:
     mapping = " ".join(q(f"id={fs_id},dest={device}") for fs_id, device in targets)
     return (f"{unmount}fsarchiver -j {JOBS}{level_option} restfs {archive} {mapping}; "
             f"status=$?; rm -f {archive}; exit $status")
-
-
-def multipart_devices(env: dict[str, Any]) -> list[str]:
-    """Every device a multipart environment writes (the rights a user needs on top of the deploy partition)."""
-    if not env.get("multipart"):
-        return []
-    return [str(part["device"]) for part in (env.get("options") or {}).get("partitions") or []]
-
-
-def multipart_boot_device(env: dict[str, Any]) -> str | None:
-    """`boot/block_device` + `boot/partition` of a multipart environment, concatenated as Kadeploy3 does."""
-    boot = env.get("boot") or {}
-    if not env.get("multipart") or boot.get("block_device") is None or boot.get("partition") is None:
-        return None
-    return f"{boot['block_device']}{boot['partition']}"
-
-
-def multipart_target_problem(env: dict[str, Any], deploy_device: str) -> str | None:
-    """Why a multipart environment cannot be deployed with `deploy_device` as deployment partition, or None.
-
-    The deployment partition is the one the deployment mounts, checks, gives a
-    bootloader and boots (Kadeploy3 uses the request's or the cluster's, and
-    reads `boot/block_device` and `boot/partition` only for the rights check).
-    When it is not where the description says its system lives, or not one
-    of the partitions the archive is restored to, Kadeploy3 went on and
-    booted whatever that partition held; here the request is refused before
-    any node is rebooted.
-    """
-    boot_device = multipart_boot_device(env)
-    if boot_device is None:
-        return None
-    name = env.get("name", "")
-    if boot_device not in multipart_devices(env):
-        return (f"The multipart environment {name} boots {boot_device} (boot/block_device, boot/partition), "
-                f"which none of its options/partitions restores")
-    if boot_device != deploy_device:
-        boot = env["boot"]
-        same_disk = deploy_device[len(str(boot["block_device"])):].isdigit() \
-            and deploy_device.startswith(str(boot["block_device"]))
-        options = f"-p {boot['partition']}" if same_disk else f"-b {boot['block_device']} -p {boot['partition']}"
-        return (f"The multipart environment {name} boots {boot_device} (boot/block_device, boot/partition) but "
-                f"the deployment partition is {deploy_device}: deploy it with {options}")
-    return None

@@ -1,7 +1,9 @@
 """The real operation runner: the engine driving the micro-steps, one workflow per cluster.
 
-The server validates a request into an `Operation` and hands it here
-(`create_services(cfg)` is what `kadeploy3d` builds at start). For each
+The server validates a request into an `Operation` (typed options: a
+`DeployRequest`, `RebootRequest` or `PowerRequest` of `kadeploy.operations`,
+the environment already resolved) and hands it here (`create_services(cfg)`
+is what `kadeploy3d`, the composition root, builds at start). For each
 cluster of the operation this module resolves what the steps need (plan,
 addresses, boot targets, PXE writers, power commands, fetched files), builds
 the engine `Workflow` with the cluster's automaton (or the request's
@@ -29,6 +31,7 @@ from kadeploy.boot.pxe import BootTarget, PXEMethodSettings, PXEProfiles
 from kadeploy.boot.window import MinIntervalGate, RebootWindow
 from kadeploy.catalog.cache import Priority
 from kadeploy.catalog.files import fetcher_from_config
+from kadeploy.catalog.environment import ArchiveSpec, EnvironmentDescription
 from kadeploy.catalog.grab import grab_environment
 from kadeploy.engine import (
     ImplementationSpec,
@@ -40,13 +43,16 @@ from kadeploy.engine import (
     run_with_retries,
 )
 from kadeploy.engine.model import CustomOperation as EngineCustomOperation
-from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.remote import Executor
-from kadeploy.server.operations import (
+from kadeploy.operations import (
+    DeployRequest,
     NodeOutcome,
     Operation,
     OperationOutcome,
+    PowerRequest,
+    RebootRequest,
     Services,
+    WorkflowRequest,
     WorkflowSink,
 )
 from kadeploy.steps.context import ClusterRun, FileRef
@@ -109,12 +115,12 @@ class EngineRunner:
                 workflows[cluster] = workflow
                 return workflow
 
-            rounds = int(op.params.get("retry_failed") or 0)
-            min_success = op.params.get("min_success")
-            if kind == "Deploy" and (rounds or min_success):
+            deploy = op.options if isinstance(op.options, DeployRequest) else None
+            rounds = deploy.retry_failed if deploy else 0
+            min_success = deploy.min_success if deploy else None
+            if deploy is not None and (rounds or min_success):
                 results = await run_with_retries(make_workflow, nodes, max_rounds=rounds + 1,
-                                                 min_success=float(min_success) if min_success else None,
-                                                 output=output)
+                                                 min_success=min_success or None, output=output)
                 result = merge_results(results)
             else:
                 result = await make_workflow(1).run(nodes, resume=_resume_points(op, nodes))
@@ -132,12 +138,19 @@ class EngineRunner:
         cfg = self.cfg
         cluster_cfg = cfg.clusters[cluster]
         server = cfg.server
-        plan = build_plan(cfg, cluster, op.environment if op.kind in ("deploy", "reboot") else None, op.params,
+        options = op.options
+        env = op.environment
+        plan = build_plan(cfg, cluster, env.description if env is not None else None, options,
                           ssh_key=files.get("key") is not None)
         hosts = {node: self._address(node, op, cluster_cfg) for node in nodes}
         targets = {node: BootTarget(node, cfg.nodes[node].address, cfg.nodes[node].mac) for node in nodes}
         deploy_kernel = cluster_cfg.boot.kernels.deploy
-        pxe_profile = op.params.get("pxe") or {}
+        pxe = options.pxe
+        reboot = options if isinstance(options, RebootRequest) else None
+        power = options if isinstance(options, PowerRequest) else None
+        timeout_classical = options.timeout_reboot_classical \
+            if isinstance(options, (DeployRequest, RebootRequest)) else None
+        timeout_kexec = options.timeout_reboot_kexec if isinstance(options, DeployRequest) else None
         run = ClusterRun(
             wid=op.wid, user=op.user, cluster=cluster, plan=plan, hosts=hosts, targets=targets,
             executor=self.executor, reboot_window=self.reboot_window, gate=self.gate,
@@ -145,8 +158,8 @@ class EngineRunner:
             pxe_repository=Path(server.pxe.networkboot.repository),
             deploy_kernel=deploy_kernel.vmlinuz, deploy_initrd=deploy_kernel.initrd,
             deploy_kernel_params=deploy_kernel.params,
-            reboot_timeout=_timeout(op.params.get("timeout_reboot_classical"), cluster_cfg.timeouts.reboot),
-            kexec_timeout=_timeout(op.params.get("timeout_reboot_kexec"), cluster_cfg.timeouts.kexec),
+            reboot_timeout=_timeout(timeout_classical, cluster_cfg.timeouts.reboot),
+            kexec_timeout=_timeout(timeout_kexec, cluster_cfg.timeouts.kexec),
             sleep_before_ping=float(cluster_cfg.boot.sleep_time_before_ping),
             probe_interval=float(server.network.ports.probe_interval),
             check_window=server.windows.check.size,
@@ -155,13 +168,13 @@ class EngineRunner:
             bootloader_script=cluster_cfg.boot.install_bootloader,
             image=files.get("image"), image_digest=None, ssh_key=files.get("key"),
             archives=files.get("archives", {}), custom_files=files.get("custom", {}),
-            user_pxe_profile=pxe_profile.get("profile"),
-            user_pxe_singularities=dict(pxe_profile.get("singularities") or {}),
+            user_pxe_profile=pxe.profile if pxe is not None else None,
+            user_pxe_singularities=dict(pxe.singularities) if pxe is not None else {},
             # under the names the user gave (FILES_PREFIX--<name>), not the cache's file names
             user_pxe_files={Path(f.uri.rstrip("/")).name: f.path for f in files.get("pxe_files", [])},
-            reboot_level=str(op.params.get("level") or "soft"),
-            power_kind=str(op.params.get("status") or ("status" if op.kind == "power-status" else "")),
-            reboot_kind=str(op.params.get("kind") or ""),
+            reboot_level=reboot.level if reboot else power.level if power else "soft",
+            power_kind=(power.status or "status") if power else "",
+            reboot_kind=reboot.kind if reboot else "",
             vlan_command=self._vlan_command(op.user),
             vlan_hosts={node: op.vlan_addresses[node] for node in nodes if node in op.vlan_addresses},
             debug=sink.debug if op.debug else None,
@@ -220,19 +233,20 @@ class EngineRunner:
     # -- automata ------------------------------------------------------------------------
 
     def _macrosteps(self, op: Operation, cluster: str, plan: DeployPlan):
-        if op.kind == "reboot":
-            return reboot_macrosteps(str(op.params.get("kind") or "simple"))
-        if op.kind in ("power", "power-status"):
-            return power_macrosteps("status" if op.kind == "power-status" else str(op.params.get("status")))
-        automata = op.params.get("automata") or self.cfg.clusters[cluster].automata
+        options = op.options
+        if isinstance(options, RebootRequest):
+            return reboot_macrosteps(options.kind)
+        if isinstance(options, PowerRequest):
+            return power_macrosteps(options.status or "status")
+        automata = options.automata or self.cfg.clusters[cluster].automata
         macrosteps = []
         for interface in DEPLOY_INTERFACES:
             implementations = [self._implementation(conf) for conf in automata.get(interface, [])]
             if not implementations:
                 implementations = dict(default_deploy_macrosteps())[interface]
             macrosteps.append((interface, implementations))
-        macrosteps = _substitute(macrosteps, plan, self.cfg.clusters[cluster], op.params)
-        return apply_custom_operations(macrosteps, op.params.get("custom_operations"))
+        macrosteps = _substitute(macrosteps, plan, self.cfg.clusters[cluster])
+        return apply_custom_operations(macrosteps, options.custom_operations)
 
     @staticmethod
     def _implementation(conf: Any) -> ImplementationSpec:
@@ -255,8 +269,8 @@ class EngineRunner:
 
     async def _fetch_files(self, op: Operation, sink: WorkflowSink) -> dict[str, Any]:
         files: dict[str, Any] = {}
-        env = op.environment or {}
-        if op.kind == "deploy":
+        env = op.environment
+        if op.kind == "deploy" and env is not None:
             server = self.cfg.server
             grabbed = await grab_environment(
                 self.fetcher, env, client=op.client, wid=op.wid,
@@ -266,24 +280,24 @@ class EngineRunner:
             files["image_checksum"] = grabbed.image.checksum
             archives: dict[Archive, FileRef] = {}
             got_archives = ([grabbed.preinstall] if grabbed.preinstall else []) + grabbed.postinstalls
-            for archive, got in zip(_archives(env), got_archives):
+            for archive, got in zip(_archives(env.description), got_archives):
                 archives[archive] = FileRef(got.path, got.size)
             files["archives"] = archives
-        key = op.params.get("ssh_authorized_keys")
+        key = op.options.ssh_authorized_keys
         if key:
             got = await self.fetcher.fetch(str(key), client=op.client, what="key file", wid=op.wid,
                                            priority=Priority.ANON)
             files["key"] = got.path.read_bytes()
             for cluster in op.nodes:
                 sink.log(cluster, 3, f"Grab the key file {key}")
-        pxe = op.params.get("pxe") or {}
+        pxe = op.options.pxe
         pxe_files = []
-        for ref in pxe.get("files") or []:
+        for ref in pxe.files if pxe is not None else ():
             pxe_files.append(await self.fetcher.fetch(str(ref), client=op.client, what="PXE file", wid=op.wid,
                                                       priority=Priority.ANON))
         files["pxe_files"] = pxe_files
         custom: dict[str, FileRef] = {}
-        for ref in _custom_files(op.params.get("custom_operations")):
+        for ref in _custom_files(op.options.custom_operations):
             got = await self.fetcher.fetch(ref, client=op.client, what="custom operation file", wid=op.wid,
                                            priority=Priority.ANON)
             custom[ref] = FileRef(got.path, got.size)
@@ -297,8 +311,8 @@ class EngineRunner:
         nodes: dict[str, NodeOutcome] = {}
         stats: list[dict[str, Any]] = []
         resume: dict[str, dict[str, Any]] = {}
-        env = op.environment or {}
-        env_label = f"{env.get('name', '')}:{env.get('version', '')}" if env else ""
+        env = op.environment
+        env_label = env.label if env is not None else ""
         for cluster, result in results.items():
             brk = set(result.brk)
             for node, record in result.records.items():
@@ -314,7 +328,7 @@ class EngineRunner:
                     resume[node] = {"macro_index": point.macro_index, "macro": point.macro,
                                     "implementation": point.implementation, "micro": point.micro}
                 row: dict[str, Any] = {"wid": op.wid, "user": op.user, "hostname": node, "start": int(start),
-                                       "env": env_label, "anonymous_env": bool(env) and "id" not in env,
+                                       "env": env_label, "anonymous_env": env is not None and not env.is_recorded,
                                        "success": state != NodeState.KO, "error": nodes[node].error,
                                        # Kadeploy3 never filled this field; we record the image's checksum
                                        "md5": files.get("image_checksum", "")}
@@ -346,48 +360,37 @@ class _ClusterOutput:
         self.sink.node_state(hostname, macro or "", micro or "", state, error)
 
 
-def build_plan(cfg: Any, cluster: str, env: dict[str, Any] | None, params: dict[str, Any], *,
+def build_plan(cfg: Any, cluster: str, env: EnvironmentDescription | None, request: WorkflowRequest, *,
                ssh_key: bool = False) -> DeployPlan:
     """Resolve the deployment plan of one cluster from configuration, environment and request."""
     cluster_cfg = cfg.clusters[cluster]
     partitioning = cluster_cfg.partitioning
-    block_device = str(params.get("block_device") or partitioning.block_device)
-    deploy_partition = params.get("deploy_partition")
-    whole_disk = bool(params.get("block_device")) and deploy_partition in (None, "")
-    try:
-        deploy_part_num = int(deploy_partition) if deploy_partition not in (None, "") else partitioning.partitions.deploy
-        boot_partition = params.get("boot_partition")
-        boot_partition = int(boot_partition) if boot_partition not in (None, "") else None
-    except (TypeError, ValueError):
-        raise KadeployError(ErrorCode.INVALID_OPTION, "Partition numbers must be integers") from None
-    env = env or {}
-    image = env.get("image") or {}
-    boot = env.get("boot") or {}
+    deploy = request if isinstance(request, DeployRequest) else None
+    block_device = request.block_device or partitioning.block_device
+    deploy_part_num = request.deploy_partition if request.deploy_partition is not None \
+        else partitioning.partitions.deploy
     swap = partitioning.partitions.swap
     server = cfg.server
     kernels = cluster_cfg.boot.kernels
-    preinstall = env.get("preinstall")
-    partition_type = env.get("partition_type", 0x83)
-    if isinstance(partition_type, str):
-        partition_type = int(partition_type, 16) if partition_type.lower().startswith("0x") else int(partition_type)
+    image, boot = (env.image, env.boot) if env is not None else (None, None)
+    partitions = env.options.partitions if env is not None and env.options is not None else []
     return DeployPlan(
         cluster=cluster, block_device=block_device, deploy_part_num=deploy_part_num,
         swap_part_num=-1 if partitioning.disable_swap or swap is None else swap,
         prod_part_num=partitioning.partitions.prod, tmp_part_num=partitioning.partitions.tmp,
-        whole_disk=whole_disk, boot_partition=boot_partition,
-        env_name=str(env.get("name", "")), env_version=int(env.get("version") or 1),
-        os_kind=str(env.get("os", "linux")), image_kind=str(image.get("kind", "tar")),
-        image_compression=str(image.get("compression", "gzip")),
-        image_file=str(image.get("file") or ""),
-        image_partitions=tuple((int(part["id"]), str(part["device"]))
-                               for part in (env.get("options") or {}).get("partitions") or []),
-        filesystem=str(env.get("filesystem") or ""), partition_type=int(partition_type or 0),
-        env_kernel=str(boot.get("kernel") or ""), env_initrd=str(boot.get("initrd") or ""),
-        env_kernel_params=str(boot.get("kernel_params") or ""),
-        hypervisor=str(boot.get("hypervisor") or ""), hypervisor_params=str(boot.get("hypervisor_params") or ""),
-        multipart=bool(env.get("multipart")),
-        user_postinstalls=tuple(_archives(env, postinstalls_only=True)),
-        preinstall=_archive(preinstall) if preinstall else None,
+        whole_disk=request.whole_disk, boot_partition=deploy.boot_partition if deploy else None,
+        env_name=env.name if env else "", env_version=(env.version or 1) if env else 1,
+        os_kind=env.os if env else "linux", image_kind=image.kind if image else "tar",
+        image_compression=str(image.compression) if image else "gzip",
+        image_file=image.file if image else "",
+        image_partitions=tuple((part.id, part.device) for part in partitions),
+        filesystem=env.filesystem if env else "", partition_type=env.partition_type if env else 0x83,
+        env_kernel=boot.kernel if boot else "", env_initrd=boot.initrd if boot else "",
+        env_kernel_params=boot.kernel_params if boot else "",
+        hypervisor=boot.hypervisor if boot else "", hypervisor_params=boot.hypervisor_params if boot else "",
+        multipart=env.multipart if env else False,
+        user_postinstalls=tuple(_archives(env, postinstalls_only=True)) if env else (),
+        preinstall=_archive(env.preinstall) if env and env.preinstall else None,
         admin_postinstalls=tuple(Archive(f.file, _compression(f.format), f.script)
                                  for f in cluster_cfg.postinstall.files),
         supported_fs=tuple(kernels.deploy.supported_fs),
@@ -401,34 +404,33 @@ def build_plan(cfg: Any, cluster: str, env: dict[str, Any] | None, params: dict[
         kexec_repository=cluster_cfg.kexec.repository,
         localboot_method=server.pxe.localboot.method,
         ssh_key=ssh_key,
-        reformat_tmp=params.get("reformat_tmp_partition") or None,
-        disable_bootloader_install=bool(params.get("disable_bootloader_install")),
-        disable_disk_partitioning=bool(params.get("disable_disk_partitioning")),
-        disable_kexec=bool(params.get("disable_kexec")),
-        vlan=str(params["vlan"]) if params.get("vlan") else None,
-        user_pxe_profile=bool((params.get("pxe") or {}).get("profile")),
+        reformat_tmp=(deploy.reformat_tmp_partition or None) if deploy else None,
+        disable_bootloader_install=deploy.disable_bootloader_install if deploy else False,
+        disable_disk_partitioning=deploy.disable_disk_partitioning if deploy else False,
+        disable_kexec=deploy.disable_kexec if deploy else False,
+        vlan=request.vlan or None,
+        user_pxe_profile=request.pxe is not None and bool(request.pxe.profile),
     )
 
 
 def _resume_points(op: Operation, nodes: list[str]) -> dict[str, ResumePoint] | None:
     """The engine resume points of a resumed deployment (`kadeploy3 --resume WID`), None otherwise."""
-    raw = op.params.get("resume_points")
-    if not raw:
+    points = op.options.resume_points if isinstance(op.options, DeployRequest) else None
+    if not points:
         return None
-    return {node: ResumePoint(node, int(point["macro_index"]), str(point["macro"]), point.get("implementation"),
-                              point.get("micro"))
-            for node, point in raw.items() if node in nodes}
+    wanted = set(nodes)
+    return {node: ResumePoint(node, point.macro_index, point.macro, point.implementation, point.micro)
+            for node, point in points.items() if node in wanted}
 
 
-def _archive(raw: dict[str, Any]) -> Archive:
-    return Archive(str(raw.get("archive") or raw.get("file")), str(raw.get("compression") or "gzip"),
-                   str(raw.get("script") or "none"))
+def _archive(spec: ArchiveSpec) -> Archive:
+    return Archive(spec.archive, spec.compression or "gzip", spec.script or "none")
 
 
-def _archives(env: dict[str, Any], postinstalls_only: bool = False) -> list[Archive]:
-    archives = [_archive(raw) for raw in env.get("postinstalls") or []]
-    if not postinstalls_only and env.get("preinstall"):
-        archives.insert(0, _archive(env["preinstall"]))
+def _archives(env: EnvironmentDescription, postinstalls_only: bool = False) -> list[Archive]:
+    archives = [_archive(spec) for spec in env.postinstalls]
+    if not postinstalls_only and env.preinstall is not None:
+        archives.insert(0, _archive(env.preinstall))
     return archives
 
 
@@ -459,7 +461,7 @@ def _engine_op(op: Any) -> EngineCustomOperation:
                                  timeout=float(op.timeout), retries=op.retries, scattering=op.scattering)
 
 
-def _substitute(macrosteps, plan: DeployPlan, cluster_cfg: Any, params: dict[str, Any]):
+def _substitute(macrosteps, plan: DeployPlan, cluster_cfg: Any):
     """Kadeploy3's automatic substitutions (reference 5.2), with its `--no-kexec` bug fixed.
 
     BootNewEnvKexec becomes BootNewEnvClassical (retries 0, timeout = reboot

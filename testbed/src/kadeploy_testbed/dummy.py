@@ -23,7 +23,7 @@ from kadeploy.catalog.files import FileFetcher, fetcher_from_config
 from kadeploy.catalog.grab import grab_environment
 from kadeploy.errors import ConfigError
 from kadeploy.server.daemon import main as daemon_main
-from kadeploy.server.operations import NodeOutcome, Operation, OperationOutcome, Services, WorkflowSink
+from kadeploy.operations import NodeOutcome, Operation, OperationOutcome, Services, WorkflowSink
 from kadeploy.server.settings import ServerSettings
 
 _DUMMY_STEPS = {"deploy": ("SetDeploymentEnvDummy", "BroadcastEnvDummy", "BootNewEnvDummy"),
@@ -45,7 +45,7 @@ class DummyRunner:
 
     async def run(self, op: Operation, sink: WorkflowSink) -> OperationOutcome:
         """Run each cluster concurrently; one macro-step named after the operation kind."""
-        if self.fetcher is None or op.kind != "deploy" or not op.environment:
+        if self.fetcher is None or op.kind != "deploy" or op.environment is None:
             return await self._run(op, sink)
         try:
             files = await grab_environment(self.fetcher, op.environment, client=op.client, wid=op.wid)
@@ -91,13 +91,13 @@ class DummyRunner:
 
         results = await asyncio.gather(*(one_cluster(c, n) for c, n in op.nodes.items()))
         outcomes = {node: outcome for result in results for node, outcome in result.items()}
-        env = op.environment or {}
+        env = op.environment
         steps = _DUMMY_STEPS[op.kind]
         duration = int(time.time() - start)
         stats = [{"wid": op.wid, "user": op.user, "hostname": node, "step1": steps[0], "step2": steps[1],
                   "step3": steps[2], "start": int(start), "step1_duration": duration,
-                  "env": f"{env.get('name', '')}:{env.get('version', '')}" if env else "",
-                  "anonymous_env": bool(env) and "id" not in env,
+                  "env": env.label if env is not None else "",
+                  "anonymous_env": env is not None and not env.is_recorded,
                   "success": outcome.state != "ko", "error": outcome.error,
                   "micro_steps": [[steps[0], "dummy", round(time.time() - start, 3)]]}
                  for node, outcome in outcomes.items()]

@@ -17,10 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kadeploy.catalog.environment import environment_from_dict
+from kadeploy.catalog.multipart import multipart_target_problem
 from kadeploy.db import rights as db_rights
 from kadeploy.server.app import create_app
 from kadeploy_testbed.dummy import DummyRunner
-from kadeploy.steps import fsarchiver
 from server_fixtures import NODES_C1, database_at, make_settings, wait_done
 
 MULTIPART = {"kind": "anonymous", "name": "debian12-min-fsa", "os": "linux", "multipart": True,
@@ -94,5 +95,8 @@ async def test_only_dd_images_go_on_a_whole_disk(site):
 def test_other_disks_are_named_in_the_fix():
     other_disk = {**MULTIPART, "boot": {**MULTIPART["boot"], "block_device": "/dev/sdb", "partition": 1},
                   "options": {"partitions": [{"id": 0, "device": "/dev/sdb1"}]}}
-    assert fsarchiver.multipart_target_problem(other_disk, "/dev/sda3").endswith("deploy it with -b /dev/sdb -p 1")
-    assert fsarchiver.multipart_target_problem({**MULTIPART, "multipart": False}, "/dev/sda5") is None
+    def description(env: dict) -> object:
+        return environment_from_dict({k: v for k, v in env.items() if k != "kind"}, "test")
+
+    assert multipart_target_problem(description(other_disk), "/dev/sda3").endswith("deploy it with -b /dev/sdb -p 1")
+    assert multipart_target_problem(description({**MULTIPART, "multipart": False}), "/dev/sda5") is None

@@ -7,7 +7,7 @@ import pytest
 
 from kadeploy.db import rights as db_rights
 from kadeploy.server.app import create_app
-from kadeploy.server.operations import NodeOutcome, Operation, OperationOutcome
+from kadeploy.operations import DeployRequest, NodeOutcome, Operation, OperationOutcome
 from server_fixtures import NODES_C1, make_settings
 from test_api_contract import TAR_ENV, deploy, wait_done
 
@@ -20,7 +20,8 @@ class BreakpointingRunner:
 
     async def run(self, op: Operation, sink) -> OperationOutcome:
         self.operations.append(op)
-        if "resume_points" in op.params:
+        assert isinstance(op.options, DeployRequest)
+        if op.options.resume_points:
             return OperationOutcome({node: NodeOutcome("ok") for node in op.hostnames})
         a, b, c = op.hostnames
         return OperationOutcome(
@@ -50,9 +51,9 @@ async def test_resume_runs_only_stopped_nodes_with_the_first_request(client, run
     await wait_done(client, f"/deployment/{response.json()['wid']}")
     resumed = runner.operations[-1]
     assert resumed.hostnames == NODES_C1[1:3]
-    assert resumed.params["resume_points"][NODES_C1[1]]["micro"] == "manage_user_post_install"
-    assert resumed.environment["name"] == TAR_ENV["name"]
-    assert resumed.params["disable_bootloader_install"] is True
+    assert resumed.options.resume_points[NODES_C1[1]].micro == "manage_user_post_install"
+    assert resumed.environment.name == TAR_ENV["name"]
+    assert resumed.options.disable_bootloader_install is True
     assert resumed.breakpoint is None
 
 

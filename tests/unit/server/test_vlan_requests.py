@@ -20,7 +20,7 @@ import pytest
 
 import kadeploy.server.requests as requests_module
 from kadeploy.server.app import create_app
-from kadeploy.server.operations import Operation, OperationOutcome, WorkflowSink
+from kadeploy.operations import Operation, OperationOutcome, WorkflowSink
 from kadeploy_testbed.dummy import DummyRunner
 from kadeploy.vlan import resolve_vlan_addresses
 from server_fixtures import NODES_C1, database_at, make_settings, wait_done

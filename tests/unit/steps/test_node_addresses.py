@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from kadeploy.config import load_config
-from kadeploy.server.operations import Operation
+from kadeploy.operations import Operation, RebootRequest
 from kadeploy.steps.runner import EngineRunner
 from kadeploy_testbed.configdir import write_config
 from kadeploy_testbed.layout import build_layout
@@ -38,8 +38,9 @@ def _runner(tmp_path: Path, *, use_ip_to_deploy: bool | None) -> EngineRunner:
     return EngineRunner(load_config(tmp_path / "etc"))
 
 
-def _reboot(**fields) -> Operation:
-    return Operation(wid="R-1", kind="reboot", user="root", nodes={"c1": list(NODES)}, params={"kind": "simple"},
+def _reboot(vlan: str | None = None, **fields) -> Operation:
+    return Operation(wid="R-1", kind="reboot", user="root", nodes={"c1": list(NODES)},
+                     options=RebootRequest(kind="simple", vlan=vlan),
                      addresses={"node-1.c1.testbed": "10.200.1.1", "node-2.c1.testbed": "10.200.1.2"}, **fields)
 
 
@@ -54,8 +55,8 @@ def test_use_ip_to_deploy_reaches_nodes_at_their_clusters_conf_address(tmp_path)
 
 
 def test_vlan_addresses_are_where_set_vlan_moves_the_nodes(tmp_path):
-    op = _reboot(vlan_addresses={"node-1.c1.testbed": "10.200.129.1", "node-2.c1.testbed": "10.200.129.2"})
-    op.params["vlan"] = "100"
+    op = _reboot(vlan="100",
+                 vlan_addresses={"node-1.c1.testbed": "10.200.129.1", "node-2.c1.testbed": "10.200.129.2"})
     run = _runner(tmp_path, use_ip_to_deploy=False)._cluster_run(op, "c1", NODES, {}, _Sink())
     run.moved_to_vlan(NODES[:1], "100")
     assert run.hosts == {"node-1.c1.testbed": "10.200.129.1", "node-2.c1.testbed": "node-2.c1.testbed"}

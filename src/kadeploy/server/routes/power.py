@@ -6,7 +6,7 @@ from typing import Any
 
 from kadeploy.server.auth import Identity
 from kadeploy.server.context import ServerContext
-from kadeploy.server.operations import Operation
+from kadeploy.operations import Operation
 from kadeploy.server.routes.workflows import workflow_router
 
 

@@ -9,13 +9,13 @@ from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.nodeset import fold
 from kadeploy.server.auth import Identity
 from kadeploy.server.context import ServerContext
-from kadeploy.server.operations import Operation
+from kadeploy.operations import Operation, RebootRequest
 from kadeploy.server.routes.workflows import workflow_router
 
 
 async def reboot_operation(ctx: ServerContext, who: Identity, params: dict[str, Any]) -> Operation:
     op = await ctx.requests.reboot(who, params)
-    if op.params.get("check_destructive"):
+    if isinstance(op.options, RebootRequest) and op.options.check_destructive:
         # reference 2.5: `-c` refuses nodes whose last deployed environment was destructive
         states = await ctx.database.run(lambda s: db_nodes.get_states(s, op.hostnames))
         destructive = sorted(node for node, state in states.items() if state.destructive)

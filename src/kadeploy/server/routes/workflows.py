@@ -19,7 +19,7 @@ from kadeploy.server import dryrun
 from kadeploy.server.auth import Identity
 from kadeploy.server.context import ServerContext
 from kadeploy.server.http import read_params, render
-from kadeploy.server.operations import Operation
+from kadeploy.operations import Operation
 from kadeploy.server.routes.dependencies import Caller, Context, owner_or_admin
 from kadeploy.server.workflows import Workflow
 
@@ -38,7 +38,7 @@ async def launch(request: Request, ctx: ServerContext, who: Identity, op_path: s
     if dry_run:
         nodes, discarded = await ctx.registry.rehearse(op)
         env = op.environment
-        deployed = {"environment": {key: env.get(key) for key in ("user", "name", "version")}} if env else {}
+        deployed = {"environment": {"user": env.user, "name": env.name, "version": env.version}} if env else {}
         return dryrun.answer(request, nodes=nodes, discarded=discarded, **deployed)
     workflow = await ctx.registry.launch(op)
     return render(request, {"wid": workflow.wid, "resources": workflow.resources(f"/{op_path}")})

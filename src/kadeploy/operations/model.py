@@ -1,11 +1,15 @@
-"""Operations and the pluggable runner that executes them (room `server`).
+"""Operations and the pluggable runner that executes them (room `operations`).
 
-The HTTP layer validates a request into an `Operation` and hands it to an
+The server validates a request into an `Operation` and hands it to an
 `OperationRunner`; the runner reports progress through a `WorkflowSink` and
 returns an `OperationOutcome`. The product has one runner, the engine +
 steps runner (`kadeploy.steps.runner.create_services`), which the daemon
-builds at start; a runner that pretends (the tests' `DummyRunner`) lives in
-the testbed distribution, never here.
+builds at start and passes to the server in `Services`; a runner that
+pretends (the tests' `DummyRunner`) lives in the testbed distribution, never
+here.
+
+This room sits below both the server and the steps: each imports it, it
+imports neither (only `catalog`, `config` and `states`).
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from kadeploy.catalog.resolved import ResolvedEnvironment
+from kadeploy.operations.requests import ConsoleRequest, DeployRequest, PowerRequest, RebootRequest
 from kadeploy.states import SUCCEEDED, NodeState
 
 if TYPE_CHECKING:
     from kadeploy.catalog.files import FileFetcher
-    from kadeploy.server.console import ConsoleFactory
 
 OperationKind = Literal["deploy", "reboot", "power", "power-status"]
 #: how an operation ended for a node: NodeState.OK, KO or BRK
@@ -33,21 +38,19 @@ class Operation:
 
     `nodes` are the nodes this workflow holds (claims already taken), grouped
     by cluster; `addresses` maps each hostname to its clusters.conf address,
-    `vlan_addresses` to its address in the requested VLAN (`vlan`, resolved
-    with the request).
-    `params` holds the kind-specific validated parameters (environment hash,
-    block_device, deploy_partition, reboot kind and level, power status,
-    automata, custom_operations, pxe, vlan, timeouts...), named as in the API.
+    `vlan_addresses` to its address in the requested VLAN (`options.vlan`,
+    resolved with the request). `options` holds the kind's typed, validated
+    options (`DeployRequest` for a deployment, `RebootRequest`,
+    `PowerRequest` for power and power-status operations).
     """
 
     wid: str
     kind: OperationKind
     user: str
     nodes: dict[str, list[str]]
+    options: DeployRequest | RebootRequest | PowerRequest
     addresses: dict[str, str] = field(default_factory=dict)
     vlan_addresses: dict[str, str] = field(default_factory=dict)
-    environment: dict[str, Any] | None = None
-    params: dict[str, Any] = field(default_factory=dict)
     verbose_level: int = 3
     debug: bool = False
     force: bool = False
@@ -60,6 +63,13 @@ class Operation:
     def hostnames(self) -> list[str]:
         """All nodes of the operation, cluster by cluster."""
         return [node for nodes in self.nodes.values() for node in nodes]
+
+    @property
+    def environment(self) -> ResolvedEnvironment | None:
+        """The environment deployed (or booted by a `recorded_env` reboot), None for other operations."""
+        if isinstance(self.options, (DeployRequest, RebootRequest)):
+            return self.options.environment
+        return None
 
 
 class WorkflowSink(Protocol):
@@ -95,7 +105,7 @@ class OperationOutcome:
     nodes: dict[str, NodeOutcome]
     stats: list[dict[str, Any]] = field(default_factory=list)
     #: per failed or breakpointed node, where a resumed deployment starts it again
-    #: ({"macro_index", "macro", "implementation", "micro"})
+    #: ({"macro_index", "macro", "implementation", "micro"}: stored with the workflow as JSON)
     resume: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -114,6 +124,33 @@ class OperationRunner(Protocol):
 
     async def run(self, op: Operation, sink: WorkflowSink) -> OperationOutcome:
         """Execute `op`, reporting through `sink`."""
+
+
+class ConsoleSession(Protocol):
+    """An open console: a TCP endpoint bridged to the node's console command."""
+
+    uri: str                      # tcp://<server>:<port>
+
+    @property
+    def attached(self) -> bool:
+        """A client is connected."""
+
+    @property
+    def error(self) -> str | None:
+        """Why the console ended, if it failed."""
+
+    async def close(self) -> None:
+        """Kill the console command's process tree and stop listening."""
+
+
+class ConsoleFactory(Protocol):
+    """Opens consoles (POST /console); the product's is `kadeploy.steps.console.ConsoleFactory`."""
+
+    def check(self, node: str) -> object:
+        """Raise the KadeployError `open` would raise for `node` (no console command...); open nothing."""
+
+    async def open(self, request: ConsoleRequest) -> ConsoleSession:
+        """Start listening for the node's console; KadeployError if no console command exists."""
 
 
 @dataclass(frozen=True)
