@@ -1,15 +1,17 @@
 """kapower3: power nodes on or off, or ask their power status (reference 2.6).
 
 CLI room. `--on/--off` → `PUT /power {status, level}`; `--status` →
-`GET /power?nodes=...` which starts a status workflow; its result lines are
-`<node>: <stdout of the power_status command>`.
+`GET /power?nodes=...` which starts a status workflow. Kadeploy3's kapower3
+has no result of its own (bin/kapower3 keeps ClientWorkflow#result): the
+`<node>: <stdout of power_status>` lines come in the workflow's log from the
+server, then the common result block (`The power operation is successful on
+nodes`...) follows, as for `--on` and `--off`.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from kadeploy.cli.common import (
     OptionError,
@@ -20,7 +22,6 @@ from kadeploy.cli.common import (
     workflow_params,
     workflow_tool,
 )
-from kadeploy.client.output import power_status_lines
 from kadeploy.client.run import WorkflowRequest
 
 OPERATION = "Power operation"
@@ -40,16 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _status_result(operation: str, info: Mapping[str, Any], states: Mapping[str, Any]) -> list[str]:
-    return power_status_lines(states)
-
-
 def build_request(args: argparse.Namespace) -> WorkflowRequest:
+    """bin/kapower3 `check_options` (its messages) then `prepare`."""
     if args.operation is None:
-        raise OptionError("You must choose an operation (--on, --off or --status)")
+        raise OptionError("No operation is chosen")
+    if args.op_level and args.operation == "status":
+        raise OptionError("Specifying the level is useless with the status operation")
     params, local_files = workflow_params(args)
     if args.operation == "status":
-        return WorkflowRequest(OPERATION, "GET", "/power", params, local_files, formatter=_status_result)
+        return WorkflowRequest(OPERATION, "GET", "/power", params, local_files)
     params["status"] = args.operation
     if args.op_level:
         params["level"] = args.op_level

@@ -2,7 +2,8 @@
 
 CLI room. `-a` → `POST /rights`, `-d` → `DELETE /rights/:user[/:node[/:part]]`,
 `-l` → `GET /rights[/:user]`. `-m '*'` and `-p '*'` mean all nodes / all
-partitions.
+partitions. The listing is sbin/karights3's `print_headers`/`print_rights`
+table, each line through `Client#debug` (prefixed `[server] ` with `-M`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
+from kadeploy.cli import printing
 from kadeploy.cli.common import (
     OptionError,
     add_generic_options,
@@ -60,10 +62,13 @@ def targets(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 
 def check_options(args: argparse.Namespace, nodes: Sequence[str], parts: Sequence[str]) -> None:
+    """sbin/karights3 `check_options`, with its messages (plus our user-name and node checks)."""
     if args.operation is None:
-        raise OptionError("You must choose an operation (-a, -d or -l)")
+        raise OptionError("You must choose an operation")
     if args.user is not None and not re.fullmatch(r"[\w.-]+|\*", args.user):
         raise OptionError("Invalid user name")
+    if args.operation == "list" and [node for node in nodes if node != "*"]:  # `-m '*'` adds no node
+        raise OptionError("Node list is useless when showing rights of a specific user")
     if args.operation in ("add", "delete"):
         if not args.user:
             raise OptionError("You must choose a user")
@@ -71,15 +76,18 @@ def check_options(args: argparse.Namespace, nodes: Sequence[str], parts: Sequenc
             raise OptionError("No node is chosen")
 
 
+def _row(user: str, node: str, parts: str) -> str:
+    """sbin/karights3: `sprintf("%-15s %-41s %s\\n", user, node, parts)`."""
+    return f"{user:<15} {node:<41} {parts}"
+
+
 def list_lines(rights: dict[str, Any]) -> list[str]:
-    """`user:` then `  node: part, part` per node (sorted nodes, `*` first)."""
-    lines: list[str] = []
+    """The header, its underline, then one row per (user, node) in the server's order, parts joined by `,`."""
+    lines = [_row("User", "Node", "Partitions"), _row("####", "####", "##########")]
     for user, nodes in (rights or {}).items():
-        lines.append(f"{user}:")
-        for node in sorted(nodes or {}, key=lambda name: (name != "*", name)):
-            parts = nodes[node]
-            rendered = ", ".join(parts) if isinstance(parts, list) else str(parts)
-            lines.append(f"  {node}: {rendered}")
+        for node, parts in (nodes or {}).items():
+            rendered = ",".join(str(part) for part in parts) if isinstance(parts, list) else str(parts)
+            lines.append(_row(str(user), str(node), rendered))
     return lines
 
 
@@ -99,7 +107,7 @@ def run_operation(connection: Connection, args: argparse.Namespace, nodes: list[
         connection.delete(f"/rights/{quote(args.user, safe='')}", with_dry_run(params, generic))
         return []
     path = "/rights" + (f"/{quote(args.user, safe='')}" if args.user else "")
-    answer = connection.get(path, with_dry_run({"nodes": [n for n in nodes if n != "*"] or None}, generic))
+    answer = connection.get(path, with_dry_run(None, generic))
     return [] if generic.dry_run else list_lines(answer if isinstance(answer, dict) else {})
 
 
@@ -112,8 +120,10 @@ def body(argv: Sequence[str]) -> int:
     check_options(args, nodes, parts)
     with open_session(generic) as session:
         for connection in session.connections:
-            for line in run_operation(connection, args, nodes, parts, generic):
-                print(f"{session.prefix(connection)}{line}")
+            lines = run_operation(connection, args, nodes, parts, generic)
+            if lines:
+                name = connection.server.name if session.multi else None
+                print(printing.debug("\n".join(lines), name), end="")
     return 0
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from kadeploy.cli import printing
 from kadeploy.cli.common import (
     OptionError,
     add_generic_options,
@@ -138,7 +139,18 @@ def build_query(args: argparse.Namespace, nodes: Sequence[str]) -> tuple[str, di
 
 
 def failure_rate_lines(rates: dict[str, Any]) -> list[str]:
-    return [f"{host}: {rate}" for host, rate in rates.items()]
+    """bin/kastat3 `result`: `debug "#{host}: #{rate}"` per node, in the server's order."""
+    return [f"{host}: {printing.ruby_to_s(rate)}" for host, rate in rates.items()]
+
+
+def result_text(answer: Any, name: str | None = None) -> str:
+    """What bin/kastat3 `result` prints for one server's answer: failure rates, or the CSV as is
+    (`debug ret unless ret.empty?`), each line prefixed `[name] ` in the multi-server mode."""
+    if isinstance(answer, dict):
+        return "".join(printing.debug(line, name) for line in failure_rate_lines(answer))
+    if not answer:
+        return ""
+    return printing.debug(str(answer), name)
 
 
 def print_steps(generic: Any, path: str, params: dict[str, Any], plot: str | None) -> int:
@@ -156,8 +168,8 @@ def print_steps(generic: Any, path: str, params: dict[str, Any], plot: str | Non
             if generic.dry_run:
                 continue
             stats = answer if isinstance(answer, dict) else {}
-            for line in step_table(stats):
-                print(f"{session.prefix(connection)}{line}" if line else line)
+            name = connection.server.name if session.multi else None
+            print(printing.debug("\n".join(step_table(stats)), name), end="")
             if plot and index == 0:
                 plot_steps(stats, Path(plot))
     return 0
@@ -177,11 +189,8 @@ def body(argv: Sequence[str]) -> int:
             answer = connection.get(path, with_dry_run(params, generic))
             if generic.dry_run:
                 continue  # Kadeploy3 prints nothing back from a dry run
-            if isinstance(answer, dict):
-                for line in failure_rate_lines(answer):
-                    print(line)
-            elif answer:
-                print(str(answer), end="" if str(answer).endswith("\n") else "\n")
+            name = connection.server.name if session.multi else None
+            print(result_text(answer, name), end="")
     return 0
 
 

@@ -20,3 +20,18 @@ def debug(text: str, name: str | None = None) -> str:
         head = f"[{name}] "
         text = "".join(f"{head:<10}{line}" for line in text.splitlines(keepends=True))
     return puts(text)
+
+
+def ruby_to_s(value: object) -> str:
+    """Ruby's `"#{value}"` of a JSON scalar: floats as `Float#to_s` (`1.0e-05`, not Python's `1e-05`), nil as ``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        mantissa, sep, exponent = text.partition("e")
+        if sep and "." not in mantissa:
+            text = f"{mantissa}.0e{exponent}"
+        return text
+    return str(value)

@@ -100,18 +100,6 @@ def result_lines(operation: str, info: Mapping[str, Any], states: Mapping[str, A
     return lines
 
 
-def power_status_lines(states: Mapping[str, Any]) -> list[str]:
-    """kapower3 --status: `<node>: <power_status stdout>` per node."""
-    lines = []
-    for node in sorted_nodes(states):
-        state = states[node] or {}
-        out = state.get("out")
-        if out is None:
-            out = state.get("error") or state.get("state") or ""
-        lines.append(f"{node}: {str(out).strip()}")
-    return lines
-
-
 def write_node_file(path: str | Path, nodes: Iterable[str]) -> None:
     """-o/-n: one node per line (the file is created even when empty, as Kadeploy3 does)."""
     names = list(nodes)

@@ -8,6 +8,8 @@ requested nodes between servers (reference 2, 10).
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -143,26 +145,48 @@ def server_info_lines(info: Any, prefix: str = "") -> list[str]:
     """`-I`: the server's PXE method, automata, supported filesystems and exported variables."""
     if not isinstance(info, dict):
         raise ClientError("Invalid answer from the server to GET /info")
-    lines = [f"{prefix}Kadeploy server configuration:", f"{prefix}  Custom PXE boot method: {info.get('pxe')}"]
+    lines = [f"{prefix}Kadeploy server configuration:",
+             f"{prefix}  Custom PXE boot method: {_ruby_s(info.get('pxe'))}"]
     lines.append(f"{prefix}  Automata configuration:")
     for cluster, macros in (info.get("automata") or {}).items():
         lines.append(f"{prefix}    {cluster}:")
         for name, steps in (macros or {}).items():
-            rendered = "; ".join(",".join(str(value) for value in step.values()) for step in steps or [])
+            rendered = "; ".join(",".join(_ruby_s(value) for value in step.values()) for step in steps or [])
             lines.append(f"{prefix}      {name}: {rendered}")
     lines.append(f"{prefix}  Deployment environment:")
     lines.append(f"{prefix}    Supported file systems:")
     for cluster, filesystems in (info.get("supported_fs") or {}).items():
         lines.append(f"{prefix}      {cluster}: {','.join(filesystems or [])}")
     lines.append(f"{prefix}    Variables exported to custom scripts:")
-    variables = list(info.get("vars") or [])
-    current = ""
-    for name in variables:
-        candidate = f"{current}, {name}" if current else f"{prefix}      {name}"
-        if current and len(candidate) > 80:
-            lines.append(current)
-            candidate = f"{prefix}      {name}"
-        current = candidate
-    if current:
-        lines.append(current)
+    lines += arraystr_lines([str(name) for name in info.get("vars") or []], f"{prefix}      ")
     return lines
+
+
+def _ruby_s(value: Any) -> str:
+    """`"#{value}"` / `join` of a JSON scalar as Ruby writes it (nil empty, booleans lower case)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def arraystr_lines(values: Sequence[str], prefix: str, columns: int | None = None) -> list[str]:
+    """client.rb `print_arraystr` then `puts`: values joined by `, ` into lines of at most
+    $COLUMNS (80) characters, each starting with `prefix`; no value at all is one empty line."""
+    if columns is None:
+        digits = re.match(r"\s*[+-]?\d+", os.environ.get("COLUMNS", "80"))  # Ruby's String#to_i
+        columns = int(digits.group()) if digits else 0
+    lines: list[str] = []
+    current: str | None = None
+    for value in values:
+        if current is None:
+            current = prefix + value
+        elif len(current) + len(value) + 2 > columns:
+            lines.append(current)
+            current = prefix + value
+        else:
+            current += f", {value}"
+    if current and current != prefix:
+        lines.append(current)
+    return lines or [""]

@@ -20,7 +20,6 @@ from kadeploy.client.output import (
     json_result,
     macro_progress,
     merge_log_lines,
-    power_status_lines,
     result_lines,
     status_lines,
 )
@@ -85,10 +84,6 @@ def test_result_block_lists_ok_then_ko_with_errors() -> None:
         "The deployment failed on nodes", "n3 (BroadcastEnvKascade-send_environment: broken pipe)",
     ]
     assert result_lines("Reboot", {"nodes": {"ok": [], "ko": []}}, {}) == []
-
-
-def test_power_status_lines() -> None:
-    assert power_status_lines({"n2": {"out": "off\n"}, "n1": {"out": "on"}}) == ["n1: on", "n2: off"]
 
 
 def test_status_display_and_progress_counts() -> None:
