@@ -7,7 +7,8 @@ the node's address in the VLAN (`graphene-1.nancy.grid5000.fr` in VLAN 4 is
 `graphene-1-kavlan-4.nancy.grid5000.fr`). Kadeploy3 resolves these names once,
 when the request arrives, and refuses it if one does not resolve; after
 `set_vlan` the nodes are reached there. This module is that computation and
-that resolution; it imports only `kadeploy.errors`.
+that resolution, and the `set_cmd` command line; it imports only
+`kadeploy.errors` and `kadeploy.templates`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
+import shlex
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.templates import fill
 
 #: the VLAN `set_vlan` moves nodes back to in SetDeploymentEnv (the site's default one)
 DEFAULT_VLAN = "DEFAULT"
@@ -28,18 +31,32 @@ VLAN_ID = "VLAN_ID"
 #: seconds all the names of one request may take to resolve
 RESOLVE_TIMEOUT = 30.0
 
-# A VLAN id ends up in host names and in the site's set_cmd: a name label, nothing else.
-_VLAN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+# A VLAN id ends up in host names and in the site's set_cmd: a name label, nothing else
+# (matched whole: `$` would let a trailing newline through).
+_VLAN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 
 Resolver = Callable[..., Awaitable[list[tuple[Any, ...]]]]
 
 
 def check_vlan_id(vlan: str) -> str:
     """`vlan` if it can name a VLAN; INVALID_VLAN otherwise."""
-    if not _VLAN_ID_PATTERN.match(vlan):
+    if not isinstance(vlan, str) or not _VLAN_ID_PATTERN.fullmatch(vlan):
+        shown = ascii(vlan[:80] if isinstance(vlan, str) else vlan)
         raise KadeployError(ErrorCode.INVALID_VLAN,
-                            f"Invalid VLAN {vlan!r}: expected a VLAN id (letters, digits and '-')")
+                            f"Invalid VLAN {shown}: expected a VLAN id (letters, digits and '-', "
+                            f"at most 63, not starting with '-')")
     return vlan
+
+
+def set_vlan_command(template: str, nodes: Sequence[str], vlan: str, user: str) -> str:
+    """`network/vlan/set_cmd` for `nodes`: NODES is ` -m <node>` per node, VLAN_ID and USER quoted.
+
+    Filled in one pass (`kadeploy.templates.fill`): a VLAN id or a user name
+    can never bring a placeholder that a later substitution would fill.
+    """
+    check_vlan_id(vlan)
+    node_args = "".join(f" -m {shlex.quote(node)}" for node in nodes)
+    return fill(template, quoted={VLAN_ID: vlan, "USER": user}, raw={"NODES": node_args})
 
 
 def vlan_hostname(hostname: str, suffix: str, vlan: str) -> str:
@@ -51,7 +68,7 @@ def vlan_hostname(hostname: str, suffix: str, vlan: str) -> str:
     """
     short, dot, domain = hostname.partition(".")
     name = f"{short}{suffix}.{domain}" if dot else f"{short}{suffix}"
-    return name.replace(VLAN_ID, vlan)
+    return fill(name, raw={VLAN_ID: vlan})
 
 
 async def resolve_vlan_addresses(hostnames: Iterable[str], suffix: str, vlan: str, *,

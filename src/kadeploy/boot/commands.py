@@ -4,7 +4,8 @@ Built from the cluster file's `remoteops` (per-level `{name, cmd, group}`
 entries, or one of our built-in drivers), `command.conf` per-node overrides and
 the group files of grouped (PDU) commands. `plan()` turns a level and a set of
 nodes into the invocations to run, with Kadeploy3's substitutions
-(HOSTNAME_FQDN, HOSTNAME_SHORT, GROUP_FQDN, GROUP_SHORT, DEFAULT_CONNECTOR).
+(HOSTNAME_FQDN, HOSTNAME_SHORT, GROUP_FQDN, GROUP_SHORT, DEFAULT_CONNECTOR),
+filled in one pass (`kadeploy.templates.fill`).
 
 Grouped commands are broken in Kadeploy3 3.3 (the group files are registered
 under a key the escalation never looks up); here a group's command runs once
@@ -21,6 +22,7 @@ from pathlib import Path
 from kadeploy.boot.drivers import PowerDriver
 from kadeploy.errors import ConfigError, ErrorCode, KadeployError
 from kadeploy.nodeset import fold
+from kadeploy.templates import fill
 
 LEVELS: tuple[str, ...] = ("soft", "hard", "very_hard")
 ESCALATION_KINDS: tuple[str, ...] = ("reboot", "power_on", "power_off")
@@ -30,8 +32,9 @@ DEFAULT_CONNECTOR = (
     "-o PreferredAuthentications=publickey -o BatchMode=yes"
 )
 # Host names are substituted into shell commands unquoted (admins' templates may
-# put them inside their own quotes), so only names that need no quoting pass.
-_SAFE_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
+# put them inside their own quotes), so only names that need no quoting pass
+# (matched whole: `$` would let a trailing newline, a command separator, through).
+_SAFE_HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
 # the action a driver performs for each kind when the remote op does not say
 DEFAULT_DRIVER_ACTIONS = {"reboot": "reset", "power_on": "on", "power_off": "off"}
 
@@ -78,7 +81,7 @@ def short_name(hostname: str) -> str:
 
 
 def check_hostname(hostname: str) -> str:
-    if not _SAFE_HOSTNAME.match(hostname):
+    if not _SAFE_HOSTNAME.fullmatch(hostname):
         raise KadeployError(ErrorCode.INVALID_NODELIST, f"Invalid node name for a power command: {hostname!r}")
     return hostname
 
@@ -92,7 +95,7 @@ def parse_group_file(text: str, source: str = "group file") -> list[list[str]]:
             continue
         members = [member.strip() for member in line.split(",") if member.strip()]
         for member in members:
-            if not _SAFE_HOSTNAME.match(member):
+            if not _SAFE_HOSTNAME.fullmatch(member):
                 raise ConfigError(f"{source}, line {lineno}: invalid node name {member!r}")
         groups.append(members)
     return groups
@@ -105,13 +108,26 @@ def substitute(
     group: Sequence[str] | None = None,
     default_connector: str = DEFAULT_CONNECTOR,
 ) -> str:
-    """Replace Kadeploy3's patterns in a command template for `hostname` (and its group)."""
+    """Replace Kadeploy3's patterns in a command template for `hostname` (and its group), in one pass.
+
+    Names go in unquoted (checked to need no quoting); the connector is the
+    administrator's command fragment, inserted as written.
+    """
     check_hostname(hostname)
-    members = list(group) if group else [hostname]
-    command = template.replace("DEFAULT_CONNECTOR", default_connector)
-    command = command.replace("HOSTNAME_FQDN", hostname).replace("HOSTNAME_SHORT", short_name(hostname))
-    command = command.replace("GROUP_FQDN", ",".join(members))
-    return command.replace("GROUP_SHORT", ",".join(short_name(m) for m in members))
+    members = [check_hostname(member) for member in group] if group else [hostname]
+    return fill(template, raw={
+        "DEFAULT_CONNECTOR": default_connector,
+        "HOSTNAME_FQDN": hostname,
+        "HOSTNAME_SHORT": short_name(hostname),
+        "GROUP_FQDN": ",".join(members),
+        "GROUP_SHORT": ",".join(short_name(member) for member in members),
+    })
+
+
+def node_address(template: str, hostname: str) -> str:
+    """A power driver's `address` for `hostname` (HOSTNAME_FQDN, HOSTNAME_SHORT), filled in one pass."""
+    check_hostname(hostname)
+    return fill(template, raw={"HOSTNAME_FQDN": hostname, "HOSTNAME_SHORT": short_name(hostname)})
 
 
 class CommandTable:

@@ -31,6 +31,7 @@ from pathlib import Path
 from kadeploy.boot.nbp import LocalBootEnv, NetworkBootProgram, network_boot_program
 from kadeploy.boot.result import StepResult
 from kadeploy.errors import ConfigError, ErrorCode, KadeployError
+from kadeploy.templates import fill
 
 __all__ = [
     "BootTarget",
@@ -288,9 +289,11 @@ class PXEProfiles:
             except OSError as exc:
                 return StepResult(ko={t.hostname: f"Cannot copy the PXE files: {exc}" for t in targets})
         prefix = settings.nbp().export_path(f"{settings.userfiles_directory}/pxe-{user}")
-        text = profile_text.replace("FILES_PREFIX", prefix)
         values = singularities or {}
-        contents = {t.hostname: text.replace("NODE_SINGULARITY", str(values.get(t.hostname, ""))) for t in targets}
+        # one pass per node: a user name in the prefix never becomes a NODE_SINGULARITY to fill
+        contents = {t.hostname: fill(profile_text, raw={"FILES_PREFIX": prefix,
+                                                        "NODE_SINGULARITY": str(values.get(t.hostname, ""))})
+                    for t in targets}
         return self._write(settings, targets, contents)
 
     # -- writing --------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from starlette.requests import Request
 
+from kadeploy.errors import KadeployError
+from kadeploy.identifiers import check_user_name
 from kadeploy.server.htpasswd import HtpasswdFile
 from kadeploy.server.ident import ident_user
 from kadeploy.server.settings import AuthSettings
@@ -75,6 +77,12 @@ class Authenticator:
             if settings.ident is not None else None
 
     def identity(self, user: str, method: str) -> Identity:
+        """The identity of `user`; a name that could not be a user (a path, an option, control
+        characters) is refused here, before it reaches a template, a file name or the database."""
+        try:
+            check_user_name(user)
+        except KadeployError as exc:
+            raise AuthenticationError(str(exc)) from None
         return Identity(user=user, method=method, admin=user in self.almighty_users)
 
     async def authenticate(self, request: Request) -> Identity:

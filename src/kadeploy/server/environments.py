@@ -15,6 +15,7 @@ from typing import Any
 from kadeploy.db import Database
 from kadeploy.db import environments as db_envs
 from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.identifiers import check_environment_name, check_user_name
 from kadeploy.server.auth import Identity
 
 VISIBILITIES = ("private", "shared", "public")
@@ -76,6 +77,8 @@ class EnvironmentService:
         owner = identity.user
         if identity.admin and isinstance(description, dict) and description.get("user"):
             owner = str(description["user"])
+        check_user_name(owner, "environment owner")
+        check_environment_name(env.get("name"))
         if env.get("visibility") == "public" and not identity.admin:
             raise KadeployError(ErrorCode.INVALID_RIGHTS, PUBLIC_ONLY_ADMINS)
         await self._checksums(env, client, dry_run=dry_run)

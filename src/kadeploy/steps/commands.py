@@ -13,6 +13,7 @@ import shlex
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.steps import fsarchiver
 from kadeploy.steps.plan import DeployPlan, partition_device
+from kadeploy.templates import fill
 
 q = shlex.quote
 
@@ -230,10 +231,25 @@ def same_root_device_check(prod_device: str) -> str:
 
 
 def custom_send_destination(destination: str, variables: dict[str, str]) -> str:
-    """Substitute `$KADEPLOY_*` in a custom `send` destination with their values."""
-    result = destination
-    for name in sorted(variables, key=len, reverse=True):
-        result = result.replace(f"${name}", variables[name]).replace(f"${{{name}}}", variables[name])
+    """Substitute `$KADEPLOY_*` (or `${KADEPLOY_*}`) in a custom `send` destination with their values.
+
+    In one pass (`kadeploy.templates.fill`, longest names first): a value is
+    never searched for another variable.
+    """
+    values = {f"${name}": value for name, value in variables.items()}
+    values.update({f"${{{name}}}": value for name, value in variables.items()})
+    result = fill(destination, raw=values)
     if "$" in result or ".." in result.split("/"):
         raise KadeployError(ErrorCode.INVALID_CUSTOMOP, f"invalid destination {destination!r}")
     return result
+
+
+def custom_broadcast(template: str, image_path: str, node_file: str, sink: str, connector: str) -> str:
+    """BroadcastEnvCustom's `localops/broadcastenv/cmd`, run on the server, filled in one pass.
+
+    ENVFILE and NODEFILE are paths (quoted); DECOMPRESS (the node-side
+    pipeline) and TAKTUK_CONNECTOR (the administrator's connector) are command
+    fragments, inserted as written.
+    """
+    return fill(template, quoted={"ENVFILE": image_path, "NODEFILE": node_file},
+                raw={"DECOMPRESS": sink, "TAKTUK_CONNECTOR": connector})

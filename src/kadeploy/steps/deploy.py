@@ -385,10 +385,8 @@ class NodeSteps:
         with tempfile.NamedTemporaryFile("w", prefix="kadeploy-nodes-", suffix=".txt", delete=False) as handle:
             handle.write("".join(f"{run.hosts[n]}\n" for n in nodes))
             node_file = handle.name
-        command = (run.custom_broadcast_cmd.replace("ENVFILE", shlex.quote(str(run.image.path)))
-                   .replace("NODEFILE", shlex.quote(node_file))
-                   .replace("DECOMPRESS", commands.image_sink(run.plan))
-                   .replace("TAKTUK_CONNECTOR", run.connector))
+        command = commands.custom_broadcast(run.custom_broadcast_cmd, str(run.image.path), node_file,
+                                           commands.image_sink(run.plan), run.connector)
         start = time.monotonic()
         try:
             outcome = await run_process(command, ctx.timeout)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.identifiers import check_user_name
 from kadeploy.nodeset import expand_all
 from kadeploy.server import dryrun
 from kadeploy.server.http import as_bool, as_list, as_str, read_params, render
@@ -40,6 +41,7 @@ async def rights_create(request: Request, ctx: Context, who: Caller) -> Response
     username = as_str(params, "username")
     if not username:
         raise KadeployError(ErrorCode.MISSING_OPTION, "No user given (parameter username)")
+    check_user_name(username, "username")
     nodes = rights_nodes(ctx.settings, as_list(params, "nodes")) or ["*"]
     parts = as_list(params, "partitions") or ["*"]
     added = await ctx.rights.add(username, nodes, parts, as_bool(params, "overwrite"), ctx.settings.almighty_users,
