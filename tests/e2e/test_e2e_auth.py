@@ -91,7 +91,9 @@ def all_methods(site, tmp_path_factory):
     conf["authentication"] = {
         "acl": {"whitelist": ["127.0.0.1"]},
         "http_basic": {"dbfile": str(directory / "htpasswd"), "realm": "e2e"},
-        "certificate": {"ca_cert": str(directory / "ca.pem")},
+        # the testbed's server speaks plain HTTP: Kadeploy3's header certificates, behind the unsafe key
+        # (certificates in the TLS handshake: tests/security/test_tls_client_certificates.py)
+        "certificate": {"ca_cert": str(directory / "ca.pem"), "unsafe_header": True},
         "ident": {"whitelist": ["10.200.0.1"]},
     }
     (site.etc / "server.conf").write_text(yaml.safe_dump(conf, sort_keys=False))

@@ -1,7 +1,9 @@
 """client.conf: the list of Kadeploy servers a user's tools may talk to.
 
 Client room. Reference 3.5: YAML with `default` and `servers` (name,
-hostname, port, secure, auth_headers_prefix). Found in
+hostname, port, secure, auth_headers_prefix; and our `certificate` and
+`private_key`, the user's X.509 certificate and key presented in the TLS
+handshake, `~` meaning the user's home, relative paths the config dir). Found in
 `$KADEPLOY3_CONFIG_DIR/client.conf`, else `/etc/kadeploy3/client.conf` (the
 legacy name `client_conf.yml` is still read). Imports only `kadeploy.errors`.
 """
@@ -30,6 +32,9 @@ class ServerEntry:
     port: int = DEFAULT_PORT
     secure: bool = True
     auth_headers_prefix: str | None = None
+    #: the user's certificate and key for the TLS handshake (`~` not yet expanded: it is each user's home)
+    certificate: str | None = None
+    private_key: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -122,4 +127,15 @@ def _parse_server(item: Any, index: int, path: Path) -> ServerEntry:
     prefix = item.get("auth_headers_prefix") or None
     if prefix is not None and not isinstance(prefix, str):
         raise ConfigError(f"{where}/auth_headers_prefix: a string is expected")
-    return ServerEntry(name=name, hostname=hostname, port=port, secure=secure, auth_headers_prefix=prefix)
+    files: dict[str, str | None] = {}
+    for key in ("certificate", "private_key"):
+        value = item.get(key) or None
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{where}/{key}: a file path is expected (got {value!r})")
+        if value is not None and not value.startswith("~") and not Path(value).is_absolute():
+            value = str(path.parent / value)
+        files[key] = value
+    if files["private_key"] and not files["certificate"]:
+        raise ConfigError(f"{where}/private_key: given without certificate")
+    return ServerEntry(name=name, hostname=hostname, port=port, secure=secure, auth_headers_prefix=prefix,
+                       certificate=files["certificate"], private_key=files["private_key"])

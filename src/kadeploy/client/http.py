@@ -2,7 +2,12 @@
 
 Client room. Synchronous httpx (the tools are short-lived processes; the
 multi-server mode uses one thread per server). Kadeploy3 clients never verify
-the server certificate (reference 1.7), neither do we. Every request has a
+the server certificate (reference 1.7), neither do we. When the user has an
+X.509 certificate (`$KADEPLOY3_CERTIFICATE` and `$KADEPLOY3_PRIVATE_KEY`, else
+client.conf's `certificate` and `private_key`), it is presented in the TLS
+handshake, which is how the server's certificate authentication checks it;
+client.conf's files are optional per user (absent: no certificate), the
+variables' must exist. Every request has a
 timeout; every failure becomes a `ClientError` carrying the exit status of
 reference 1.3, so that no tool ever shows a traceback.
 """
@@ -14,7 +19,9 @@ import binascii
 import getpass
 import json
 import os
+import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
@@ -37,6 +44,42 @@ REACH_TIMEOUT = 5.0
 def current_user() -> str:
     """The user name sent in the `<prefix>User` header ($USER, $USERNAME, then the login)."""
     return os.environ.get("USER") or os.environ.get("USERNAME") or getpass.getuser()
+
+
+CERTIFICATE_VARIABLE = "KADEPLOY3_CERTIFICATE"
+PRIVATE_KEY_VARIABLE = "KADEPLOY3_PRIVATE_KEY"
+
+
+def client_certificate(server: ServerEntry) -> tuple[Path, Path, str] | None:
+    """(certificate, key, where they were named) the user presents to `server`, if any."""
+    variable = os.environ.get(CERTIFICATE_VARIABLE)
+    if variable:
+        key = os.environ.get(PRIVATE_KEY_VARIABLE) or variable
+        return Path(variable).expanduser(), Path(key).expanduser(), f"${CERTIFICATE_VARIABLE}"
+    if not server.certificate:
+        return None
+    certificate = Path(server.certificate).expanduser()
+    if not certificate.exists():
+        return None  # this user has no certificate: the server's other methods apply
+    key = Path(server.private_key or server.certificate).expanduser()
+    return certificate, key, f"client.conf (server {server.name})"
+
+
+def tls_context(server: ServerEntry) -> ssl.SSLContext:
+    """TLS without server verification (as Kadeploy3), with the user's certificate if configured."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    chosen = client_certificate(server)
+    if chosen is not None:
+        certificate, key, where = chosen
+        try:
+            context.load_cert_chain(certificate, key)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+            raise ClientError(f"Cannot use the certificate {certificate} with the key {key} (named by {where}): "
+                              f"{reason}") from None
+    return context
 
 
 def encode_params(params: Mapping[str, Any] | None) -> list[tuple[str, str]]:
@@ -75,7 +118,7 @@ class Connection:
             hooks = {"request": [self._dump_request], "response": [self._dump_response]}
         self._client = httpx.Client(
             base_url=server.base_url,
-            verify=False,
+            verify=tls_context(server) if server.secure else False,
             timeout=timeout,
             auth=(self.user, password) if password is not None else None,
             event_hooks=hooks,

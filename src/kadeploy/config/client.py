@@ -29,6 +29,8 @@ class ServerEntry(ConfigModel):
     port: int = Field(default=25300, ge=1, le=65535)
     secure: bool = True
     auth_headers_prefix: str | None = None
+    certificate: str | None = None  # the user's X.509 certificate for the TLS handshake (our extension)
+    private_key: str | None = None
 
     @property
     def base_url(self) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from kadeploy.config.fetch import FetchConfig
 from kadeploy.config.validation import ConfigModel, resolve_path, split_list
 from kadeploy.vocabulary import REGISTRIES, Kind
 
@@ -124,10 +125,17 @@ class KeyFileConfig(ConfigModel):
 
 
 class CertificateAuthConfig(_Whitelisted):
-    """`authentication/certificate`: X.509 client certificates signed by this CA."""
+    """`authentication/certificate`: X.509 client certificates signed by this CA.
+
+    The certificate is checked in the TLS handshake, where the client proves it
+    holds the private key. `unsafe_header: true` also accepts Kadeploy3's
+    certificate sent in an HTTP header, which proves nothing (anyone holding a
+    copy of the certificate is its owner): for old scripts only.
+    """
 
     ca_cert: str | None = None
     ca_public_key: KeyFileConfig | None = None
+    unsafe_header: bool = False
 
     @field_validator("ca_cert")
     @classmethod
@@ -186,13 +194,29 @@ class AuthenticationConfig(ConfigModel):
         return self
 
 
+def _check_proxy_entry(entry: str) -> str:
+    """A trusted proxy is an address or a network: names and regexps could be spoofed."""
+    try:
+        ipaddress.ip_network(entry.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"invalid proxy {entry!r} (expected an address or an address/prefix)") from None
+    return entry.strip()
+
+
 class SecurityConfig(ConfigModel):
-    """`security`: TLS of the API and of the clients' file servers."""
+    """`security`: TLS of the API and of the clients' file servers.
+
+    `trusted_proxies` (our extension, empty by default): the reverse proxies
+    whose `X-Forwarded-For` names the client; from any other peer the header
+    is ignored, so that a local account cannot pose as a whitelisted host.
+    """
 
     secure_server: bool = True
     local_only: bool = False
     certificate: str | None = None  # None: a self-signed certificate is generated
     private_key: KeyFileConfig | None = None
+    fetch: FetchConfig = Field(default_factory=FetchConfig)  # our extension: where user URLs may be fetched from
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     unsupported_keys = {"force_secure_client": "the clients' file servers are not made to use TLS"}
 
@@ -200,6 +224,11 @@ class SecurityConfig(ConfigModel):
     @classmethod
     def _resolve(cls, value: str | None, info: ValidationInfo) -> str | None:
         return None if value is None else str(resolve_path(value, info))
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        return [_check_proxy_entry(str(entry)) for entry in value]
 
     @model_validator(mode="after")
     def _certificate_needs_key(self) -> SecurityConfig:
@@ -430,3 +459,17 @@ class ServerConfig(ConfigModel):
     def _resolve_key(cls, value: str, info: ValidationInfo) -> str:
         # Kadeploy3's default is <config dir>/keys/id_deploy (/etc/kadeploy3/keys/id_deploy).
         return str(resolve_path(value, info))
+
+    @model_validator(mode="after")
+    def _certificates_in_the_handshake(self) -> ServerConfig:
+        """Client certificates are verified by TLS: they need TLS and the CA's certificate."""
+        certificate = self.authentication.certificate
+        if certificate is None:
+            return self
+        if certificate.ca_cert is None:
+            raise ValueError("authentication/certificate/ca_cert: client certificates are verified against the "
+                             "CA's certificate; ca_public_key alone is not enough")
+        if not certificate.unsafe_header and not self.security.secure_server:
+            raise ValueError("authentication/certificate: client certificates are checked in the TLS handshake, "
+                             "which needs security/secure_server: true")
+        return self

@@ -248,29 +248,22 @@ async def serve(settings: ServerSettings, services: Services, run_dir: Path, log
 
     from kadeploy.db import Database
     from kadeploy.server.app import create_app, prepare_database
-    from kadeploy.server.tls import self_signed_certificate
+    from kadeploy.server.listener import listen_options
 
     database = Database(settings.database_url)
     await asyncio.to_thread(prepare_database, database)
     app = create_app(settings, database, services.runner, fetcher=services.fetcher,
                      console_factory=services.console_factory, files=logs.files)
-    host = "127.0.0.1" if settings.local_only else settings.hostname
-    ssl: dict[str, str] = {}
-    if settings.secure:
-        if settings.certificate and settings.private_key:
-            cert, key = settings.certificate, settings.private_key
-        else:
-            cert, key = self_signed_certificate(run_dir, settings.hostname)
-        ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
-    config = uvicorn.Config(app, host=host, port=settings.port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=30, **ssl)
+    # TLS, client certificates and trusted proxies: see kadeploy.server.listener
+    options = listen_options(settings, run_dir)
+    config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=30, **options)
     server = _Server(config)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, logs.reopen)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, server.stop)
-    log.info("kadeploy3d %s listening on %s://%s:%d", settings.version, "https" if ssl else "http", host,
-             settings.port)
+    log.info("kadeploy3d %s listening on %s://%s:%d", settings.version, "https" if settings.secure else "http",
+             options["host"], settings.port)
     try:
         await server.serve()
     finally:

@@ -5,6 +5,11 @@ Apache MD5 (`$apr1$`) and `{SHA}`. Plain-text and crypt(3) DES entries are
 refused: they would let anyone with read access to the file log in.
 The file is re-read when its modification time changes, so administrators
 can add users without restarting the server.
+
+`check` takes as long for an unknown user as for a known one: the password
+is verified against a dummy hash of the file's usual kind and cost, so that
+the answer time does not tell which user names exist. It is slow (bcrypt)
+and blocking: the server calls it from a thread pool, never on its event loop.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import bcrypt
@@ -82,6 +90,7 @@ class HtpasswdFile:
         self.path = path
         self._mtime: float | None = None
         self._entries: dict[str, str] = {}
+        self._dummy = ""
         self._load()
 
     def _load(self) -> None:
@@ -100,12 +109,40 @@ class HtpasswdFile:
                 user, hashed = line.split(":", 1)
                 entries[user] = hashed.strip()
         self._entries, self._mtime = entries, stat.st_mtime
+        self._dummy = dummy_hash(entries.values())
 
     def check(self, user: str, password: str) -> bool:
-        """True if `user` exists and `password` matches its hash."""
+        """True if `user` exists and `password` matches its hash; as slow for unknown users."""
         try:
             self._load()
         except ConfigError:
+            verify_hash(password, self._dummy)
             return False
         hashed = self._entries.get(user)
-        return hashed is not None and verify_hash(password, hashed)
+        if hashed is None:
+            verify_hash(password, self._dummy)
+            return False
+        return verify_hash(password, hashed)
+
+
+def dummy_hash(hashes: Iterable[str]) -> str:
+    """A hash of a random password, of the kind and cost most entries have (bcrypt cost 12 if none).
+
+    Verifying a password against it costs what verifying a real entry costs.
+    """
+    kinds: Counter[str] = Counter()
+    for hashed in hashes:
+        if hashed.startswith(("$2y$", "$2b$", "$2a$")) and hashed[4:6].isdigit():
+            kinds["bcrypt:" + hashed[4:6]] += 1
+        elif hashed.startswith("$apr1$"):
+            kinds["apr1"] += 1
+        elif hashed.startswith("{SHA}"):
+            kinds["sha"] += 1
+    kind = kinds.most_common(1)[0][0] if kinds else "bcrypt:12"
+    secret = secrets.token_hex(16)
+    if kind == "apr1":
+        return apr1_hash(secret, secrets.token_hex(4))
+    if kind == "sha":
+        return "{SHA}" + base64.b64encode(hashlib.sha1(secret.encode()).digest()).decode()
+    rounds = min(max(int(kind.split(":")[1]), 4), 31)
+    return bcrypt.hashpw(secret.encode(), bcrypt.gensalt(rounds=rounds)).decode()

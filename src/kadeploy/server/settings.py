@@ -75,6 +75,8 @@ class AuthSettings:
     http_basic_whitelist: Whitelist | None = None
     certificate_ca: Path | None = None
     certificate_whitelist: Whitelist | None = None
+    #: also accept Kadeploy3's certificate in a header (no proof of the private key): unsafe, off by default
+    certificate_unsafe_header: bool = False
     ident: Whitelist | None = None
     ident_port: int = 113
     ident_timeout: float = 10.0
@@ -96,6 +98,8 @@ class ServerSettings:
     local_only: bool = False
     certificate: Path | None = None
     private_key: Path | None = None
+    #: server.conf `security/trusted_proxies`: the only peers whose X-Forwarded-For is believed
+    trusted_proxies: list[str] = field(default_factory=list)
     database_url: URL | str = "sqlite:////var/lib/kadeploy3/kadeploy.db"
     auth: AuthSettings = field(default_factory=AuthSettings)
     almighty_users: list[str] = field(default_factory=lambda: ["root"])
@@ -181,6 +185,7 @@ def from_config(cfg: Any, *, config_dir: Path | None = None) -> ServerSettings:
         certificate_ca=_path(_get(auth_cfg, "certificate", "ca_cert"), config_dir),
         certificate_whitelist=_whitelist(_get(auth_cfg, "certificate"))
         if _get(auth_cfg, "certificate", "whitelist") else None,
+        certificate_unsafe_header=bool(_get(auth_cfg, "certificate", "unsafe_header", default=False)),
         ident=_whitelist(_get(auth_cfg, "ident")),
     )
     almighty = _get(server, "rights", "almighty_users", default="root")
@@ -222,6 +227,7 @@ def from_config(cfg: Any, *, config_dir: Path | None = None) -> ServerSettings:
         local_only=bool(_get(server, "security", "local_only", default=False)),
         certificate=_path(certificate, config_dir),
         private_key=_path(_get(server, "security", "private_key", "file"), config_dir),
+        trusted_proxies=[str(entry) for entry in _get(server, "security", "trusted_proxies", default=[])],
         database_url=_database_url(_get(server, "database")),
         auth=auth, almighty_users=list(almighty),
         rights_kind=str(_get(server, "rights", "kind", default="db")),

@@ -79,12 +79,15 @@ def _certificate(subject_cn: str, issuer_key, issuer_name: x509.Name, key, days:
             .sign(issuer_key, hashes.SHA256()))
 
 
-async def test_x509_certificate_signed_by_the_ca(database, tmp_path: Path):
+async def test_x509_certificate_in_a_header_only_in_the_unsafe_compatibility_mode(database, tmp_path: Path):
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Kadeploy CA")])
     ca = _certificate("Kadeploy CA", ca_key, ca_name, ca_key, days=10)
     (tmp_path / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    app = create_app(make_settings(auth=AuthSettings(certificate_ca=tmp_path / "ca.pem")), database, DummyRunner())
+    strict = create_app(make_settings(auth=AuthSettings(certificate_ca=tmp_path / "ca.pem")), database,
+                        DummyRunner())
+    app = create_app(make_settings(auth=AuthSettings(certificate_ca=tmp_path / "ca.pem",
+                                                     certificate_unsafe_header=True)), database, DummyRunner())
     user_key = ec.generate_private_key(ec.SECP256R1())
 
     def header(cert: x509.Certificate, user: str | None = None) -> dict[str, str]:
@@ -94,6 +97,7 @@ async def test_x509_certificate_signed_by_the_ca(database, tmp_path: Path):
         return headers
 
     good = _certificate("alice", ca_key, ca_name, user_key)
+    assert await status_of(strict, "10.3.3.3", header(good)) == 401  # no proof of the private key
     assert await status_of(app, "10.3.3.3", header(good)) == 200
     assert await status_of(app, "10.3.3.3", header(good, "alice")) == 200
     assert await status_of(app, "10.3.3.3", header(good, "root")) == 401  # CN is not the claimed user
