@@ -16,6 +16,16 @@ into the cache would double the disk I/O); their MD5 is memoised per (inode,
 size, mtime) so that a recorded image is hashed once, not at every deployment.
 A dry run only `check`s a reference: refused for the reasons `fetch` would
 refuse it, with nothing downloaded or hashed.
+
+User URLs go through the fetch policy (`kadeploy.catalog.fetchpolicy`,
+server.conf `security/fetch`): the name is resolved once, the address checked
+against the allow and deny lists, and the connection made to that address
+(Host header and TLS server name kept), with TLS verified against the
+system's CAs or `ca_bundle`, without proxies from the environment and
+without following redirects. A client's own file server was tied to the
+request's source address at the API edge; it is reached as named, without
+TLS verification (its certificate is a one-off self-signed one, as in
+Kadeploy3).
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ import asyncio
 import base64
 import hashlib
 import os
+import shlex
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +44,9 @@ from typing import Any
 import httpx
 
 from kadeploy.catalog.cache import CacheEntry, FileCache, Priority, cache_from_config
+from kadeploy.catalog.fetchpolicy import FetchPolicy, pinned_url
 from kadeploy.errors import ErrorCode, KadeployError
+from kadeploy.templates import fill
 
 _CHUNK = 1 << 20
 
@@ -47,11 +61,27 @@ class FetchedFile:
     checksum: str  # md5 hex for server files, ETag (quotes stripped) for HTTP and client files
 
 
+@dataclass(frozen=True)
+class _Target:
+    """How to reach one URL: where to connect, with which headers and TLS settings."""
+
+    url: str
+    headers: dict[str, str]
+    extensions: dict[str, Any]
+    verify: ssl.SSLContext | bool
+
+
 class FileFetcher:
     """Resolves file references to local paths, downloading through the server cache."""
 
     def __init__(self, cache_dir: Path, server_dirs: Sequence[Path], *, timeout: float = 60.0,
-                 max_size: int | None = None, cache: FileCache | None = None) -> None:
+                 max_size: int | None = None, cache: FileCache | None = None,
+                 policy: FetchPolicy | None = None, ca_bundle: str | None = None) -> None:
+        """`policy` decides which addresses user URLs may reach (default: loopback, link-local,
+        unspecified and multicast refused); `ca_bundle` is the CA file TLS is verified against
+        (default: the system's)."""
+        self.policy = policy if policy is not None else FetchPolicy()
+        self.tls = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
         self.cache_dir = Path(cache_dir)
         self.server_dirs = [Path(d).resolve() for d in server_dirs]
         self.timeout = timeout
@@ -111,10 +141,19 @@ class FileFetcher:
         token = base64.urlsafe_b64encode(path.encode()).decode()
         return f"{client.rstrip('/')}/{token}"
 
+    async def _target(self, uri: str, url: str, what: str, headers: dict[str, str]) -> _Target:
+        """A user URL pinned to its checked address and verified; a client file server as named."""
+        if not uri.startswith(("http://", "https://")):
+            return _Target(url, headers, {}, False)  # the client's own file server, tied to the request's source
+        address = await self.policy.connect_address(url, what, uri)
+        pinned, host_header, server_name = pinned_url(url, address)
+        return _Target(pinned, {**headers, "Host": host_header}, {"sni_hostname": server_name}, self.tls)
+
     async def _probe(self, uri: str, url: str, what: str, limit: int | None) -> None:
+        target = await self._target(uri, url, what, {"Accept-Encoding": "identity"})
         try:
-            async with httpx.AsyncClient(verify=False, timeout=self.timeout) as http:
-                response = await http.head(url, headers={"Accept-Encoding": "identity"})
+            async with httpx.AsyncClient(verify=target.verify, timeout=self.timeout, trust_env=False) as http:
+                response = await http.head(target.url, headers=target.headers, extensions=target.extensions)
         except httpx.HTTPError as exc:
             raise KadeployError(ErrorCode.INVALID_FILE, f"Unable to grab the {what} {uri}: {exc}") from None
         if response.status_code != 200:
@@ -185,11 +224,13 @@ class FileFetcher:
                         priority: int, limit: int | None, expected_checksum: str | None = None) -> CacheEntry:
         cache = self.cache
         cache.directory.mkdir(parents=True, exist_ok=True)
+        remote = await self._target(uri, url, what, headers)
         target = cache.new_path(uri)
         partial = target.with_name(target.name + ".part")
         try:
-            async with httpx.AsyncClient(verify=False, timeout=self.timeout) as http:
-                async with http.stream("GET", url, headers=headers) as response:
+            async with httpx.AsyncClient(verify=remote.verify, timeout=self.timeout, trust_env=False) as http:
+                async with http.stream("GET", remote.url, headers=remote.headers,
+                                       extensions=remote.extensions) as response:
                     if response.status_code == 304 and cached is not None:
                         return cached
                     if response.status_code != 200:
@@ -253,4 +294,38 @@ def fetcher_from_config(cfg: Any) -> FileFetcher:
     server_dirs = [Path(d) for d in getattr(server.environments, "server_dirs", None) or []]
     if not server_dirs:
         server_dirs = [Path(cfg.config_dir) / "envs"]
-    return FileFetcher(cache.directory, server_dirs, cache=cache)
+    fetch = server.security.fetch
+    policy = FetchPolicy.from_lists(fetch.allow, fetch.deny, bmc_hosts(cfg))
+    return FileFetcher(cache.directory, server_dirs, cache=cache, policy=policy, ca_bundle=fetch.ca_bundle,
+                       max_size=fetch.max_bytes)
+
+
+_BMC_KINDS = ("reboot", "power_on", "power_off", "power_status", "console")
+
+
+def bmc_hosts(cfg: Any) -> set[str]:
+    """The BMC hosts the cluster files and command.conf name: each power driver's `address`, and the
+    `-H <host>` of `ipmitool`-style commands, for every node (denied to user URLs by default)."""
+    hosts: set[str] = set()
+    for node in cfg.nodes.values():
+        cluster = cfg.clusters.get(node.cluster)
+        if cluster is None:
+            continue
+        names = {"HOSTNAME_FQDN": node.hostname, "HOSTNAME_SHORT": node.hostname.split(".", 1)[0]}
+        templates = [command for command in (cfg.commands.get(node.hostname) or {}).values()]
+        templates += [command for command in (cfg.commands.get(names["HOSTNAME_SHORT"]) or {}).values()]
+        for kind in _BMC_KINDS:
+            for op in getattr(cluster.remoteops, kind):
+                if op.driver and op.address:
+                    hosts.add(fill(op.address, raw=names))
+                elif op.cmd:
+                    templates.append(op.cmd)
+        for template in templates:
+            if "-H" not in template:
+                continue  # quick: most commands name no BMC
+            try:
+                words = shlex.split(fill(template, raw=names))
+            except ValueError:
+                continue
+            hosts.update(words[i + 1] for i, word in enumerate(words[:-1]) if word == "-H")
+    return hosts

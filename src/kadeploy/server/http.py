@@ -1,7 +1,9 @@
 """HTTP conventions of the Kadeploy3 API (room `server`, reference 1.3).
 
 Parameters come from the query string (a repeated key becomes a list) or from
-a JSON or YAML body of at most 1 MB that must be a mapping; responses are
+a JSON or YAML body of at most 1 MB that must be a mapping (a `client` file
+server URL must name the host the request came from, and is rewritten to its
+address: `kadeploy.catalog.fetchpolicy.check_client_callback`); responses are
 JSON, or YAML when the client sends `Accept: application/x-yaml`, and plain
 text for strings. Application errors are HTTP 400 with
 `X-Application-Error-Code` and `X-Application-Error-Info` (base64 of the
@@ -24,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kadeploy.catalog.fetchpolicy import check_client_callback
 from kadeploy.errors import ErrorCode, KadeployError
 
 log = logging.getLogger("kadeploy.server")
@@ -45,6 +48,14 @@ class HTTPProblem(Exception):
 
 async def read_params(request: Request) -> dict[str, Any]:
     """Query string and body parameters merged (body wins), as Kadeploy3's `parse_params`."""
+    params = await _merged_params(request)
+    if params.get("client"):
+        # the server fetches a user's local files from this URL: only ever from the requesting host
+        params["client"] = await check_client_callback(params["client"], request.client.host if request.client else "")
+    return params
+
+
+async def _merged_params(request: Request) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for key in request.query_params.keys():
         values = request.query_params.getlist(key)

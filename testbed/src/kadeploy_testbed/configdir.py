@@ -114,7 +114,9 @@ def server_conf(directory: Path, private_key: Path) -> dict[str, object]:
         "database": {"kind": "sqlite", "name": str(directory / "kadeploy.db")},
         "rights": {"kind": "db", "almighty_users": "root"},
         "authentication": {"acl": {"whitelist": ["127.0.0.1", SERVER_IP]}},
-        "security": {"secure_server": False},
+        # fetches of user URLs only from the testbed's own addresses: the host on the bridge
+        # (its HTTP servers) and loopback (fake mode); clients' file servers are tied to the request
+        "security": {"secure_server": False, "fetch": {"allow": [f"{SERVER_IP}/32", "127.0.0.0/8"]}},
         "ssh_private_key": str(private_key),
         "cache": {"directory": str(directory / "cache"), "size": 8000},
         "network": {

@@ -12,7 +12,11 @@ import pytest
 
 from kadeploy.catalog.cache import MB, FileCache, Priority
 from kadeploy.catalog.files import FileFetcher
+from kadeploy.catalog.fetchpolicy import FetchPolicy
 from kadeploy.errors import ErrorCode, KadeployError
+
+# the test's HTTP servers listen on loopback, which the default policy refuses
+LOOPBACK_ALLOWED = FetchPolicy.from_lists(allow=["127.0.0.0/8"])
 
 
 class Clock:
@@ -77,7 +81,7 @@ def files() -> Iterator[Files]:
 def fetcher_with(tmp_path: Path, max_size: int | None, clock: Clock | None = None) -> FileFetcher:
     cache = FileCache(tmp_path / "cache", max_size, clock=clock or Clock())
     cache.load()
-    return FileFetcher(cache.directory, [tmp_path], cache=cache)
+    return FileFetcher(cache.directory, [tmp_path], cache=cache, policy=LOOPBACK_ALLOWED)
 
 
 def cached_uris(fetcher: FileFetcher) -> set[str]:

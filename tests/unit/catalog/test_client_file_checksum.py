@@ -16,8 +16,12 @@ import pytest
 
 from kadeploy.catalog.cache import FileCache, Priority
 from kadeploy.catalog.files import FileFetcher
+from kadeploy.catalog.fetchpolicy import FetchPolicy
 from kadeploy.client.export import FileExporter
 from kadeploy.errors import ErrorCode, KadeployError
+
+# the test's HTTP servers listen on loopback, which the default policy refuses
+LOOPBACK_ALLOWED = FetchPolicy.from_lists(allow=["127.0.0.0/8"])
 
 
 @pytest.fixture
@@ -35,7 +39,7 @@ def exported(tmp_path: Path):
 def fetcher(tmp_path: Path) -> FileFetcher:
     cache = FileCache(tmp_path / "cache", None)
     cache.load()
-    return FileFetcher(cache.directory, [], cache=cache)
+    return FileFetcher(cache.directory, [], cache=cache, policy=LOOPBACK_ALLOWED)
 
 
 async def test_unchanged_client_file_matches_its_stored_checksum(tmp_path, exported) -> None:

@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 from kadeploy.catalog.files import FileFetcher
+from kadeploy.catalog.fetchpolicy import FetchPolicy
 from kadeploy.errors import ErrorCode, KadeployError
+
+# the test's HTTP servers listen on loopback, which the default policy refuses
+LOOPBACK_ALLOWED = FetchPolicy.from_lists(allow=["127.0.0.0/8"])
 
 
 class Files:
@@ -65,7 +69,7 @@ def fetcher(tmp_path: Path) -> FileFetcher:
     allowed = tmp_path / "envs"
     allowed.mkdir()
     (allowed / "img.tgz").write_bytes(b"image")
-    return FileFetcher(tmp_path / "cache", [allowed], max_size=100)
+    return FileFetcher(tmp_path / "cache", [allowed], max_size=100, policy=LOOPBACK_ALLOWED)
 
 
 async def refusal(call) -> KadeployError:  # type: ignore[no-untyped-def]

@@ -5,7 +5,11 @@ import hashlib
 import pytest
 
 from kadeploy.catalog.files import FileFetcher
+from kadeploy.catalog.fetchpolicy import FetchPolicy
 from kadeploy.errors import ErrorCode, KadeployError
+
+# the test's HTTP servers listen on loopback, which the default policy refuses
+LOOPBACK_ALLOWED = FetchPolicy.from_lists(allow=["127.0.0.0/8"])
 
 
 @pytest.fixture
@@ -13,7 +17,7 @@ def fetcher(tmp_path):
     allowed = tmp_path / "envs"
     allowed.mkdir()
     (allowed / "img.tgz").write_bytes(b"image")
-    return FileFetcher(tmp_path / "cache", [allowed])
+    return FileFetcher(tmp_path / "cache", [allowed], policy=LOOPBACK_ALLOWED)
 
 
 async def test_server_file_inside_allowed_dir_has_md5(fetcher, tmp_path):

@@ -12,11 +12,15 @@ import pytest
 
 from kadeploy.catalog.cache import FileCache
 from kadeploy.catalog.files import FileFetcher
+from kadeploy.catalog.fetchpolicy import FetchPolicy
 from kadeploy.db import environments as db_envs
 from kadeploy.db import rights as db_rights
 from kadeploy.server.app import create_app
 from kadeploy_testbed.dummy import DummyRunner
 from server_fixtures import NODES_C1, NODES_C2, database_at, make_settings, wait_done
+
+# the test's HTTP servers listen on loopback, which the default policy refuses
+LOOPBACK_ALLOWED = FetchPolicy.from_lists(allow=["127.0.0.0/8"])
 
 USERS = ("alice", "bob", "root")  # owner, another user, an almighty user
 VISIBILITIES = ("private", "shared", "public")
@@ -45,7 +49,7 @@ class Site:
         self.database.transaction(lambda s: db_rights.add_rights(s, "bob", NODES_C2, ["*"]))
         cache = FileCache(tmp_path / "cache", None)
         cache.load()
-        self.fetcher = FileFetcher(cache.directory, [self.envs], cache=cache)
+        self.fetcher = FileFetcher(cache.directory, [self.envs], cache=cache, policy=LOOPBACK_ALLOWED)
         self.runner = DummyRunner(delay=0.0, fetcher=self.fetcher)
         self.app = create_app(make_settings(), self.database, self.runner, fetcher=self.fetcher)
         self.clients: dict[str, httpx.AsyncClient] = {}
