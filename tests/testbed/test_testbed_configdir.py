@@ -75,3 +75,21 @@ def test_testbed_nodes_are_reached_by_name_and_fake_ones_by_address(tmp_path: Pa
     write_fake_config(FakeSettings(directory=str(tmp_path / "fake"), nodes=2))
     fake_cluster = yaml.safe_load((tmp_path / "fake" / "etc" / "c1.conf").read_text())
     assert fake_cluster["hooks"] == {"use_ip_to_deploy": True}
+
+
+def test_every_end_hook_is_set_and_appends_its_kind_and_workflow_id(tmp_path: Path) -> None:
+    import shlex
+
+    from kadeploy_testbed.configdir import hooks_log
+
+    write_config(tmp_path, build_layout(2), "admin", "secret")
+    hooks = yaml.safe_load((tmp_path / "etc" / "server.conf").read_text())["hooks"]
+    assert set(hooks) == {"end_of_deployment", "end_of_reboot", "end_of_power"}
+    for key, wid in (("end_of_deployment", "D-1"), ("end_of_reboot", "R-2"), ("end_of_power", "P-3")):
+        # Kadeploy3 (config.rb `hooks`): a command whose file is readable and executable
+        script = Path(shlex.split(hooks[key])[0])
+        assert script.is_file() and script.stat().st_mode & 0o111
+        # kaworkflow.rb `work_end_hook`: the command line with WORKFLOW_ID replaced, no stdin
+        subprocess.run(hooks[key].replace("WORKFLOW_ID", wid), shell=True, check=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    assert hooks_log(tmp_path).read_text() == "deployment D-1\nreboot R-2\npower P-3\n"

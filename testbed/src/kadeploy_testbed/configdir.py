@@ -5,7 +5,11 @@ with exactly the files an administrator would write (reference sections
 3.1-3.5), so that what passes here is what real sites configure. Output:
 `<dir>/etc/` (server.conf, clusters.conf, `<cluster>.conf`, command.conf,
 client.conf, version, keys/, scripts/) and the node files `<dir>/nodes`,
-`<dir>/nodes-<cluster>`. Imports `layout` only; YAML via PyYAML.
+`<dir>/nodes-<cluster>`. Every administrator hook is set, so that the
+e2e tests exercise them: the server's end-of-operation `hooks` (each run of
+`scripts/end_hook` appends `<kind> <wid>` to `<dir>/hooks.log`) and KaVLAN's
+`network/vlan/set_cmd` with its `hostname_suffix`. Imports `layout` only;
+YAML via PyYAML.
 """
 
 from __future__ import annotations
@@ -75,6 +79,23 @@ if command -v grub-install >/dev/null 2>&1; then
 fi
 """
 
+# Run by the server at the end of an operation asked with `--hook` (server.conf `hooks`).
+# Kadeploy3 passes nothing but the command line with WORKFLOW_ID replaced
+# (kaworkflow.rb `work_end_hook`), without stdin/stdout/stderr and for 20 s at most:
+# the line written is all a hook can learn, which is what the e2e tests read.
+END_HOOK_SCRIPT = """#!/bin/sh
+# kadeploy-testbed end-of-operation hook: end_hook KIND WORKFLOW_ID
+echo "$1 $2" >> {log}
+"""
+
+#: `hooks` keys of server.conf and the kind each one's command line names
+HOOKS = {"end_of_deployment": "deployment", "end_of_reboot": "reboot", "end_of_power": "power"}
+
+
+def hooks_log(directory: Path) -> Path:
+    """Where the testbed's end hook appends `<kind> <wid>` lines."""
+    return directory / "hooks.log"
+
 
 @dataclass(frozen=True)
 class ConfigPaths:
@@ -128,6 +149,9 @@ def server_conf(directory: Path, private_key: Path) -> dict[str, object]:
         "windows": {"reboot": {"size": 50, "sleep_time": 1}, "check": {"size": 50}},
         # the images built by `kadeploy-testbed image build` are registered as server:// files
         "environments": {"server_dirs": [str(IMAGES_CACHE)]},
+        # run only for operations asked with --hook, as in Kadeploy3
+        "hooks": {key: f"{shlex.quote(str(directory / 'etc' / 'scripts' / 'end_hook'))} {kind} WORKFLOW_ID"
+                  for key, kind in HOOKS.items()},
         "pxe": {
             "dhcp": {
                 "method": "PXElinux",
@@ -208,6 +232,7 @@ def write_config(directory: Path, layout: Layout, bmc_user: str, bmc_password: s
     private_key = generate_deploy_key(etc / "keys")
     (scripts / "partitioning").write_text(PARTITIONING_SCRIPT)
     (scripts / "install_bootloader").write_text(BOOTLOADER_SCRIPT)
+    (scripts / "end_hook").write_text(END_HOOK_SCRIPT.format(log=shlex.quote(str(hooks_log(directory)))))
     for script in scripts.iterdir():
         script.chmod(0o755)
     _write_yaml(etc / "server.conf", server_conf(directory, private_key))
