@@ -70,8 +70,8 @@ KADEPLOY3_NAMES: dict[Kind, frozenset[str]] = {
 #: The modules whose import declares every name of a kind (one line per provider).
 PROVIDERS: dict[Kind, tuple[str, ...]] = {
     Kind.MACROSTEP: ("kadeploy.steps.macrosteps",),
-    Kind.MICROSTEP: ("kadeploy.steps.deploy",),
-    Kind.BROADCAST: ("kadeploy.broadcast", "kadeploy.steps.deploy"),
+    Kind.MICROSTEP: ("kadeploy.steps.micro",),
+    Kind.BROADCAST: ("kadeploy.broadcast", "kadeploy.steps.micro.image"),
     Kind.POWER_DRIVER: ("kadeploy.boot.drivers",),
     Kind.PXE_METHOD: ("kadeploy.boot.nbp",),
     Kind.IMAGE_KIND: ("kadeploy.catalog.environment",),

@@ -2,8 +2,9 @@
 
 A `ClusterRun` gathers the resolved plan, the node addresses and boot
 targets, and the server-wide resources (SSH executor, reboot window, PXE
-writers, power command table). The libraries in `deploy.py` and `reboot.py`
-read it; the runner builds it. Steps never look at the raw configuration.
+writers, power command table). The micro-steps (`steps/micro/`) read it,
+each family through its Protocol of the fields it needs; the runner builds
+it. Steps never look at the raw configuration.
 
 Where a node is reached changes during a run: `set_vlan` moves it into the
 requested VLAN (or back to the default one), and from then on its SSH
