@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kadeploy.boot.commands import CommandTable
+from kadeploy.boot.commands import CommandTable, node_address
 from kadeploy.boot.commands import RemoteOp as BootRemoteOp
 from kadeploy.boot.drivers import POWER_DRIVERS
 from kadeploy.boot.pxe import BootTarget, PXEMethodSettings, PXEProfiles
@@ -62,6 +62,7 @@ from kadeploy.steps.macrosteps import DEPLOY_INTERFACES, default_deploy_macroste
 from kadeploy.steps.plan import Archive, DeployPlan
 from kadeploy.steps.timing import TimedLibrary
 from kadeploy.states import FAILED, NodeState
+from kadeploy.vlan import set_vlan_command
 
 log = logging.getLogger("kadeploy.steps")
 
@@ -198,10 +199,7 @@ class EngineRunner:
             return None
 
         def command(nodes: list[str], vlan: str) -> str:
-            import shlex
-            node_args = "".join(f" -m {shlex.quote(n)}" for n in nodes)
-            return (template.replace("NODES", node_args).replace("VLAN_ID", shlex.quote(vlan))
-                    .replace("USER", shlex.quote(user)))
+            return set_vlan_command(template, nodes, vlan, user)
 
         return command
 
@@ -509,7 +507,7 @@ def _driver_factory(op: Any) -> Any:
     driver = POWER_DRIVERS.get(op.driver)
 
     def build(hostname: str) -> Any:
-        address = (op.address or "").replace("HOSTNAME_SHORT", hostname.split(".")[0]).replace("HOSTNAME_FQDN", hostname)
+        address = node_address(op.address or "", hostname)
         return driver(address, op.user, op.password)
     return build
 
