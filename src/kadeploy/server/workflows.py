@@ -31,6 +31,7 @@ from kadeploy.operations import WID_PREFIX, Operation, OperationOutcome, Operati
 from kadeploy.server.logfiles import OperationLogs
 from kadeploy.server.metrics import Metrics
 from kadeploy.states import END_STATE, START_STATE, DbNodeState, NodeState, WorkflowState
+from kadeploy.templates import fill
 
 HOOK_TIMEOUT = 20.0  # seconds, as Kadeploy3
 log = logging.getLogger("kadeploy.server")
@@ -337,7 +338,7 @@ class WorkflowRegistry:
         template = self.hooks.get(key)
         if not template:
             return
-        command = template.replace("WORKFLOW_ID", workflow.wid)
+        command = fill(template, quoted={"WORKFLOW_ID": workflow.wid})  # one pass, as every template
         # killed with its whole process group at the timeout, or if the server stops meanwhile
         outcome = await run_process(command, HOOK_TIMEOUT, capture=False)
         if outcome.timed_out:
