@@ -12,17 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from kadeploy.broadcast.relay import new_digest
+from kadeploy.broadcast.relay import OFFSET, new_digest
 
 log = logging.getLogger("kadeploy.broadcast")
 
-OFFSET = struct.Struct("!Q")
 SEND_CHUNK = 8 * 1024 * 1024
 # sendfile(2) from the page cache; False = read + send (kept to measure what zero-copy buys).
 USE_SENDFILE = True
