@@ -202,3 +202,126 @@ async def test_loop_power_action_that_hangs_is_an_ipmi_error_within_its_timeout(
         # The hung action was cancelled and the BMC still answers.
         assert await ipmitool_async(BMC_A, "chassis", "power", "status") == \
             (0, "Chassis Power is off")
+
+
+# -- sessions: bounded as on a real BMC (issue 20, point 7) ----------------------------------
+
+def hold_session(host: str) -> subprocess.Popen[str]:
+    """An `ipmitool shell` that has opened its session (first command answered) and keeps it."""
+    holder = subprocess.Popen(["ipmitool", "-I", "lanplus", "-H", host, "-U", "ADMIN", "-P", "ADMIN", "shell"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert holder.stdin is not None and holder.stdout is not None
+    holder.stdin.write("chassis power status\n")
+    holder.stdin.flush()
+    line = holder.stdout.readline()
+    while line and "Chassis Power is" not in line:
+        line = holder.stdout.readline()
+    assert "Chassis Power is" in line, "the holder could not open its session"
+    return holder
+
+
+def release(holder: subprocess.Popen[str]) -> None:
+    """`exit`: ipmitool sends Close Session."""
+    assert holder.stdin is not None
+    holder.stdin.write("exit\n")
+    holder.stdin.close()
+    holder.wait(timeout=10)
+
+
+def test_a_full_bmc_answers_insufficient_resources_until_a_session_is_closed() -> None:
+    power = SimplePower()
+    with start_bmcs([BMCSpec(BMC_A, power, max_sessions=2)]) as server:
+        bmc = server.bmcs[BMC_A]
+        holders = [hold_session(BMC_A), hold_session(BMC_A)]
+        try:
+            assert len(bmc.sessions) == 2
+            refused = ipmitool(BMC_A, "chassis", "power", "on", retries=1, timeout_s=1)
+            assert refused.returncode != 0
+            assert "Error in open session response message : insufficient resources for session" in refused.stderr
+            assert "Unable to establish IPMI v2 / RMCP+ session" in refused.stderr
+            assert bmc.refused_sessions == 1 and power.calls == []
+            release(holders.pop())
+            assert len(bmc.sessions) == 1  # Close Session freed the slot at once
+            on = ipmitool(BMC_A, "chassis", "power", "on")
+            assert on.returncode == 0, on.stderr
+            assert power.calls == ["on"]
+        finally:
+            for holder in holders:
+                release(holder)
+        assert len(bmc.sessions) == 0
+
+
+def test_an_abandoned_session_holds_its_slot_until_it_times_out() -> None:
+    with start_bmcs([BMCSpec(BMC_A, SimplePower(), max_sessions=1, session_timeout=2.0)]) as server:
+        holder = hold_session(BMC_A)
+        holder.kill()  # no Close Session: the BMC only sees silence
+        holder.wait()
+        started = time.monotonic()
+        assert "insufficient resources" in ipmitool(BMC_A, "chassis", "power", "status", retries=1,
+                                                    timeout_s=1).stderr
+        while time.monotonic() - started < 2.5:
+            time.sleep(0.2)
+        status = ipmitool(BMC_A, "chassis", "power", "status")
+        assert status.returncode == 0, status.stderr
+        assert len(server.bmcs[BMC_A].sessions) == 0
+
+
+def _open_session_request(console_id: bytes, tag: int = 1) -> bytes:
+    payload = bytes([tag, 4, 0, 0]) + console_id + bytes([0, 0, 0, 8, 1, 0, 0, 0, 1, 0, 0, 8, 1, 0, 0, 0,
+                                                          2, 0, 0, 8, 1, 0, 0, 0])
+    return bytes([6, 0, 0xFF, 7, 6, 0x10]) + bytes(8) + len(payload).to_bytes(2, "little") + payload
+
+
+def test_a_retransmitted_open_session_request_gets_the_same_session() -> None:
+    """A client that timed out resends its request; new keys for it would break the handshake."""
+    import socket
+
+    with start_bmcs([BMCSpec(BMC_A, SimplePower(), max_sessions=1)]) as server:
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.settimeout(5)
+        try:
+            answers = []
+            for _ in range(2):
+                client.sendto(_open_session_request(b"\x11\x22\x33\x44"), (BMC_A, 623))
+                answers.append(client.recvfrom(200)[0])
+            assert answers[0][17] == 0 and answers[1][17] == 0  # status: no error
+            assert answers[0][24:28] == answers[1][24:28]  # the same managed session ID
+            assert len(server.bmcs[BMC_A].sessions) == 1
+            other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            other.settimeout(5)
+            try:
+                other.sendto(_open_session_request(b"\x55\x66\x77\x88", tag=9), (BMC_A, 623))
+                refused = other.recvfrom(200)[0]
+            finally:
+                other.close()
+            assert refused[5] == 0x11 and refused[16] == 9 and refused[17] == 0x01  # insufficient resources
+            assert refused[20:24] == b"\x55\x66\x77\x88"
+        finally:
+            client.close()
+
+
+def test_reading_a_bmc_socket_never_blocks_whatever_its_mode() -> None:
+    """pyghmi's I/O thread read with setblocking(0) + recvfrom while a send in the dispatch thread
+    set the socket back to blocking: the I/O thread then blocked on one BMC's socket and every BMC
+    of the process went silent for seconds. The socket below is set back to blocking the moment
+    non-blocking mode is asked for, as that send did; a read must still return at once."""
+    import socket
+
+    import pyghmi.ipmi.private.session as ipmi_session
+
+    class SetBackToBlocking(socket.socket):
+        def setblocking(self, flag: bool) -> None:
+            super().setblocking(True)
+
+    sock = SetBackToBlocking(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    result: list[object] = []
+    reader = threading.Thread(target=lambda: result.append(ipmi_session._io_recvfrom(sock, 100)), daemon=True)
+    reader.start()
+    reader.join(2)
+    blocked = reader.is_alive()
+    if blocked:  # unblock the reader before failing
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", sock.getsockname())
+        reader.join(2)
+    sock.close()
+    assert not blocked and result == [None]

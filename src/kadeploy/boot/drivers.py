@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 
 import httpx
 
+from kadeploy.boot.bmcsession import session_refused
 from kadeploy.boot.process import run_process
 from kadeploy.vocabulary import REGISTRIES, Kind
 
@@ -24,6 +25,10 @@ POWER_ACTIONS: tuple[str, ...] = ("on", "off", "soft_off", "reset", "cycle", "gr
 
 class PowerDriverError(Exception):
     """The BMC refused or did not answer; the message is what the node's error shows."""
+
+
+class SessionRefused(PowerDriverError):
+    """The BMC session could not be opened (busy BMC, no free slot): the action was not sent."""
 
 
 class PowerDriver(Protocol):
@@ -83,7 +88,8 @@ class IPMIDriver:
             raise PowerDriverError(f"ipmitool on {self.bmc} timed out after {timeout:g}s")
         if result.exit_status != 0:
             message = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.exit_status}"]
-            raise PowerDriverError(f"ipmitool on {self.bmc}: {message[0]}")
+            error = SessionRefused if session_refused(result.stderr) else PowerDriverError
+            raise error(f"ipmitool on {self.bmc}: {message[0]}")
         return result.stdout.strip()
 
     async def power(self, action: PowerAction, timeout: float = 30.0) -> None:

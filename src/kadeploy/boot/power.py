@@ -3,7 +3,8 @@
 For a kind (`reboot`, `power_on`, `power_off`) and a starting level, each
 level's commands run on the server, one per node or one per complete group,
 inside the server-wide `RebootWindow` (and the per-BMC `MinIntervalGate` when
-given); nodes whose command is missing, skipped or exits non-zero go on to the
+given: a command whose BMC session was refused runs again after a backoff, as
+its `retry` says); nodes whose command is missing, skipped or exits non-zero go on to the
 next level; those still failing after the last level are KO with the last
 error. Only exit statuses are judged: whether a node really rebooted is
 `kadeploy.boot.probe`'s job. A macro-step retry should start at `hard`
@@ -13,6 +14,7 @@ error. Only exit statuses are judged: whether a node really rebooted is
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -25,7 +27,8 @@ from kadeploy.boot.commands import (
     Invocation,
     RemoteOp,
 )
-from kadeploy.boot.drivers import IPMIDriver, PowerDriverError, RedfishDriver
+from kadeploy.boot.bmcsession import session_refused
+from kadeploy.boot.drivers import IPMIDriver, PowerDriverError, RedfishDriver, SessionRefused
 from kadeploy.boot.process import run_process
 from kadeploy.boot.result import StepResult
 from kadeploy.boot.window import MinIntervalGate, RebootWindow
@@ -49,6 +52,8 @@ __all__ = [
 
 Output = Callable[[int, str], None]
 
+log = logging.getLogger("kadeploy.boot.power")
+
 
 @dataclass
 class StatusResult(StepResult):
@@ -69,9 +74,37 @@ class _Outcome:
     ok: bool
     error: str = ""
     stdout: str = ""
+    refused: bool = False  # the BMC session could not be opened: the action was not sent
 
 
 async def _run_invocation(
+    invocation: Invocation,
+    label: str,
+    window: RebootWindow,
+    gate: MinIntervalGate | None,
+    timeout: float,
+) -> _Outcome:
+    """Run one command; one whose BMC session was refused runs again as the gate's policy says.
+
+    The wait between attempts holds neither the BMC's slot nor the reboot window,
+    so other commands go on meanwhile.
+    """
+    retry = gate.retry if gate is not None else None
+    attempt = 0
+    while True:
+        outcome = await _attempt(invocation, label, window, gate, timeout)
+        if outcome.ok or not outcome.refused or retry is None or attempt >= retry.retries:
+            if outcome.refused and attempt:
+                outcome.error = f"{outcome.error} ({attempt + 1} attempts)"
+            return outcome
+        delay = retry.delay(attempt)
+        log.info("%s on %s: BMC session refused (%s), attempt %d of %d again in %.1fs", label,
+                 fold(list(invocation.nodes)), outcome.error, attempt + 2, retry.retries + 1, delay)
+        await asyncio.sleep(delay)
+        attempt += 1
+
+
+async def _attempt(
     invocation: Invocation,
     label: str,
     window: RebootWindow,
@@ -89,7 +122,7 @@ async def _run_invocation(
                     return _Outcome(True, stdout=await asyncio.wait_for(invocation.driver.status(timeout), timeout))
                 await asyncio.wait_for(invocation.driver.power(invocation.action, timeout), timeout)  # type: ignore[arg-type]
             except PowerDriverError as exc:
-                return _Outcome(False, str(exc))
+                return _Outcome(False, str(exc), refused=isinstance(exc, SessionRefused))
             except asyncio.TimeoutError:
                 return _Outcome(False, f"{label} command timed out after {timeout:g}s")
             return _Outcome(True)
@@ -100,7 +133,7 @@ async def _run_invocation(
     if result.exit_status != 0:
         last_lines = [line for line in result.stderr.splitlines() if line.strip()]
         error = last_lines[-1].strip() if last_lines else f"{label} command exited with status {result.exit_status}"
-        return _Outcome(False, error, result.stdout)
+        return _Outcome(False, error, result.stdout, refused=session_refused(result.stderr))
     return _Outcome(True, stdout=result.stdout)
 
 

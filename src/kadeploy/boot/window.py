@@ -1,4 +1,4 @@
-"""Server-wide limits on power commands: the reboot window and the per-BMC interval gate.
+"""Server-wide limits on power commands: the reboot window and the per-BMC gate.
 
 The reboot window caps how many reboot/power commands run at once across all
 workflows of the server (power peaks, TFTP storms). Kadeploy3 polls a counter
@@ -13,6 +13,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+
+from kadeploy.boot.bmcsession import NO_RETRY, SessionRetry
 
 
 class RebootWindow:
@@ -44,27 +46,42 @@ class RebootWindow:
 
 
 class MinIntervalGate:
-    """Commands to one BMC run one at a time, `seconds` apart (end of one to start of next).
+    """Per-BMC pacing: at most `sessions` commands to one BMC at once, `seconds` apart
+    (end of the last one to start of the next), and the retry policy for refused sessions.
 
     Many BMCs drop or mishandle a request that follows the previous one too
-    closely; this spaces them without slowing down commands to other BMCs.
+    closely, and all of them limit concurrent sessions; this spaces the commands
+    to one BMC without slowing down commands to other BMCs. `retry` says how a
+    command whose session the BMC refused is run again (`kadeploy.boot.power`
+    waits outside the gate and the reboot window, then queues again).
+    Configured by server.conf `windows/bmc`.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, sessions: int = 1, retry: SessionRetry = NO_RETRY) -> None:
+        if sessions < 1:
+            raise ValueError(f"sessions per BMC must be at least 1, not {sessions}")
         self.seconds = max(0.0, seconds)
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.sessions = sessions
+        self.retry = retry
+        self._slots: dict[str, asyncio.Semaphore] = {}
         self._last_end: dict[str, float] = {}
+        self.current: dict[str, int] = {}  # commands running now, per BMC
+        self.peak = 0  # most commands ever seen running at once on one BMC
 
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            last = self._last_end.get(key)
-            if last is not None:
-                delay = last + self.seconds - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+        slots = self._slots.setdefault(key, asyncio.Semaphore(self.sessions))
+        async with slots:
+            while True:  # another holder may end (and move the last end) while we sleep
+                last = self._last_end.get(key)
+                delay = 0.0 if last is None else last + self.seconds - time.monotonic()
+                if delay <= 0:
+                    break
+                await asyncio.sleep(delay)
+            self.current[key] = self.current.get(key, 0) + 1
+            self.peak = max(self.peak, self.current[key])
             try:
                 yield
             finally:
+                self.current[key] -= 1
                 self._last_end[key] = time.monotonic()

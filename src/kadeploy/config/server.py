@@ -8,6 +8,8 @@ Attribute names are the YAML keys; defaults are Kadeploy3's code defaults
   directory, default `kadeploy.db` (so `<config_dir>/kadeploy.db`).
 * `pxe/*/profiles/filename` also accepts `mac` (`01-aa-bb-...`, PXELinux style).
 * `network/ports/probe_interval`: seconds between reboot-detection probes (5).
+* `windows/bmc/{sessions,interval,retries,backoff}`: per-BMC pacing of power
+  commands and retries of refused BMC sessions (1, 1.0 s, 4, 1.0 s).
 
 Paths of files the server reads (`ssh_private_key`, certificates, htpasswd)
 are resolved against the configuration directory when relative.
@@ -287,9 +289,26 @@ class CheckWindowConfig(ConfigModel):
     size: int = Field(default=50, ge=1)
 
 
+class BMCWindowConfig(ConfigModel):
+    """`windows/bmc` (our extension): how power commands are paced per BMC.
+
+    `sessions` commands at most run at once against one BMC, `interval` seconds
+    apart (end of one to start of the next); a command whose BMC session was
+    refused (ipmitool: "Unable to establish IPMI v2 / RMCP+ session",
+    "insufficient resources for session") runs again up to `retries` times,
+    after `backoff` seconds doubled at each retry (jittered, at most 16 s).
+    """
+
+    sessions: int = Field(default=1, ge=1)
+    interval: float = Field(default=1.0, ge=0)
+    retries: int = Field(default=4, ge=0)
+    backoff: float = Field(default=1.0, ge=0)
+
+
 class WindowsConfig(ConfigModel):
     reboot: RebootWindowConfig = Field(default_factory=RebootWindowConfig)
     check: CheckWindowConfig = Field(default_factory=CheckWindowConfig)
+    bmc: BMCWindowConfig = Field(default_factory=BMCWindowConfig)
 
 
 class DeploymentDirsConfig(ConfigModel):

@@ -28,6 +28,7 @@ from kadeploy.boot.commands import CommandTable, node_address
 from kadeploy.boot.commands import RemoteOp as BootRemoteOp
 from kadeploy.boot.drivers import POWER_DRIVERS
 from kadeploy.boot.pxe import BootTarget, PXEMethodSettings, PXEProfiles
+from kadeploy.boot.bmcsession import SessionRetry
 from kadeploy.boot.window import MinIntervalGate, RebootWindow
 from kadeploy.catalog.cache import Priority
 from kadeploy.catalog.files import fetcher_from_config
@@ -78,7 +79,9 @@ class EngineRunner:
         self.executor = Executor(Path(server.ssh_private_key), port=server.network.ports.ssh,
                                  connect_timeout=10.0)
         self.reboot_window = RebootWindow(server.windows.reboot.size)
-        self.gate = MinIntervalGate(1.0)
+        bmc = server.windows.bmc
+        self.gate = MinIntervalGate(bmc.interval, sessions=bmc.sessions,
+                                    retry=SessionRetry(retries=bmc.retries, backoff=bmc.backoff))
         # the server cache (size limit, priorities, per-workflow references): reference 1.6
         self.fetcher = fetcher_from_config(cfg)
         self._pxe: dict[str, PXEProfiles] = {}

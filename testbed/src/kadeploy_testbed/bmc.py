@@ -16,7 +16,8 @@ Public API::
         def power_reset(self) -> None      # hard reset (no power loss)
         def power_state(self) -> bool      # True when powered on
     @dataclass BMCSpec(address: str, power: PowerControl, user: str = "ADMIN",
-                       password: str = "ADMIN", port: int = 623, name: str = "")
+                       password: str = "ADMIN", port: int = 623, name: str = "",
+                       max_sessions: int = 4, session_timeout: float = 60.0)
     class LoopPower(loop, target: PowerControl, timeout=5.0)   # PowerControl that runs
         # target's (sync or async) methods inside an asyncio loop and waits for them
     class SimplePower(on=False)            # records calls; for tests
@@ -39,6 +40,25 @@ methods must only start things (a task), not wait for the boot. A callback
 that raises or times out makes the BMC answer with an IPMI error completion
 code (ipmitool then fails) and never kills the dispatch thread.
 
+Sessions as a real BMC keeps them: at most `max_sessions` RMCP+ sessions at
+once per BMC (4 by default, as common BMCs); one more Open Session Request is
+answered with RMCP+ status 0x01, which ipmitool prints as "Error in open session
+response message : insufficient resources for session". A slot is freed by
+Close Session (ipmitool always sends it), after `session_timeout` seconds
+without a packet, or when its client's address starts a new conversation. A
+retransmitted Open Session Request or RAKP 1 (a client that timed out waiting)
+gets the same answer again instead of new session keys, which would break the
+handshake.
+
+Two pyghmi behaviours are corrected here because they made every BMC of the
+process fail at once under load ("Unable to establish IPMI v2 / RMCP+ session"):
+pyghmi's I/O thread reads with `setblocking(0)` then `recvfrom()`, while the
+dispatch thread's `sendto()` sets the same socket back to blocking; when the two
+interleave, the I/O thread blocks in `recvfrom()` on one BMC's socket and no BMC
+of the process answers until a packet happens to arrive there (seconds, often
+the next command). Reads here pass MSG_DONTWAIT, whatever the socket's mode.
+And pyghmi answered a retransmitted handshake message with new random values.
+
 Sockets are bound in the network namespace of the calling process, so the
 BMC addresses must exist there (the testbed puts them on the host side of its
 bridge). Port 623 needs root (or CAP_NET_BIND_SERVICE).
@@ -51,6 +71,7 @@ import concurrent.futures
 import errno
 import inspect
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -59,6 +80,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyghmi.ipmi.bmc as pyghmi_bmc
+import pyghmi.ipmi.private.constants as ipmi_constants
+import pyghmi.ipmi.private.serversession as ipmi_serversession
 import pyghmi.ipmi.private.session as ipmi_session
 
 from kadeploy.errors import ErrorCode, KadeployError
@@ -73,6 +96,24 @@ DISPATCH_POLL_SECONDS = 0.5
 JOIN_TIMEOUT_SECONDS = 5.0
 # Longest a power action may take in the supervisor's loop before the BMC answers an error.
 ACTION_TIMEOUT_SECONDS = 5.0
+# Concurrent RMCP+ sessions a BMC accepts, and seconds of silence after which one is dropped.
+DEFAULT_MAX_SESSIONS = 4
+DEFAULT_SESSION_TIMEOUT = 60.0
+# RMCP+ status code of an Open Session Response (IPMI 2.0, table 13-15).
+RMCP_STATUS_INSUFFICIENT_RESOURCES = 0x01
+_OPEN_SESSION_REQUEST = 0x10
+_OPEN_SESSION_RESPONSE = 0x11
+
+
+def _recvfrom_without_blocking(mysocket: Any, size: int) -> Any:
+    """pyghmi's `_io_recvfrom` without the race on the socket's blocking mode (see above)."""
+    try:
+        return mysocket.recvfrom(size, socket.MSG_DONTWAIT)
+    except OSError:
+        return None
+
+
+ipmi_session._io_recvfrom = _recvfrom_without_blocking
 
 
 class PowerControl(Protocol):
@@ -95,6 +136,63 @@ class BMCSpec:
     password: str = "ADMIN"
     port: int = IPMI_PORT
     name: str = ""
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    session_timeout: float = DEFAULT_SESSION_TIMEOUT
+
+
+class TestbedSession(ipmi_serversession.ServerSession):
+    """One RMCP+ session of a TestbedBMC: holds a slot until closed, replaced or idle too long.
+
+    Runs in the dispatch thread only, as every BMC callback.
+    """
+
+    bmc: TestbedBMC
+
+    def __init__(self, authdata: Any, kg: Any, clientaddr: Any, netsocket: Any, request: Any,
+                 bmcuuid: Any, bmc: TestbedBMC) -> None:
+        self.last_seen = time.monotonic()
+        self._open_response: bytearray | None = None
+        self._rakp2: bytearray | None = None
+        super().__init__(authdata, kg, clientaddr, netsocket, request, bmcuuid, bmc)
+
+    def create_open_session_response(self, request: Any) -> Any:
+        # a retransmitted request (same console session ID) gets the same answer
+        if self._open_response is not None and bytes(request[4:8]) == bytes(self.clientsessionid):
+            return self._open_response
+        self._rakp2 = None
+        self._open_response = super().create_open_session_response(request)
+        return self._open_response
+
+    def _got_rakp1(self, data: Any) -> None:
+        if self._rakp2 is not None and bytes(data[8:24]) == bytes(self.Rm):
+            self.send_payload(self._rakp2, ipmi_constants.payload_types["rakp2"], retry=False)
+            return
+        super()._got_rakp1(data)
+
+    def _got_rakp3(self, data: Any) -> None:
+        if self._rakp2 is None:  # no RAKP 2 was sent (unknown user): nothing to check it against
+            return
+        super()._got_rakp3(data)
+
+    def send_payload(self, payload: Any = (), payload_type: Any = None, retry: bool = True,
+                     delay_xmit: Any = None, needskeepalive: bool = False, timeout: Any = None) -> Any:
+        if payload_type == ipmi_constants.payload_types["rakp2"]:
+            self._rakp2 = bytearray(payload)
+        return super().send_payload(payload=payload, payload_type=payload_type, retry=retry,
+                                    delay_xmit=delay_xmit, needskeepalive=needskeepalive, timeout=timeout)
+
+    def _handle_ipmi_packet(self, data: Any, sockaddr: Any = None, qent: Any = None) -> Any:
+        self.last_seen = time.monotonic()
+        return super()._handle_ipmi_packet(data, sockaddr=sockaddr, qent=qent)
+
+    def close_server_session(self) -> None:
+        """Close Session: the slot is free at once."""
+        self.bmc.drop_session(self)
+
+    def routed_here(self) -> bool:
+        """Whether pyghmi still sends this client's packets here (a new client on the same
+        address and port replaces the session)."""
+        return ipmi_session.Session.bmc_handlers.get(self.sockaddr, {}).get(self.bmc.port) is self
 
 
 class TestbedBMC(pyghmi_bmc.Bmc):
@@ -109,6 +207,8 @@ class TestbedBMC(pyghmi_bmc.Bmc):
         self.spec = spec
         self.silent = False
         self.boot_device = "default"
+        self.sessions: set[TestbedSession] = set()
+        self.refused_sessions = 0  # Open Session Requests answered "insufficient resources"
         super().__init__({spec.user: spec.password}, port=spec.port, address=spec.address,
                          bmcuuid=uuid.uuid5(uuid.NAMESPACE_DNS, spec.name or spec.address))
 
@@ -117,7 +217,55 @@ class TestbedBMC(pyghmi_bmc.Bmc):
     def sessionless_data(self, data: Any, sockaddr: Any) -> None:
         if self.silent:
             return
+        packet = bytearray(data)
+        if (len(packet) >= 24 and packet[0] == 6 and packet[2:4] == b"\xff\x07" and packet[4] == 6
+                and packet[5] & 0x3F == _OPEN_SESSION_REQUEST):
+            self._open_session(packet, sockaddr)
+            return
         super().sessionless_data(data, sockaddr)
+
+    # -- sessions: a bounded table, as on a real BMC -------------------------------------
+
+    def _open_session(self, packet: bytearray, sockaddr: Any) -> None:
+        current = ipmi_session.Session.bmc_handlers.get(sockaddr, {}).get(self.port)
+        if isinstance(current, TestbedSession) and current in self.sessions:
+            # queued before its first copy opened the session: a retransmission, or a new
+            # conversation from the same address and port (the session then starts over)
+            current.last_seen = time.monotonic()
+            current._got_rmcp_openrequest(packet[16:])
+            return
+        self._expire_sessions()
+        if len(self.sessions) >= self.spec.max_sessions:
+            self.refused_sessions += 1
+            log.info("BMC %s: no session slot for %s (%d in use)", self.spec.name or self.spec.address,
+                     sockaddr[0], len(self.sessions))
+            self._refuse_session(packet[16:], sockaddr)
+            return
+        session = TestbedSession(self.authdata, self.kg, sockaddr, self.serversocket, packet[16:], self.uuid,
+                                 bmc=self)
+        self.sessions.add(session)
+
+    def _expire_sessions(self) -> None:
+        now = time.monotonic()
+        for session in list(self.sessions):
+            if not session.routed_here() or now - session.last_seen > self.spec.session_timeout:
+                self.drop_session(session)
+
+    def drop_session(self, session: TestbedSession) -> None:
+        self.sessions.discard(session)
+        if session.routed_here():
+            by_port = ipmi_session.Session.bmc_handlers[session.sockaddr]
+            by_port.pop(self.port, None)
+            if not by_port:
+                ipmi_session.Session.bmc_handlers.pop(session.sockaddr, None)
+
+    def _refuse_session(self, request: bytearray, sockaddr: Any) -> None:
+        """An Open Session Response with status "insufficient resources", outside any session."""
+        payload = bytearray([request[0], RMCP_STATUS_INSUFFICIENT_RESOURCES, 0, 0]) + request[4:8]
+        payload += bytearray(28)  # managed system session ID and the three algorithm payloads, unused
+        header = bytearray([6, 0, 0xFF, 7, 6, _OPEN_SESSION_RESPONSE]) + bytearray(8)
+        header += bytearray([len(payload) & 0xFF, len(payload) >> 8])
+        ipmi_session._io_sendto(self.serversocket, header + payload, sockaddr)
 
     def handle_raw_request(self, request: Any, session: Any) -> None:
         if self.silent:
@@ -175,6 +323,7 @@ class TestbedBMC(pyghmi_bmc.Bmc):
 
     def close(self) -> None:
         """Unregister from pyghmi's I/O loop and close the socket."""
+        self.sessions.clear()
         sock = self.serversocket
         handlers = ipmi_session.Session.bmc_handlers
         handlers.pop(sock, None)
@@ -423,5 +572,5 @@ class SimplePower:
         return self.on
 
 
-__all__ = ["BMCServer", "BMCSpec", "IPMI_PORT", "LoopPower", "PowerControl", "SimplePower",
+__all__ = ["BMCServer", "BMCSpec", "DEFAULT_MAX_SESSIONS", "IPMI_PORT", "LoopPower", "PowerControl", "SimplePower",
            "TestbedBMC", "start_bmcs"]
