@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
 from starlette.responses import PlainTextResponse, Response
 
@@ -32,6 +33,7 @@ from kadeploy.server.environments import EnvironmentService
 from kadeploy.server.http import HTTPProblem, RequestTimeout, error_response, problem_response
 from kadeploy.server.logfiles import OperationLogs
 from kadeploy.server.metrics import Metrics
+from kadeploy.server.openapi import declare_parameters, invalid_parameter
 from kadeploy.operations import OperationRunner
 from kadeploy.server.requests import RequestBuilder
 from kadeploy.server.rights import RightsService
@@ -91,6 +93,7 @@ def create_app(settings: ServerSettings, database: Database, runner: OperationRu
     _install_error_handlers(app, settings)
     for router in ROUTERS:
         app.include_router(router)
+    declare_parameters(app)
     return app
 
 
@@ -100,6 +103,10 @@ def _install_error_handlers(app: FastAPI, settings: ServerSettings) -> None:
     @app.exception_handler(KadeployError)
     async def _kadeploy_error(_request: Request, exc: KadeployError) -> Response:
         return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_parameter(_request: Request, exc: RequestValidationError) -> Response:
+        return error_response(invalid_parameter(exc))
 
     @app.exception_handler(HTTPProblem)
     async def _problem(_request: Request, exc: HTTPProblem) -> Response:
