@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
+import re
 import sqlite3
 import subprocess
 import sys
@@ -265,7 +266,8 @@ def test_karights3_dry_delete_revokes_nothing_and_stops_no_operation(server, sit
 
 def test_karights3_dry_listing_prints_nothing(server, site):
     wait_idle(server)
-    assert "alice:" in real(server, "karights3", "-l", user="root").stdout
+    listing = real(server, "karights3", "-l", user="root").stdout
+    assert re.search(r"^alice +node-\S+ +\*$", listing, re.M), listing  # karights.rb print_rights rows
     dry_run(server, "karights3", "-l", user="root")
 
 

@@ -124,14 +124,18 @@ class TerminalRun:
 
 def run_in_terminal(fakebed: Fakebed, react: Callable[[list[str], Callable[[bytes], None]], None] | None = None,
                     timeout: float = DEPLOY_TIMEOUT) -> TerminalRun:
-    """Run kadeploy3 with stdin/stdout/stderr on a pty; `react(screen, write)` is called on each new screen."""
+    """Run `kadeploy3 --progress` on a pty; `react(screen, write)` is called on each new screen.
+
+    The live table is drawn only when asked for (Kadeploy3 has none: scripts run through
+    `ssh -tt` must see its plain text), so these runs ask for it.
+    """
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
     screen = pyte.Screen(COLUMNS, ROWS)
     stream = pyte.ByteStream(screen)
     run = TerminalRun()
-    process = subprocess.Popen(fakebed.command(), stdin=slave, stdout=slave, stderr=slave, env=fakebed.environ(),
-                               start_new_session=True)
+    process = subprocess.Popen([*fakebed.command(), "--progress"], stdin=slave, stdout=slave, stderr=slave,
+                               env=fakebed.environ(), start_new_session=True)
     os.close(slave)
     deadline = time.monotonic() + timeout
     try:
