@@ -42,6 +42,7 @@ IMAGE_KINDS = tuple(REGISTRIES[Kind.IMAGE_KIND].declare(kind, kind, summary) for
 ))
 COMPRESSIONS = ("gzip", "bzip2", "xz", "zstd")
 FSA_COMPRESSION_LEVELS = range(0, 10)
+SQL_INT_MAX = 2 ** 31 - 1  # versions and partition numbers are stored in SQL INTEGER columns
 #: A device fsarchiver can be told to write (`id=N,dest=DEVICE`): an absolute path
 #: without the comma that separates fsarchiver's restfs options, nor blanks.
 _DEVICE = re.compile(r"/[^,\s]+")
@@ -128,13 +129,13 @@ class BootSpec(ConfigModel):
     hypervisor: str = ""
     hypervisor_params: str = ""
     block_device: DevicePath | None = None  # multipart only
-    partition: int | None = Field(default=None, ge=1)  # multipart only
+    partition: int | None = Field(default=None, ge=1, le=SQL_INT_MAX)  # multipart only
 
 
 class PartitionMapping(ConfigModel):
     """One filesystem of an fsa image (its id in the archive) and the device it is restored to."""
 
-    id: int = Field(ge=0)
+    id: int = Field(ge=0, le=SQL_INT_MAX)
     device: DevicePath
 
 
@@ -152,7 +153,7 @@ class EnvironmentDescription(ConfigModel):
     """
 
     name: str = Field(min_length=1)
-    version: int = Field(default=1, ge=0)
+    version: int = Field(default=1, ge=0, le=SQL_INT_MAX)
     description: str = ""
     author: str = ""
     visibility: Literal["private", "shared", "public"] = "private"

@@ -21,6 +21,16 @@ from kadeploy.server.auth import Identity
 VISIBILITIES = ("private", "shared", "public")
 PUBLIC_ONLY_ADMINS = 'Only administrators can use the "public" tag'
 FILE_FIELDS = ("image", "preinstall", "postinstalls")
+MAX_VERSION = 2 ** 31 - 1  # the SQL INTEGER column of versions (MySQL, PostgreSQL)
+
+
+def check_version(version: int | None) -> int | None:
+    """A version a request names, refused (error 7) beyond the column: it would be a database error (HTTP 500)."""
+    if version is not None and not 0 <= version <= MAX_VERSION:
+        text = str(version) if len(str(version)) <= 20 else f"{str(version)[:20]}..."
+        raise KadeployError(ErrorCode.INVALID_ENVIRONMENT, f"Invalid environment version {text} "
+                                                           f"(0 to {MAX_VERSION})")
+    return version
 
 
 def validate_description(description: Any, source: str = "environment") -> dict[str, Any]:
@@ -88,12 +98,14 @@ class EnvironmentService:
     async def list(self, identity: Identity, username: str | None, name: str | None, version: int | None,
                    last: bool) -> list[dict[str, Any]]:
         users = [username] if username else None
+        check_version(version)
         rows = await self.database.run(lambda s: db_envs.find_environments(
             s, name=name, users=users, version=version, last=last, name_like=name is not None and "%" in name))
         return [public_view(db_envs.to_api(r)) for r in rows if _visible(r, identity, owner_named=bool(username))]
 
     async def lookup(self, identity: Identity, name: str, user: str | None, version: int | None) -> dict[str, Any]:
         """The environment a deployment names: the owner's if given, else own then public; last version."""
+        check_version(version)
         def work(session):  # type: ignore[no-untyped-def]
             if user:
                 rows = db_envs.find_environments(session, name=name, users=[user], version=version, last=True)

@@ -7,7 +7,15 @@ address: `kadeploy.catalog.fetchpolicy.check_client_callback`); responses are
 JSON, or YAML when the client sends `Accept: application/x-yaml`, and plain
 text for strings. Application errors are HTTP 400 with
 `X-Application-Error-Code` and `X-Application-Error-Info` (base64 of the
-message), the message also being the text body. A request that has not
+message, cut to `MAX_ERROR_MESSAGE` characters), the message also being the
+text body.
+
+Sizes users control are bounded here, before any work: the body is parsed in
+a worker thread (a 1 MB YAML document costs seconds of pure Python), nested at
+most `MAX_DEPTH` levels, without YAML aliases (a "billion laughs" document is
+small but expands exponentially for whoever walks it), with integers within 64
+bits and floats finite; `as_int` keeps integers within the database's 32-bit
+columns. A request that has not
 started its answer after `request_timeout` seconds (Kadeploy3 kills such a
 servlet after 600 s) is cancelled and answered HTTP 500: long work is done by
 workflows, which clients poll.
@@ -19,9 +27,11 @@ import asyncio
 import base64
 import json
 import logging
+import math
 from typing import Any
 
 import yaml
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,6 +43,10 @@ log = logging.getLogger("kadeploy.server")
 
 MAX_BODY = 1024 * 1024
 CANCEL_GRACE = 5.0  # seconds a timed-out handler gets to unwind after its cancellation
+MAX_DEPTH = 32  # nesting levels of a body (an environment description needs about 5)
+MAX_ERROR_MESSAGE = 4096  # characters of an error message sent back (it becomes an HTTP header)
+INT64_MAX = 2 ** 63 - 1
+DB_INT_MIN, DB_INT_MAX = -(2 ** 31), 2 ** 31 - 1  # SQL INTEGER in MySQL and PostgreSQL
 YAML_TYPES = ("application/x-yaml", "application/yaml", "text/yaml", "text/x-yaml")
 
 
@@ -73,21 +87,88 @@ async def _merged_params(request: Request) -> dict[str, Any]:
     if not body.strip():
         return params
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    try:
-        if content_type in YAML_TYPES:
-            data = yaml.safe_load(body)
-        elif content_type in ("application/json", "text/json", ""):
-            data = json.loads(body)
-        else:
-            raise HTTPProblem(415, f"Unsupported content type {content_type!r} (JSON or YAML expected)")
-    except (ValueError, yaml.YAMLError) as exc:
-        raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid request body: {exc}") from None
+    if content_type in YAML_TYPES:
+        data = await run_in_threadpool(parse_body, body, True)
+    elif content_type in ("application/json", "text/json", ""):
+        data = await run_in_threadpool(parse_body, body, False)
+    else:
+        raise HTTPProblem(415, f"Unsupported content type {content_type!r} (JSON or YAML expected)")
     if data is None:
         return params
     if not isinstance(data, dict):
         raise KadeployError(ErrorCode.INVALID_OPTION, "The request body must be a mapping (hash)")
     params.update(data)
     return params
+
+
+class _BodyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases and with a nesting bound, checked while composing."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted in a request",
+                                              event.start_mark)
+        if isinstance(event, yaml.ScalarEvent):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                                  event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def parse_body(text: bytes | str, is_yaml: bool) -> Any:
+    """A JSON or YAML document, refused (error 4) when it is malformed or beyond the bounds above."""
+    try:
+        data = yaml.load(text, Loader=_BodyLoader) if is_yaml else json.loads(text)  # noqa: S506 (safe loader)
+    except RecursionError:
+        raise KadeployError(ErrorCode.INVALID_OPTION,
+                            f"Invalid request body: nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid request body: {_cut(str(exc), 1024)}") from None
+    check_bounds(data)
+    return data
+
+
+def check_bounds(data: Any) -> None:
+    """Error 4 if `data` nests deeper than MAX_DEPTH, or holds an integer beyond 64 bits or a non-finite float.
+
+    Iterative: a walk that recursed would itself be the depth bomb it looks for.
+    """
+    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            continue
+        if isinstance(value, int):
+            if not -INT64_MAX - 1 <= value <= INT64_MAX:
+                raise KadeployError(ErrorCode.INVALID_OPTION,
+                                    f"Invalid value at {where or 'the top'}: an integer beyond 64 bits")
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid value at {where or 'the top'}: {value}")
+            continue
+        if isinstance(value, (dict, list)):
+            if depth + 1 > MAX_DEPTH:
+                raise KadeployError(ErrorCode.INVALID_OPTION,
+                                    f"Invalid request body: nested deeper than {MAX_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(item, (int, float, dict, list)):
+                    stack.append((item, depth + 1, f"{where}/{_cut(str(key), 64)}"))
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else f"{text[:width]}... ({len(text)} characters)"
 
 
 def wants_yaml(request: Request) -> bool:
@@ -109,8 +190,9 @@ def render(request: Request, data: Any, status: int = 200) -> Response:
 
 def error_response(exc: KadeployError) -> Response:
     """HTTP 400 + the Kadeploy3 error headers."""
-    info = base64.b64encode(exc.message.encode()).decode()
-    return PlainTextResponse(exc.message, status_code=400, headers={
+    message = _cut(exc.message, MAX_ERROR_MESSAGE)
+    info = base64.b64encode(message.encode()).decode()
+    return PlainTextResponse(message, status_code=400, headers={
         "X-Application-Error-Code": str(int(exc.code)), "X-Application-Error-Info": info})
 
 
@@ -183,14 +265,20 @@ def as_bool(params: dict[str, Any], key: str, default: bool = False) -> bool:
 
 def as_int(params: dict[str, Any], key: str, default: int | None = None, *,
            minimum: int | None = None, maximum: int | None = None) -> int | None:
+    """An integer parameter, refused (error 4) outside [minimum, maximum], by default the SQL INTEGER range."""
+    minimum = DB_INT_MIN if minimum is None else max(minimum, DB_INT_MIN)
+    maximum = DB_INT_MAX if maximum is None else min(maximum, DB_INT_MAX)
     value = params.get(key)
     if value is None or value == "":
         return default
+    if isinstance(value, str) and len(value.strip()) > 32:  # int() of a long string is quadratic
+        raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid value for {key!r}: {_cut(value, 40)!r} is out "
+                                                      f"of range [{minimum}, {maximum}]")
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid value for {key!r}: expected an integer, "
-                                                      f"got {value!r}") from None
+                                                      f"got {_cut(repr(value), 40)}") from None
     if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
         raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid value for {key!r}: {number} is out of range "
                                                       f"[{minimum}, {maximum}]")
@@ -221,11 +309,16 @@ def as_dict(params: dict[str, Any], key: str) -> dict[str, Any] | None:
     value = params.get(key)
     if value is None:
         return None
-    if isinstance(value, str):
+    if isinstance(value, str):  # from the query string: bounded like a body
         try:
             value = json.loads(value)
+        except RecursionError:
+            raise KadeployError(ErrorCode.INVALID_OPTION,
+                                f"Invalid value for {key!r}: nested deeper than {MAX_DEPTH} levels") from None
         except ValueError:
             pass
+    if isinstance(value, dict):
+        check_bounds(value)
     if not isinstance(value, dict):
         raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid value for {key!r}: expected a mapping")
     return value

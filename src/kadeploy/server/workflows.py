@@ -8,6 +8,13 @@ creates them (persisting the workflow and claiming its nodes in one DB
 transaction), runs each in an asyncio task, records the end (node states,
 stats, claims released) and cancels them on DELETE, on rights removal and at
 shutdown.
+
+Memory is bounded per workflow: each feed keeps at most `MAX_FEED_CHARS`
+characters (node command outputs reach the debug feed and are the user's to
+make as large as they like), and when the workflow ends it drops its status
+provider, the only link to the runner's state (fetched files, engine state),
+so that a finished workflow kept for polling until autoclean holds its
+answers, not what the run loaded.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ HOOK_TIMEOUT = 20.0  # seconds, as Kadeploy3
 log = logging.getLogger("kadeploy.server")
 
 CANCEL_TIMEOUT = 30.0
+MAX_FEED_CHARS = 32 * 1024 * 1024  # per workflow and feed (logs, debugs)
 REBOOT_KIND_STATE = {"deploy_env": DbNodeState.DEPLOY_ENV, "recorded_env": DbNodeState.RECORDED_ENV}
 
 
@@ -53,11 +61,21 @@ class _Line:
 class _Feed:
     """Timestamped lines, each reader (resource path) getting only what it has not read yet."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_chars: int = MAX_FEED_CHARS) -> None:
         self.lines: list[_Line] = []
         self.cursors: dict[str | None, int] = {}
+        self.max_chars = max_chars
+        self.chars = 0
+        self.truncated = False
 
     def append(self, key: str | None, text: str) -> None:
+        if self.truncated:
+            return
+        if self.chars + len(text) > self.max_chars:  # the rest is dropped, once said so
+            self.truncated = True
+            self.lines.append(_Line(time.time(), key, f"(output truncated: more than {self.max_chars} characters)"))
+            return
+        self.chars += len(text)
         for line in text.splitlines() or [""]:
             self.lines.append(_Line(time.time(), key, line))
 
@@ -127,6 +145,10 @@ class Workflow:
 
     def set_status_provider(self, provider: Callable[[], dict[str, Any]]) -> None:
         self._status_provider = provider
+
+    def release_run(self) -> None:
+        """Forget the runner's live state (its status provider reaches every file and step the run loaded)."""
+        self._status_provider = None
 
     # -- polling resources ----------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -329,6 +351,7 @@ class WorkflowRegistry:
         finally:
             # only now: a client seeing `done` can read the stats and redeploy the nodes at once
             workflow.done = True
+            workflow.release_run()
         if op.options.hook:
             await self._run_end_hook(workflow)
 

@@ -15,6 +15,11 @@ from kadeploy.server.routes.dependencies import Caller, Context
 router = APIRouter()
 
 
+def path_version(version: int | None) -> int | None:
+    """The `:version` of a path, refused (error 4) outside the database's INTEGER column."""
+    return as_int({"version": version}, "version", minimum=0)
+
+
 @router.post("/environments", summary="Add an environment")
 async def env_create(request: Request, ctx: Context, who: Caller) -> Response:
     params = await read_params(request)
@@ -62,7 +67,7 @@ async def env_modify(user: str, name: str, request: Request, ctx: Context, who: 
                      version: int | None = None) -> Response:
     params = await read_params(request)
     dry_run = dryrun.requested(params)
-    modified = await ctx.environments.modify(who, user, name, version, params, as_str(params, "client"),
+    modified = await ctx.environments.modify(who, user, name, path_version(version), params, as_str(params, "client"),
                                              dry_run=dry_run)
     return dryrun.answer(request, environments=modified) if dry_run else render(request, modified)
 
@@ -74,5 +79,5 @@ async def env_delete(user: str, name: str, request: Request, ctx: Context, who: 
     params = await read_params(request)
     dry_run = dryrun.requested(params)
     last = as_bool(params, "last") if "last" in params else False
-    deleted = await ctx.environments.delete(who, user, name, version, last, dry_run=dry_run)
+    deleted = await ctx.environments.delete(who, user, name, path_version(version), last, dry_run=dry_run)
     return dryrun.answer(request, environments=deleted) if dry_run else render(request, deleted)

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from kadeploy.db import nodes as db_nodes
-from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.nodeset import expand_all, sort_key
+from kadeploy.nodeset import sort_key
 from kadeploy.server.http import as_bool, as_list, read_params, render
+from kadeploy.server.nodelists import site_nodes, unknown_nodes_error
 from kadeploy.server.routes.dependencies import Caller, Context
 
 router = APIRouter()
@@ -24,10 +24,12 @@ async def nodes_get(request: Request, ctx: Context, who: Caller, node: str | Non
     managed = sorted(settings.node_cluster, key=sort_key)
     if "list" in params and as_bool(params, "list"):
         return render(request, managed)
-    wanted = [node] if node else (expand_all(as_list(params, "nodes") or []) or managed)
-    unknown = [n for n in wanted if n not in settings.node_cluster]
-    if unknown:
-        raise KadeployError(ErrorCode.INVALID_NODELIST, f"The node(s) {', '.join(unknown)} do not exist")
+    if node:
+        if node not in settings.node_cluster:
+            raise unknown_nodes_error([node])
+        wanted = [node]
+    else:
+        wanted = site_nodes(settings.node_cluster, as_list(params, "nodes") or []) or managed
     states = await ctx.database.run(lambda s: db_nodes.get_states(s, wanted))
     # Kadeploy3's order (nodes.rb `get_states`, kanodes.rb): known states sorted by hostname as
     # SQL sorts strings, then the nodes never operated on (null), in the order asked

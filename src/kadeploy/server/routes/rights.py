@@ -9,9 +9,9 @@ from starlette.responses import Response
 
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.identifiers import check_user_name
-from kadeploy.nodeset import expand_all
 from kadeploy.server import dryrun
 from kadeploy.server.http import as_bool, as_list, as_str, read_params, render
+from kadeploy.server.nodelists import site_nodes
 from kadeploy.server.routes.dependencies import Caller, Context, admin_only
 from kadeploy.server.settings import ServerSettings
 
@@ -26,11 +26,7 @@ def rights_nodes(settings: ServerSettings, patterns: list[str] | None) -> list[s
         return None
     if "*" in patterns:
         return ["*"]
-    nodes = expand_all(patterns)
-    unknown = [n for n in nodes if n not in settings.node_cluster]
-    if unknown:
-        raise KadeployError(ErrorCode.INVALID_NODELIST, f"The node(s) {', '.join(unknown)} do not exist")
-    return nodes
+    return site_nodes(settings.node_cluster, patterns)
 
 
 @router.post("/rights", summary="Add rights (admins)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import gzip
+import math
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -11,11 +12,13 @@ from starlette.responses import Response
 
 from kadeploy.db import stats as db_stats
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.nodeset import expand_all
 from kadeploy.server.http import HTTPProblem, as_int, as_list, as_str, read_params, render
+from kadeploy.server.nodelists import STATS_FLOOR, expand_for_site
 from kadeploy.server.routes.dependencies import Caller, Context
 
 router = APIRouter()
+
+MAX_EPOCH = 2.0 ** 31  # the records' start column is a 32-bit integer in MySQL and PostgreSQL
 
 
 def parse_date(params: dict[str, Any], key: str) -> float | None:
@@ -24,9 +27,13 @@ def parse_date(params: dict[str, Any], key: str) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        epoch = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(epoch) or abs(epoch) > MAX_EPOCH:
+            raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid date for {key}: {value!r} is out of range")
+        return epoch
     try:
         return email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
@@ -49,7 +56,8 @@ async def stats_get(request: Request, ctx: Context, who: Caller, operation: str 
     database = ctx.database
     params = await read_params(request)
     step_retries = [as_int({"s": s}, "s") or 0 for s in (as_list(params, "step_retries") or ["1", "2", "3"])]
-    flt = db_stats.StatsFilter(operation=operation, nodes=expand_all(as_list(params, "nodes") or []) or None,
+    nodes = expand_for_site(ctx.settings.node_cluster, as_list(params, "nodes") or [], STATS_FLOOR)
+    flt = db_stats.StatsFilter(operation=operation, nodes=nodes or None,
                                wid=as_str(params, "wid"), date_min=parse_date(params, "date_min"),
                                date_max=parse_date(params, "date_max"),
                                min_retries=as_int(params, "min_retries", minimum=0), step_retries=step_retries)
