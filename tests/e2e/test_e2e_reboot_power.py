@@ -68,7 +68,10 @@ def test_power_off_status_on(site, deployed, tmp_path) -> None:
     assert (tmp_path / "off.ok").read_text().split() == [node]
     assert site.node_status()[node]["power"] == "off"
     status = site.tool("kapower3", "--status", "-m", node).stdout
-    assert f"{node}: Chassis Power is off" in status, status
+    # Kadeploy3's block (kapower.rb power_get): ---, one line per node OK, ---
+    lines = status.splitlines()
+    at = lines.index(f"{node}: Chassis Power is off")
+    assert (lines[at - 1], lines[at + 1]) == ("---", "---"), status
     site.tool("kapower3", "--on", "-m", node, "-o", str(tmp_path / "on.ok"))
     assert (tmp_path / "on.ok").read_text().split() == [node]
     assert site.node_status()[node]["power"] == "on"

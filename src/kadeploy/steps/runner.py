@@ -63,6 +63,7 @@ from kadeploy.steps.macrosteps import DEPLOY_INTERFACES, default_deploy_macroste
 from kadeploy.steps.plan import Archive, DeployPlan
 from kadeploy.steps.timing import TimedLibrary
 from kadeploy.states import FAILED, NodeState
+from kadeploy.nodeset import sort_key
 from kadeploy.vlan import set_vlan_command
 
 log = logging.getLogger("kadeploy.steps")
@@ -128,12 +129,15 @@ class EngineRunner:
                 result = merge_results(results)
             else:
                 result = await make_workflow(1).run(nodes, resume=_resume_points(op, nodes))
-            for node, text in run.power_output.items():
-                output.log(0, f"{node}: {text}")
+            power_output.update(run.power_output)
             return cluster, result
 
+        power_output: dict[str, str] = {}
         results = await asyncio.gather(*(one_cluster(c, n) for c, n in op.nodes.items()))
-        return self._outcome(op, dict(results), start, files, timings)
+        outcome = self._outcome(op, dict(results), start, files, timings)
+        if op.kind == "power-status":
+            _log_power_status(sink, outcome, power_output)
+        return outcome
 
     # -- building a cluster run ----------------------------------------------------------
 
@@ -503,6 +507,18 @@ def _pxe_settings(conf: Any, cfg: Any) -> PXEMethodSettings:
     return PXEMethodSettings(conf.method, Path(conf.repository), profiles_directory=conf.profiles.directory,
                              profiles_filename=conf.profiles.filename, export_kind=conf.export.kind,
                              export_server=server, binary=conf.binary, userfiles_directory=conf.userfiles.directory)
+
+
+def _log_power_status(sink: WorkflowSink, outcome: OperationOutcome, power_output: dict[str, str]) -> None:
+    """Kadeploy3's status block (kapower.rb `power_get`): `---`, `<node>: <output>` per node OK, `---`.
+
+    Logged once for the whole operation, after the clusters' end lines, with no
+    cluster prefix; `kapower3 --status` prints it as the server's output.
+    """
+    sink.log(None, 0, "---")
+    for node in sorted(outcome.ok, key=sort_key):
+        sink.log(None, 0, f"{node}: {power_output.get(node, '')}")
+    sink.log(None, 0, "---")
 
 
 def _driver_factory(op: Any) -> Any:

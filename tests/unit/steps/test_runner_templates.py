@@ -1,4 +1,4 @@
-"""The runner fills the administrator's templates in one pass (issue #16, class 2), not replace after replace."""
+"""What the runner writes: templates filled in one pass (issue #16, class 2), the power status block as Kadeploy3's."""
 
 from __future__ import annotations
 
@@ -33,3 +33,16 @@ def test_power_driver_addresses_are_filled_once():
     built = _driver_factory(op)("node-1.c1.test")
     assert built.address == "bmc-node-1.node-1.c1.test"
     assert isinstance(built, registry.get("ipmi"))
+
+
+def test_power_status_is_one_block_of_the_nodes_ok_as_kadeploy3_logs_it():
+    from kadeploy.operations import NodeOutcome, OperationOutcome
+    from kadeploy.steps.runner import _log_power_status
+
+    logged: list[tuple[str | None, int, str]] = []
+    sink = SimpleNamespace(log=lambda cluster, level, text: logged.append((cluster, level, text)))
+    outcome = OperationOutcome({"node-10.c1": NodeOutcome("ok"), "node-2.c1": NodeOutcome("ok"),
+                                "node-3.c2": NodeOutcome("ko", "no answer")})
+    _log_power_status(sink, outcome, {"node-10.c1": "on", "node-2.c1": "Chassis Power is off", "node-3.c2": ""})
+    assert logged == [(None, 0, "---"), (None, 0, "node-2.c1: Chassis Power is off"), (None, 0, "node-10.c1: on"),
+                      (None, 0, "---")]

@@ -116,7 +116,7 @@ async def power(run: RebootRun, ctx: MicroContext, nodes: list[str]) -> StepResu
     if run.power_kind == "status":
         status = await boot_power.power_status(nodes, run.commands, run.reboot_window, gate=run.gate)
         for node, text in status.status.items():
-            run.power_output[node] = text.strip()
+            run.power_output[node] = text.removesuffix("\n")  # Kadeploy3 chomps the command's output
         return StepResult(ok=list(status.ok), ko=dict(status.ko))
     kind = "power_on" if run.power_kind == "on" else "power_off"
     return await boot_power.escalate(kind, nodes, run.reboot_level, run.commands, run.reboot_window,
