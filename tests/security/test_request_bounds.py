@@ -152,3 +152,15 @@ def test_error_headers_are_cut_to_the_bound() -> None:
     info = base64.b64decode(response.headers["X-Application-Error-Info"]).decode()
     assert MAX_ERROR_MESSAGE < len(info) < MAX_ERROR_MESSAGE + 100
     assert info.endswith("(1000000 characters)") and len(response.body) == len(info.encode())
+
+
+def test_the_md5_memo_of_server_files_is_bounded(tmp_path, monkeypatch) -> None:
+    from kadeploy.catalog import files as catalog_files
+
+    monkeypatch.setattr(catalog_files, "MD5_MEMO_SIZE", 3)
+    fetcher = catalog_files.FileFetcher(cache_dir=tmp_path / "cache", server_dirs=[tmp_path])
+    image = tmp_path / "image.tgz"
+    for round_ in range(10):  # each rewrite is a new (inode, size, mtime) key
+        image.write_bytes(b"x" * (round_ + 1))
+        assert fetcher._server_file(f"server://{image}", "image", None).size == round_ + 1
+    assert len(fetcher._md5_memo) <= 3

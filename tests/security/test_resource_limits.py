@@ -173,6 +173,13 @@ def test_a_yaml_body_with_aliases_is_a_400(root: httpx.Client) -> None:
     assert response.status_code == 400 and "aliases" in error_info(response)
 
 
+def test_a_50_kb_query_string_gets_a_bounded_refusal(root: httpx.Client) -> None:
+    response = root.get("/nodes", params={"nodes": ",".join(f"n{i}.c1.test" for i in range(4000))})
+    assert response.status_code == 400
+    assert len(response.content) < 8192 and len(response.headers["X-Application-Error-Info"]) < 8192
+    assert root.get("/version").status_code == 200
+
+
 # -- integers -------------------------------------------------------------------------
 
 def _operations(client: httpx.Client) -> list[tuple[str, str]]:

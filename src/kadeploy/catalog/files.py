@@ -49,6 +49,7 @@ from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.templates import fill
 
 _CHUNK = 1 << 20
+MD5_MEMO_SIZE = 4096  # server files whose md5 is remembered (path, inode, size, mtime)
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,11 @@ class FileFetcher:
                 while chunk := handle.read(_CHUNK):
                     digest.update(chunk)
             checksum = digest.hexdigest()
+            if len(self._md5_memo) >= MD5_MEMO_SIZE:  # a file rewritten again and again is a new key each time
+                try:  # the oldest entry (dicts keep insertion order); other threads may be at it too
+                    self._md5_memo.pop(next(iter(self._md5_memo)), None)
+                except (RuntimeError, StopIteration):
+                    pass
             self._md5_memo[key] = checksum
         return FetchedFile(uri, real, stat.st_size, checksum)
 
