@@ -164,3 +164,45 @@ def test_the_md5_memo_of_server_files_is_bounded(tmp_path, monkeypatch) -> None:
         image.write_bytes(b"x" * (round_ + 1))
         assert fetcher._server_file(f"server://{image}", "image", None).size == round_ + 1
     assert len(fetcher._md5_memo) <= 3
+
+
+async def test_finished_workflows_are_bounded_and_drop_their_run(monkeypatch) -> None:
+    """Power statuses claim no node: only this bound keeps a flood of them from growing the registry."""
+    import asyncio
+
+    from kadeploy.operations import Operation, PowerRequest
+    from kadeploy.server import workflows as server_workflows
+    from kadeploy.server.metrics import Metrics
+
+    class Database:
+        async def run(self, work, dry_run: bool = False):  # noqa: ANN001, ANN202
+            return work(None)
+
+    class Runner:
+        async def run(self, op, sink):  # noqa: ANN001, ANN202
+            sink.set_status_provider(lambda: {"c1": {"loaded": "x" * 1000}})
+            sink.debug("node-1.c1", "y" * 100)
+            raise KadeployError(ErrorCode.EXECUTE_ERROR, "status failed")
+
+    monkeypatch.setattr(server_workflows, "MAX_FINISHED_WORKFLOWS", 5)
+    registry = server_workflows.WorkflowRegistry(Database(), Runner(), Metrics())
+    launched = []
+    for _ in range(12):
+        op = Operation(wid=server_workflows.new_wid("power-status"), kind="power-status", user="bob",
+                       nodes={"c1": ["node-1.c1"]}, options=PowerRequest(), debug=True)
+        workflow = await registry.launch(op)
+        await asyncio.wait_for(workflow.task, 5)
+        launched.append(workflow)
+    assert len(registry.workflows) <= 6  # the bound, and the one just launched
+    assert launched[-1].wid in registry.workflows and launched[0].wid not in registry.workflows
+    assert all(workflow._status_provider is None for workflow in launched)
+
+
+def test_a_feed_stops_growing_at_its_bound() -> None:
+    from kadeploy.server.workflows import _Feed
+
+    feed = _Feed(max_chars=1000)
+    for _ in range(100):
+        feed.append("node-1", "z" * 100)
+    assert feed.chars <= 1000 and feed.truncated
+    assert feed.read(None).count("output truncated") == 1

@@ -14,7 +14,10 @@ characters (node command outputs reach the debug feed and are the user's to
 make as large as they like), and when the workflow ends it drops its status
 provider, the only link to the runner's state (fetched files, engine state),
 so that a finished workflow kept for polling until autoclean holds its
-answers, not what the run loaded.
+answers, not what the run loaded. At most `MAX_FINISHED_WORKFLOWS` finished
+workflows are kept (a power status claims no node, so nothing else bounds how
+many a user starts): beyond, the oldest finished are forgotten before
+autoclean would have.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ log = logging.getLogger("kadeploy.server")
 
 CANCEL_TIMEOUT = 30.0
 MAX_FEED_CHARS = 32 * 1024 * 1024  # per workflow and feed (logs, debugs)
+MAX_FINISHED_WORKFLOWS = 10000  # kept for polling until autoclean; beyond, the oldest finished are forgotten
 REBOOT_KIND_STATE = {"deploy_env": DbNodeState.DEPLOY_ENV, "recorded_env": DbNodeState.RECORDED_ENV}
 
 
@@ -260,6 +264,7 @@ class WorkflowRegistry:
             workflow.log(None, 0, f"The nodes {fold(discarded)} are already involved in another operation, "
                                   "let's discard them")
         self.workflows[op.wid] = workflow
+        self._forget_oldest_finished(MAX_FINISHED_WORKFLOWS)
         self.metrics.workflow_started(op.kind)
         workflow.task = asyncio.create_task(self._execute(workflow), name=op.wid)
         return workflow
@@ -403,6 +408,18 @@ class WorkflowRegistry:
     async def shutdown(self) -> None:
         """Cancel every running workflow (INT/TERM): they end `aborted` and release their nodes."""
         await asyncio.gather(*(self.cancel(wf) for wf in self.running()))
+
+    def _forget_oldest_finished(self, keep: int) -> None:
+        if len(self.workflows) <= keep:  # the usual case, without a walk over them
+            return
+        finished = [wf for wf in self.workflows.values() if wf.done]
+        if len(finished) <= keep:
+            return
+        finished.sort(key=lambda wf: wf.end_time or 0)
+        for workflow in finished[:len(finished) - keep]:
+            del self.workflows[workflow.wid]
+        log.info("forgot %d finished workflow(s) before autoclean: more than %d kept",
+                 len(finished) - keep, keep)
 
     def autoclean(self, threshold_minutes: float) -> list[str]:
         """Forget finished workflows that ended more than `threshold_minutes` ago."""
