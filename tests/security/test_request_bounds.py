@@ -189,13 +189,14 @@ async def test_finished_workflows_are_bounded_and_drop_their_run(monkeypatch) ->
     launched = []
     for _ in range(12):
         op = Operation(wid=server_workflows.new_wid("power-status"), kind="power-status", user="bob",
-                       nodes={"c1": ["node-1.c1"]}, options=PowerRequest(), debug=True)
+                       nodes={"c1": ["node-1.c1"]}, options=PowerRequest(), debug=True,
+                       request={"nodes": ["node-1.c1"], "padding": "p" * 10000})
         workflow = await registry.launch(op)
         await asyncio.wait_for(workflow.task, 5)
         launched.append(workflow)
     assert len(registry.workflows) <= 6  # the bound, and the one just launched
     assert launched[-1].wid in registry.workflows and launched[0].wid not in registry.workflows
-    assert all(workflow._status_provider is None for workflow in launched)
+    assert all(workflow._status_provider is None and workflow.op.request == {} for workflow in launched)
 
 
 def test_a_feed_stops_growing_at_its_bound() -> None:

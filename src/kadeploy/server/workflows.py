@@ -151,8 +151,12 @@ class Workflow:
         self._status_provider = provider
 
     def release_run(self) -> None:
-        """Forget the runner's live state (its status provider reaches every file and step the run loaded)."""
+        """Forget the runner's live state (its status provider reaches every file and step the run loaded).
+
+        The request as received (up to a 1 MB body), kept for the resume record, is in the database by now.
+        """
         self._status_provider = None
+        self.op.request = {}
 
     # -- polling resources ----------------------------------------------
     def status(self) -> dict[str, Any]:
