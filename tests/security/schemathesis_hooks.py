@@ -111,7 +111,8 @@ EXAMPLES: dict[str, list[Any]] = {
     "nodes": [["node-1.c1.test"], ["node-[1-2].c1.test"]], "node": ["node-1.c1.test"], "username": ["alice"],
     "user": ["alice"], "name": [SCRATCH_NAME], "environment": [RECORDED, ANONYMOUS], "cluster": ["c1"],
     "breakpoint": ["BroadcastEnv"], "timeout_reboot_classical": ["300"], "timeout_reboot_kexec": ["300"],
-    "deploy_partition": [3], "kind": ["simple"], "status": ["on"],
+    "deploy_partition": [3], "kind": ["simple"], "status": ["on"], "pxe": [{"profile": "PROMPT 1"}],
+    "block_device": ["/dev/sda"],
 }
 
 
@@ -152,4 +153,5 @@ def before_load_schema(context: Any, raw_schema: dict[str, Any]) -> None:
     for (path, method), body in BODIES.items():
         operation = raw_schema.get("paths", {}).get(path, {}).get(method)
         if operation and "requestBody" in operation:
-            operation["requestBody"]["content"]["application/json"]["examples"] = {"valid": {"value": body}}
+            for media in operation["requestBody"]["content"].values():  # JSON and YAML
+                media["examples"] = {"valid": {"value": body}}

@@ -13,7 +13,7 @@ Checks: `not_a_server_error`; `response_schema_conformance` and
 declares Kadeploy3's error headers); and `kadeploy3_answers`
 (schemathesis_hooks.py): only Kadeploy3's statuses, error headers and message
 on every 400, no traceback in a body. Afterwards the daemon is alive and its
-log holds no traceback. `KADEPLOY_FUZZ_EXAMPLES` (default 12) sets the
+log holds no traceback. `KADEPLOY_FUZZ_EXAMPLES` (default 20) sets the
 examples per operation, `KADEPLOY_FUZZ_SEED` the seed (default fixed, so a
 failure reproduces; any other value explores further).
 """
@@ -41,7 +41,7 @@ pytest.importorskip("schemathesis", reason="schemathesis (test extra) not instal
 sys.path.insert(0, str(HERE))
 from schemathesis_hooks import ENV_NAME, SCRATCH_NAME  # noqa: E402
 
-EXAMPLES = int(os.environ.get("KADEPLOY_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("KADEPLOY_FUZZ_EXAMPLES", "20"))
 SEED = os.environ.get("KADEPLOY_FUZZ_SEED", "16016016016")
 CHECKS = "not_a_server_error,response_schema_conformance,response_headers_conformance,kadeploy3_answers"
 RUN_TIMEOUT = 300
@@ -90,23 +90,30 @@ def _tgz() -> bytes:
     return buffer.getvalue()
 
 
+def give_alice_her_footing(daemon: FuzzedKadeploy3d) -> None:
+    """Rights on node-1 and node-2 and her two environments, whatever an earlier run deleted."""
+    with daemon.http("root") as root:
+        granted = root.post("/rights", json={"username": "alice", "nodes": ["node-1.c1.test", "node-2.c1.test"],
+                                             "partitions": ["*"], "overwrite": True})
+        assert granted.status_code == 200 or "already set" in granted.text, granted.text
+    image = daemon.envs / "fuzz-env.tgz"
+    with daemon.http("alice") as alice:
+        for name in (ENV_NAME, SCRATCH_NAME):
+            if alice.get("/environments", params={"username": "alice", "name": name}).json():
+                continue
+            recorded = alice.post("/environments", json={"environment": {
+                "name": name, "version": 1, "os": "linux", "filesystem": "ext4",
+                "boot": {"kernel": "/vmlinuz", "initrd": "/initrd.img"},
+                "image": {"file": f"server://{image}", "kind": "tar", "compression": "gzip"}}})
+            assert recorded.status_code == 200, recorded.text
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzedKadeploy3d]:
     daemon = FuzzedKadeploy3d(tmp_path_factory.mktemp("fuzzed-kadeploy3d"))
-    image = daemon.envs / "fuzz-env.tgz"
-    image.write_bytes(_tgz())
+    (daemon.envs / "fuzz-env.tgz").write_bytes(_tgz())
     daemon.start()
     try:
-        granted = daemon.tool("karights3", "-a", "-u", "alice", "-m", "node-1.c1.test", "-m", "node-2.c1.test",
-                              "-p", "*")
-        assert granted.returncode == 0, granted.stderr
-        with daemon.http("alice") as alice:
-            for name in (ENV_NAME, SCRATCH_NAME):
-                recorded = alice.post("/environments", json={"environment": {
-                    "name": name, "version": 1, "os": "linux", "filesystem": "ext4",
-                    "boot": {"kernel": "/vmlinuz", "initrd": "/initrd.img"},
-                    "image": {"file": f"server://{image}", "kind": "tar", "compression": "gzip"}}})
-                assert recorded.status_code == 200, recorded.text
         yield daemon
     finally:
         daemon.stop()
@@ -115,14 +122,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzedKadeploy3
 @pytest.mark.parametrize("user", ["alice", "root"])
 def test_no_server_error_and_declared_answers_on_every_operation(server: FuzzedKadeploy3d, user: str,
                                                                  tmp_path: Path) -> None:
+    give_alice_her_footing(server)
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
            "KADEPLOY_FUZZ_IMAGE": str(server.envs / "fuzz-env.tgz"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     report = tmp_path / "report"
     command = ["st", "run", f"{server.url}/openapi.json", "-H", f"X-Kadeploy-User: {user}",
                "--checks", CHECKS, "--max-examples", str(EXAMPLES), "--seed", SEED, "--workers", "2",
-               "--request-timeout", "30", "--suppress-health-check", "all", "--generation-database", "none", "--warnings", "off",
-               "--report", "junit", "--report-dir", str(report)]
+               "--request-timeout", "30", "--suppress-health-check", "all", "--generation-database", "none",
+               "--warnings", "off", "--report", "junit", "--report-dir", str(report)]
     started = time.monotonic()
     run = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT,
                          check=False)

@@ -81,7 +81,9 @@ def _body(properties: dict[str, Schema], required: tuple[str, ...] = ()) -> Sche
     schema: Schema = {"type": "object", "properties": properties}
     if required:
         schema["required"] = list(required)
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
+    # YAML too: Kadeploy3's clients may send either (server.http.read_params parses both)
+    return {"required": True, "content": {"application/json": {"schema": schema},
+                                          "application/x-yaml": {"schema": schema}}}
 
 
 BODIES: dict[tuple[str, str], Schema] = {

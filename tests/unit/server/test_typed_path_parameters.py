@@ -28,6 +28,7 @@ async def test_version_that_is_not_an_integer_is_error_4_naming_it(client: httpx
 async def test_openapi_declares_bodies_queries_and_the_error_answer(client: httpx.AsyncClient) -> None:
     document = (await client.get("/openapi.json")).json()
     deploy = document["paths"]["/deployment"]["post"]
+    assert set(deploy["requestBody"]["content"]) == {"application/json", "application/x-yaml"}
     body = deploy["requestBody"]["content"]["application/json"]["schema"]
     assert {"nodes", "environment"} <= set(body["required"])
     assert body["properties"]["environment"]["properties"]["kind"]["enum"] == ["database", "anonymous"]
