@@ -19,7 +19,6 @@ from kadeploy.catalog.multipart import multipart_boot_device, multipart_devices,
 from kadeploy.catalog.resolved import ResolvedEnvironment
 from kadeploy.config import TimeoutExpr, parse_request_automata
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.nodeset import expand_all
 from kadeploy.operations import (
     LEVELS,
     REBOOT_KINDS,
@@ -35,6 +34,7 @@ from kadeploy.operations import (
 from kadeploy.server.auth import Identity
 from kadeploy.server.environments import EnvironmentService
 from kadeploy.server.http import as_bool, as_dict, as_int, as_list, as_str
+from kadeploy.server.nodelists import LAUNCH_FLOOR, site_nodes
 from kadeploy.server.rights import RightsService
 from kadeploy.server.settings import ServerSettings
 from kadeploy.server.workflows import new_wid
@@ -50,11 +50,8 @@ def resolve_nodes(settings: ServerSettings, params: dict[str, Any]) -> dict[str,
     patterns = as_list(params, "nodes")
     if not patterns:
         raise KadeployError(ErrorCode.MISSING_OPTION, "No node given (parameter nodes)")
-    hostnames = expand_all(patterns)
     owner = settings.node_cluster
-    unknown = [host for host in hostnames if host not in owner]
-    if unknown:
-        raise KadeployError(ErrorCode.INVALID_NODELIST, f"The node(s) {', '.join(unknown)} do not exist")
+    hostnames = site_nodes(owner, patterns, LAUNCH_FLOOR)  # bounded before expanding; a short error
     grouped: dict[str, list[str]] = {}
     for host in hostnames:
         grouped.setdefault(owner[host], []).append(host)
