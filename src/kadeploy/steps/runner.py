@@ -69,6 +69,8 @@ from kadeploy.vlan import set_vlan_command
 log = logging.getLogger("kadeploy.steps")
 
 _KIND = {"deploy": "Deploy", "reboot": "Reboot", "power": "Power", "power-status": "Power"}
+#: an authorized_keys file is read whole into memory and sent to every node: bounded
+MAX_KEY_FILE_SIZE = 1024 * 1024
 
 
 class EngineRunner:
@@ -291,7 +293,7 @@ class EngineRunner:
         key = op.options.ssh_authorized_keys
         if key:
             got = await self.fetcher.fetch(str(key), client=op.client, what="key file", wid=op.wid,
-                                           priority=Priority.ANON)
+                                           priority=Priority.ANON, max_size=MAX_KEY_FILE_SIZE)
             files["key"] = got.path.read_bytes()
             for cluster in op.nodes:
                 sink.log(cluster, 3, f"Grab the key file {key}")
