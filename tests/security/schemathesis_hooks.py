@@ -4,6 +4,9 @@
   400 with `X-Application-Error-Code` and a base64 `X-Application-Error-Info`
   equal to the text body, or a plain protocol refusal), never FastAPI's 422
   nor a Python traceback in a body.
+* Workflow ids: those the server answered (launches, listings) replace a
+  generated `wid` half of the time, so that the polling, logs, debugs,
+  state, status, error and cancel routes meet real workflows.
 * Values that reach past the first check: purely random node names, users and
   environment names are refused at once (unknown node), so a generated value
   is, as often as not, swapped for one the server knows (the test's nodes,
@@ -45,14 +48,21 @@ _known: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
+WIDS: list[str] = []  # workflow ids the server answered, so that /<kind>/{wid} reaches real workflows
+MAX_WIDS = 64
+
+
 def _graft(values: Any) -> st.SearchStrategy[Any]:
     """`values` as generated, or with the keys the server knows replaced by known values."""
     if not isinstance(values, dict):
         return st.just(values)
-    keys = [key for key in values if key in _known]
+    known_now = dict(_known)
+    if WIDS:
+        known_now["wid"] = st.sampled_from(list(WIDS))
+    keys = [key for key in values if key in known_now]
     if not keys:
         return st.just(values)
-    known = st.fixed_dictionaries({key: _known[key] for key in keys})
+    known = st.fixed_dictionaries({key: known_now[key] for key in keys})
     # a named function, not a lambda: Hypothesis parses a lambda's source to describe it, which is not
     # thread-safe under `st run --workers`
     return st.one_of(st.just(values), known.map(functools.partial(_merged, values)))
@@ -75,6 +85,22 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> st
 @schemathesis.hook
 def flatmap_query(context: Any, query: dict[str, Any]) -> st.SearchStrategy[Any]:
     return _graft(query)
+
+
+@schemathesis.hook
+def after_call(context: Any, case: Any, response: Any) -> None:
+    """Remember the workflow and console ids the server hands out (launches and listings)."""
+    if response.status_code != 200 or b'"wid"' not in response.content:
+        return
+    try:
+        answer = response.json()
+    except ValueError:
+        return
+    for item in answer if isinstance(answer, list) else [answer]:
+        wid = item.get("wid") if isinstance(item, dict) else None
+        if isinstance(wid, str) and wid not in WIDS:
+            WIDS.append(wid)
+            del WIDS[:-MAX_WIDS]
 
 
 def _header(response: Any, name: str) -> str | None:

@@ -45,6 +45,8 @@ EXAMPLES = int(os.environ.get("KADEPLOY_FUZZ_EXAMPLES", "20"))
 SEED = os.environ.get("KADEPLOY_FUZZ_SEED", "16016016016")
 CHECKS = "not_a_server_error,response_schema_conformance,response_headers_conformance,kadeploy3_answers"
 RUN_TIMEOUT = 300
+# one worker: Hypothesis describes a strategy's lambdas by parsing their source with `ast`, which is not
+# thread-safe; with `--workers 2` a run now and then dies of "AST constructor recursion depth mismatch"
 
 pytestmark = pytest.mark.skipif(shutil.which("st") is None, reason="schemathesis (test extra) not installed")
 
@@ -128,7 +130,7 @@ def test_no_server_error_and_declared_answers_on_every_operation(server: FuzzedK
            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     report = tmp_path / "report"
     command = ["st", "run", f"{server.url}/openapi.json", "-H", f"X-Kadeploy-User: {user}",
-               "--checks", CHECKS, "--max-examples", str(EXAMPLES), "--seed", SEED, "--workers", "2",
+               "--checks", CHECKS, "--max-examples", str(EXAMPLES), "--seed", SEED, "--workers", "1",
                "--request-timeout", "30", "--suppress-health-check", "all", "--generation-database", "none",
                "--warnings", "off", "--report", "junit", "--report-dir", str(report)]
     started = time.monotonic()
