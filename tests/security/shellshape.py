@@ -126,6 +126,23 @@ def _expansion(line: str, i: int, token: Token) -> int:
         closing = ")" if following == "(" else "}"
         depth, j = 0, i + 1
         while j < len(line):
+            if line[j] == "'":  # quoted text inside the substitution holds no bracket
+                close = line.find("'", j + 1)
+                if close < 0:
+                    raise ShellSyntaxError("unterminated single quote")
+                j = close + 1
+                continue
+            if line[j] == "\\":
+                j += 2
+                continue
+            if line[j] == '"':  # a double-quoted part: its quotes and brackets are literal
+                j += 1
+                while j < len(line) and line[j] != '"':
+                    j += 2 if line[j] == "\\" else 1
+                if j >= len(line):
+                    raise ShellSyntaxError("unterminated double quote")
+                j += 1
+                continue
             if line[j] == following:
                 depth += 1
             elif line[j] == closing:
