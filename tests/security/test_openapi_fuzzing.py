@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -48,7 +47,8 @@ RUN_TIMEOUT = 300
 # one worker: Hypothesis describes a strategy's lambdas by parsing their source with `ast`, which is not
 # thread-safe; with `--workers 2` a run now and then dies of "AST constructor recursion depth mismatch"
 
-pytestmark = pytest.mark.skipif(shutil.which("st") is None, reason="schemathesis (test extra) not installed")
+# the `st` command, run by this interpreter (its script directory need not be on PATH)
+ST = [sys.executable, "-c", "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())"]
 
 
 class FuzzedKadeploy3d(Kadeploy3d):
@@ -129,7 +129,7 @@ def test_no_server_error_and_declared_answers_on_every_operation(server: FuzzedK
            "KADEPLOY_FUZZ_IMAGE": str(server.envs / "fuzz-env.tgz"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     report = tmp_path / "report"
-    command = ["st", "run", f"{server.url}/openapi.json", "-H", f"X-Kadeploy-User: {user}",
+    command = [*ST, "run", f"{server.url}/openapi.json", "-H", f"X-Kadeploy-User: {user}",
                "--checks", CHECKS, "--max-examples", str(EXAMPLES), "--seed", SEED, "--workers", "1",
                "--request-timeout", "30", "--suppress-health-check", "all", "--generation-database", "none",
                "--warnings", "off", "--report", "junit", "--report-dir", str(report)]
