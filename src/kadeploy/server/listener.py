@@ -84,6 +84,13 @@ def protocol_class(trusted_proxies: list[str]) -> type[H11Protocol]:
     return ClientCertificateProtocol
 
 
+#: Largest request line and headers read (h11 stops at 16 KiB by default). Kadeploy3's
+#: clients put node lists in GET query strings (kanodes3, kastat3): thousands of nodes
+#: need more, and the server answers an oversized list with its own bounded error 2
+#: rather than a dropped connection; bounded like request bodies (1 MiB).
+MAX_REQUEST_HEAD = 1024 * 1024
+
+
 def listen_options(settings: ServerSettings, run_dir: Path) -> dict[str, Any]:
     """Keyword arguments of `uvicorn.Config` for this configuration (address, TLS, proxies)."""
     options: dict[str, Any] = {
@@ -92,6 +99,7 @@ def listen_options(settings: ServerSettings, run_dir: Path) -> dict[str, Any]:
         "http": protocol_class(settings.trusted_proxies),
         "proxy_headers": bool(settings.trusted_proxies),
         "forwarded_allow_ips": list(settings.trusted_proxies),
+        "h11_max_incomplete_event_size": MAX_REQUEST_HEAD,
     }
     if settings.secure:
         if settings.certificate and settings.private_key:
