@@ -8,47 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from pathlib import Path
 
 from test_custom_broadcast import _steps as custom_broadcast_steps
 from test_vlan_steps import N1, cluster_run, context
 
 from kadeploy.steps.deploy import NodeSteps
-
-CHILD_AND_WAIT = "echo $$ > {pidfile}; sleep 300 & sleep 300"
-
-
-async def survivors(pgid: int) -> list[int]:
-    """Live members of group `pgid` once SIGKILL had time to land (an orphan dies a moment after its shell)."""
-    for _ in range(50):
-        members = live_members(pgid)
-        if not members:
-            return []
-        await asyncio.sleep(0.05)
-    return members
-
-
-def live_members(pgid: int) -> list[int]:
-    """Pids of live (not zombie) processes of group `pgid`, from /proc (as in boot/test_local_process_group)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
-
-
-async def group_of(pidfile: Path) -> int:
-    for _ in range(200):
-        if pidfile.exists() and pidfile.read_text().strip():
-            await asyncio.sleep(0.1)  # let the shell start its child
-            return int(pidfile.read_text())
-        await asyncio.sleep(0.02)
-    raise AssertionError("the command never started")
+from tests.processgroups import CHILD_AND_WAIT, group_of, survivors
 
 
 async def test_set_vlan_command_timed_out_fails_the_nodes_and_leaves_no_process(tmp_path):
