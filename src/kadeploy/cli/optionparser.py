@@ -232,17 +232,7 @@ class _Reader:
                 raise OptionParseError("needless argument", [word])
             options.append(switch.spelling)
             return False
-        context = [word]
-        if value is None:
-            if switch.style is Style.REQUIRED:
-                if not words:
-                    raise OptionParseError("missing argument", [word])
-                value = words.pop(0)
-                context = [word, value]
-            elif words and not words[0].startswith("-"):
-                value = words.pop(0)
-                context = [word, value]
-        options.append(self._with_value(switch, value, context))
+        options.append(self._with_value(switch, *self._argument(switch, value, word, words)))
         return False
 
     def _short(self, word: str, words: list[str], options: list[str]) -> bool:
@@ -264,18 +254,25 @@ class _Reader:
                 if bundled != "-":  # `-dk`: the rest is the next short option
                     words.insert(0, bundled)
             return False
-        value, context = rest, [word]
-        if value is None:
-            if switch.style is Style.REQUIRED:
-                if not words:
-                    raise OptionParseError("missing argument", [word])
-                value = words.pop(0)
-                context = [word, value]
-            elif words and not words[0].startswith("-"):
-                value = words.pop(0)
-                context = [word, value]
-        options.append(self._with_value(switch, value, context))
+        options.append(self._with_value(switch, *self._argument(switch, rest, word, words)))
         return False
+
+    @staticmethod
+    def _argument(switch: Switch, value: str | None, word: str, words: list[str]) -> tuple[str | None, list[str]]:
+        """The option's argument and the words an error names: attached, else the next word.
+
+        A required argument takes the next word whatever it is; an optional one
+        only a word that does not start with `-` (OptionParser's rules).
+        """
+        if value is not None:
+            return value, [word]
+        if switch.style is Style.REQUIRED:
+            if not words:
+                raise OptionParseError("missing argument", [word])
+        elif not words or words[0].startswith("-"):
+            return None, [word]
+        value = words.pop(0)
+        return value, [word, value]
 
     @staticmethod
     def _with_value(switch: Switch, value: str | None, context: list[str]) -> str:
