@@ -129,6 +129,10 @@ def mount_deploy_part(plan: DeployPlan) -> str:
     return f"mkdir -p {q(dest)} && (mountpoint -q {q(dest)} || mount {q(plan.deploy_part)} {q(dest)})"
 
 
+def mount_tmp_part(plan: DeployPlan) -> str:
+    return f"mount {q(partition_device(plan.block_device, plan.tmp_part_num))} {q(plan.tmp_dir)}"
+
+
 def umount_deploy_part(plan: DeployPlan) -> str:
     return f"sync; umount -l {q(plan.deploy_part)} 2>/dev/null; true"
 

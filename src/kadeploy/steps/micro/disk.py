@@ -8,7 +8,6 @@ nodes' caches before they reboot.
 
 from __future__ import annotations
 
-import shlex
 from typing import Protocol
 
 from kadeploy.engine import MicroContext, StepResult
@@ -56,10 +55,7 @@ async def umount_deploy_part(run: DiskRun, ctx: MicroContext, nodes: list[str]) 
 
 @microstep("mount_tmp_part", "mount the /tmp partition")
 async def mount_tmp_part(run: DiskRun, ctx: MicroContext, nodes: list[str]) -> StepResult:
-    plan = run.plan
-    device = commands.partition_device(plan.block_device, plan.tmp_part_num)
-    return await remote(run, nodes, f"mount {shlex.quote(device)} {shlex.quote(plan.tmp_dir)}",
-                        timeout=ctx.timeout)
+    return await remote(run, nodes, commands.mount_tmp_part(run.plan), timeout=ctx.timeout)
 
 
 @microstep("sync", "flush the nodes' disk caches")
