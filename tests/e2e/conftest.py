@@ -24,6 +24,8 @@ import httpx
 import pytest
 import yaml
 
+from kadeploy_testbed.answering import wait_answering
+
 E2E_DIR = Path(os.environ.get("KADEPLOY_E2E_DIR", "/var/lib/kadeploy-testbed-e2e"))
 # 6 nodes: the scenarios use the first 4; the reboot-window check needs more nodes than the window
 NODES = int(os.environ.get("KADEPLOY_E2E_NODES", "6"))
@@ -73,7 +75,7 @@ class Site:
         """Start kadeploy3d on the testbed configuration and wait until it answers."""
         with (self.directory / "log" / "kadeploy3d.out").open("ab") as log:
             self.server = subprocess.Popen(["kadeploy3d"], env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        _wait_for_server("http://10.200.0.1:25300/version", self.server)
+        wait_answering("http://10.200.0.1:25300/version", self.server, 30)
 
     def stop_server(self, *, crash: bool = False) -> None:
         """Stop kadeploy3d: SIGTERM, or SIGKILL to play a crash."""
@@ -113,7 +115,7 @@ class Site:
         with (etc.parent / "kadeploy3d.out").open("wb") as log:
             process = subprocess.Popen(["kadeploy3d"], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait_for_server(f"http://10.200.0.1:{port}/version", process)
+            wait_answering(f"http://10.200.0.1:{port}/version", process, 30)
             subprocess.run(["kaenv3", "-a", str(self.environments["debian12-min"])], check=True, env=env,
                            capture_output=True, timeout=120)
             yield env
@@ -201,20 +203,6 @@ class Site:
         assert root.endswith(f"p{partition}"), f"{node}: / is {root}, expected partition {partition}"
         # not the deployment environment: its marker port 25300 is closed
         assert self.ssh(node, "cat /etc/hostname", key=key).stdout.strip() == "debian12-min"
-
-
-def _wait_for_server(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"kadeploy3d exited with status {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"kadeploy3d did not answer on {url} within {timeout}s")
 
 
 _RUNNING: list[Site] = []  # the site while it is up, for the early teardown below

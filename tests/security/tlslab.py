@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from kadeploy_testbed.answering import NotAnswering, wait_answering
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "server"))
 from configdir import write_config_dir  # noqa: E402
@@ -114,18 +114,12 @@ class Kadeploy3d:
         with open(self.stderr, "wb") as err:
             self.process = subprocess.Popen([sys.executable, "-m", "kadeploy_testbed.dummy", "-O", "-E"], env=env,
                                             stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"kadeploy3d exited {self.process.returncode}: {self.stderr.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/version", verify=False, timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"kadeploy3d not answering within 60 s: {self.stderr.read_text()}")
+        try:
+            wait_answering(f"{self.url}/version", self.process, 60, verify=False, printed=self.stderr.read_text)
+        except NotAnswering:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

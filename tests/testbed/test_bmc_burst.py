@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
+from kadeploy_testbed.answering import wait_answering
 from kadeploy_testbed.bmc import DEFAULT_MAX_SESSIONS
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
@@ -56,20 +56,6 @@ class Bed:
                 "-U", self.bmc_user, "-P", self.bmc_password, *command]
 
 
-def _wait_for_server(process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"kadeploy3d exited with status {process.returncode}")
-        try:
-            if httpx.get(SERVER_URL, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"kadeploy3d did not answer on {SERVER_URL} within {timeout}s")
-
-
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     if subprocess.run(["ip", "link", "show", "ktb0"], capture_output=True).returncode == 0:
@@ -87,7 +73,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
         (directory / "run").mkdir(exist_ok=True)
         with (directory / "log" / "kadeploy3d.out").open("ab") as log:
             server = subprocess.Popen(["kadeploy3d"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        _wait_for_server(server)
+        wait_answering(SERVER_URL, server, 30)
         nodes = [line.strip() for line in (directory / "nodes").read_text().splitlines() if line.strip()]
         state = yaml.safe_load((directory / "state.json").read_text())
         yield Bed(directory, nodes, env, state["bmc_user"], state["bmc_password"], DEFAULT_MAX_SESSIONS)

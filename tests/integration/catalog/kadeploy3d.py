@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from kadeploy_testbed.answering import NotAnswering, wait_answering
+
 NODES = [f"node-{i}.c1.test" for i in range(1, 5)]
 REPO = Path(__file__).resolve().parents[3]
 
@@ -85,19 +87,21 @@ class Kadeploy3d:
         return env
 
     def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", self.module], env=self.env(),
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"kadeploy3d exited: {self.process.stderr.read().decode()}")
-            try:
-                if httpx.get(f"{self.url}/version", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise AssertionError("kadeploy3d did not start within 60 s")
+        self.process = self._spawn()
+        try:
+            wait_answering(f"{self.url}/version", self.process, 60, printed=self._printed)
+        except NotAnswering:
+            self.stop()
+            raise
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", self.module], env=self.env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def _printed(self) -> str:
+        """What the daemon wrote on stderr, once it has exited."""
+        process = self.process
+        return process.stderr.read().decode(errors="replace") if process and process.poll() is not None else ""
 
     def stop(self) -> None:
         process = self.process

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kadeploy_testbed.answering import NotAnswering, wait_answering
+
 sys.path.insert(0, str(Path(__file__).parent))
 from configdir import NODES, write_config_dir  # noqa: E402
 
@@ -31,17 +33,13 @@ def start_server(tmp_path: Path, port: int, delay: float) -> subprocess.Popen:
            "KADEPLOY3_RUN_DIR": str(tmp_path / "run"), "KADEPLOY3_DUMMY_DELAY": str(delay)}
     process = subprocess.Popen([sys.executable, "-m", "kadeploy_testbed.dummy"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"kadeploy3d exited: {process.stderr.read().decode()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/version", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("kadeploy3d did not start within 60 s")
+    try:
+        wait_answering(f"http://127.0.0.1:{port}/version", process, 60,
+                       printed=lambda: process.stderr.read().decode() if process.poll() is not None else "")
+    except NotAnswering:
+        process.kill()
+        raise
+    return process
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from kadeploy_testbed.answering import NotAnswering, wait_answering
 from kadeploy_testbed.cli import control
 from kadeploy_testbed.fake import cli as fake_cli
 from kadeploy_testbed.fake.configdir import envs_dir
@@ -139,17 +140,14 @@ def start_server(settings: FakeSettings, *, timeout: float = 90.0) -> Server:
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                start_new_session=True, preexec_fn=_raise_nofile)  # noqa: PLW1509 - no threads here
     base = f"http://127.0.0.1:{settings.server_port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"kadeploy3d exited: {process.stderr.read().decode(errors='replace')[-2000:]}")
-        try:
-            if httpx.get(f"{base}/version", timeout=1).status_code == 200:
-                return Server(process, base, directory / "server-log")
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"kadeploy3d did not answer within {timeout:g}s")
+    try:
+        wait_answering(f"{base}/version", process, timeout,
+                       printed=lambda: process.stderr.read().decode(errors="replace")[-2000:]
+                       if process.poll() is not None else "")
+    except NotAnswering:
+        process.kill()
+        raise
+    return Server(process, base, directory / "server-log")
 
 
 def _raise_nofile() -> None:
