@@ -15,11 +15,11 @@ from typing import Protocol
 from kadeploy.engine import MicroContext, StepResult
 from kadeploy.states import NodeState
 from kadeploy.steps import commands
-from kadeploy.steps.micro.shared import NodeShell, microstep, remote
+from kadeploy.steps.micro.shared import DeploymentKernel, NodeShell, microstep, remote
 from kadeploy.steps.plan import DeployPlan
 
 
-class KexecRun(NodeShell, Protocol):
+class KexecRun(NodeShell, DeploymentKernel, Protocol):
     """What the kexec micro-steps read: the plan and where the deployment kernel is on the server."""
 
     @property
@@ -27,12 +27,6 @@ class KexecRun(NodeShell, Protocol):
     @property
     def pxe_repository(self) -> Path:
         """The directory the deployment kernel and initrd are named relative to."""
-    @property
-    def deploy_kernel(self) -> str: ...
-    @property
-    def deploy_initrd(self) -> str: ...
-    @property
-    def deploy_kernel_params(self) -> str: ...
 
 
 @microstep("send_deployment_kernel", "copy the deployment kernel and initrd to the running system (for kexec)")

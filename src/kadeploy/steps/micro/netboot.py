@@ -17,11 +17,11 @@ from typing import Protocol
 from kadeploy.boot.process import run_process
 from kadeploy.boot.pxe import BootTarget, LocalBootEnv, PXEProfiles
 from kadeploy.engine import MicroContext, StepResult
-from kadeploy.steps.micro.shared import DEFAULT_COMMAND_TIMEOUT, microstep
+from kadeploy.steps.micro.shared import DEFAULT_COMMAND_TIMEOUT, DeploymentKernel, microstep
 from kadeploy.steps.plan import DeployPlan
 
 
-class NetbootRun(Protocol):
+class NetbootRun(DeploymentKernel, Protocol):
     """What the network-boot micro-steps read: PXE writers, kernels, the user's profile, the VLAN command."""
 
     @property
@@ -32,12 +32,6 @@ class NetbootRun(Protocol):
     def reboot_kind(self) -> str: ...
     @property
     def pxe(self) -> PXEProfiles: ...
-    @property
-    def deploy_kernel(self) -> str: ...
-    @property
-    def deploy_initrd(self) -> str: ...
-    @property
-    def deploy_kernel_params(self) -> str: ...
     @property
     def user_pxe_profile(self) -> str | None: ...
     @property

@@ -63,6 +63,17 @@ class Deployment(Protocol):
     def version(self) -> str: ...
 
 
+class DeploymentKernel(Protocol):
+    """The deployment environment's kernel, initrd and command line (PXE-booted or kexec'd)."""
+
+    @property
+    def deploy_kernel(self) -> str: ...
+    @property
+    def deploy_initrd(self) -> str: ...
+    @property
+    def deploy_kernel_params(self) -> str: ...
+
+
 async def remote(run: NodeShell, nodes: list[str], command: str, *, input: bytes | Path | None = None,
                  timeout: float | None = None, env: dict[str, str] | None = None) -> StepResult:
     """Run a command on nodes; exit status 0 is OK, anything else KO with its stderr."""
