@@ -5,9 +5,12 @@ set -eu
 PACKAGES="python3 python3-pip python3-venv ipmitool debootstrap tftpd-hpa tftp-hpa openssh-server openssh-client \
 parted fdisk e2fsprogs xfsprogs dosfstools zstd xz-utils bzip2 pigz iproute2 pdsh psmisc procps \
 netcat-openbsd socat nftables cpio fsarchiver \
-qemu-system-x86 ipxe-qemu pxelinux syslinux-common dnsmasq-base grub-pc-bin grub-common openipmi ruby"
+qemu-system-x86 ipxe-qemu pxelinux syslinux-common dnsmasq-base grub-pc-bin grub-common openipmi ruby \
+aria2 mktorrent opentracker taktuk snmp lintian rpm debhelper dpkg-dev fakeroot"
 # (the last line: the QEMU testbed mode, kadeploy-testbed up --mode qemu, whose PXE-boot tests run every time)
 # (fsarchiver: the testbed builds its multipart fsa image with savefs on the host)
+# (aria2, mktorrent, opentracker: the BitTorrent broadcast; taktuk: the parallel-exec peer; snmp: the PDU driver's
+#  snmpset; lintian, rpm, debhelper, dpkg-dev, fakeroot: packaging/build.sh)
 # (ruby: the tools' YAML is checked against Ruby's own Psych, Kadeploy3's writer, in tests/unit/cli/test_psych_dump.py)
 missing=""
 for p in $PACKAGES; do
