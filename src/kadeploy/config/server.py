@@ -211,6 +211,13 @@ class SecurityConfig(ConfigModel):
     `trusted_proxies` (our extension, empty by default): the reverse proxies
     whose `X-Forwarded-For` names the client; from any other peer the header
     is ignored, so that a local account cannot pose as a whitelisted host.
+    `public_metrics` (ours, off): `/metrics` answers without authentication
+    (for a Prometheus scraper); off, it is for the administrators only.
+    `max_running_workflows_per_user` (ours, 32; 0: no cap): a user's running
+    deployments, reboots and power operations together; beyond, a new one is
+    refused (error 15, naming the cap) so that a flood of requests cannot start
+    unbounded work. `max_running_workflows_per_admin` (ours, 0: no cap) is the
+    almighty users' own cap.
     """
 
     secure_server: bool = True
@@ -219,6 +226,9 @@ class SecurityConfig(ConfigModel):
     private_key: KeyFileConfig | None = None
     fetch: FetchConfig = Field(default_factory=FetchConfig)  # our extension: where user URLs may be fetched from
     trusted_proxies: list[str] = Field(default_factory=list)
+    public_metrics: bool = False
+    max_running_workflows_per_user: int = Field(default=32, ge=0, le=1_000_000)
+    max_running_workflows_per_admin: int = Field(default=0, ge=0, le=1_000_000)
 
     unsupported_keys = {"force_secure_client": "the clients' file servers are not made to use TLS"}
 

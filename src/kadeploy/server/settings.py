@@ -100,6 +100,12 @@ class ServerSettings:
     private_key: Path | None = None
     #: server.conf `security/trusted_proxies`: the only peers whose X-Forwarded-For is believed
     trusted_proxies: list[str] = field(default_factory=list)
+    #: server.conf `security/public_metrics`: /metrics without authentication (else administrators only)
+    public_metrics: bool = False
+    #: server.conf `security/max_running_workflows_per_user` / `_per_admin`: running workflows a user
+    #: (an almighty user) may have at once; 0 is no cap
+    max_running_per_user: int = 32
+    max_running_per_admin: int = 0
     database_url: URL | str = "sqlite:////var/lib/kadeploy3/kadeploy.db"
     auth: AuthSettings = field(default_factory=AuthSettings)
     almighty_users: list[str] = field(default_factory=lambda: ["root"])
@@ -228,6 +234,9 @@ def from_config(cfg: Any, *, config_dir: Path | None = None) -> ServerSettings:
         certificate=_path(certificate, config_dir),
         private_key=_path(_get(server, "security", "private_key", "file"), config_dir),
         trusted_proxies=[str(entry) for entry in _get(server, "security", "trusted_proxies", default=[])],
+        public_metrics=bool(_get(server, "security", "public_metrics", default=False)),
+        max_running_per_user=int(_get(server, "security", "max_running_workflows_per_user", default=32)),
+        max_running_per_admin=int(_get(server, "security", "max_running_workflows_per_admin", default=0)),
         database_url=_database_url(_get(server, "database")),
         auth=auth, almighty_users=list(almighty),
         rights_kind=str(_get(server, "rights", "kind", default="db")),

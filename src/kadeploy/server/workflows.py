@@ -217,6 +217,14 @@ def new_wid(kind: str) -> str:
     return WID_PREFIX[kind] + str(uuid.uuid4())
 
 
+@dataclass(frozen=True)
+class RunningCap:
+    """How many workflows a user may have running at once, and the server.conf key that says so."""
+
+    limit: int
+    key: str
+
+
 class WorkflowRegistry:
     """All workflows of this server, by id; runs them and persists their start and end."""
 
@@ -232,6 +240,8 @@ class WorkflowRegistry:
         #: server.conf `logs/logfile` and `logs/debugfile`; `logs/database` (stats rows in the `log` table)
         self.files = files
         self.log_to_db = log_to_db
+        #: launches between their cap check and their registration (the claim awaits the database)
+        self._launching: dict[str, int] = {}
 
     def get(self, wid: str, kind: str | None = None) -> Workflow:
         """The workflow `wid` (of `kind`'s family if given), else error 1."""
@@ -247,12 +257,37 @@ class WorkflowRegistry:
     def running(self) -> list[Workflow]:
         return [wf for wf in self.workflows.values() if not wf.done]
 
-    async def launch(self, op: Operation) -> Workflow:
-        """Persist `op`, claim its nodes atomically and start running it.
+    def check_cap(self, user: str, cap: RunningCap | None) -> None:
+        """Error 15 when `user` already has `cap.limit` workflows running or being launched.
+
+        Checked and counted before the launch's first await, so that a flood of
+        concurrent requests cannot all pass the check before any is registered.
+        """
+        if cap is None or cap.limit <= 0:
+            return
+        running = sum(1 for wf in self.workflows.values() if not wf.done and wf.user == user)
+        running += self._launching.get(user, 0)
+        if running >= cap.limit:
+            raise KadeployError(ErrorCode.EXECUTE_ERROR,
+                                f"{user} already has {running} running operations, the most server.conf "
+                                f"security/{cap.key} ({cap.limit}) allows: wait for one to end")
+
+    async def launch(self, op: Operation, cap: RunningCap | None = None) -> Workflow:
+        """Persist `op`, claim its nodes atomically and start running it (error 15 beyond `cap`).
 
         Nodes held by other workflows are discarded (error 14 if none is left),
         unless `op.force`. Power-status operations only read and claim nothing.
         """
+        self.check_cap(op.user, cap)
+        self._launching[op.user] = self._launching.get(op.user, 0) + 1
+        try:
+            return await self._launch(op)
+        finally:
+            self._launching[op.user] -= 1
+            if not self._launching[op.user]:
+                del self._launching[op.user]
+
+    async def _launch(self, op: Operation) -> Workflow:
         start_time = time.time()
         discarded: list[str] = []
         if op.kind != "power-status":

@@ -272,7 +272,8 @@ async def test_console_without_factory_is_an_error(client):
 async def test_metrics_and_openapi(client):
     wid = (await deploy(client, NODES_C1[:1])).json()["wid"]
     await wait_done(client, f"/deployment/{wid}")
-    text = (await client.get("/metrics")).text
+    assert (await client.get("/metrics")).status_code == 403          # alice: administrators only
+    text = (await client.get("/metrics", headers={"X-Kadeploy-User": "root"})).text
     assert 'kadeploy_workflows_running{kind="deploy"} 0' in text
     assert 'kadeploy_nodes{state="deployed"} 1' in text
     assert 'kadeploy_step_duration_seconds_count{step="SetDeploymentEnvDummy"} 1' in text

@@ -21,7 +21,7 @@ from kadeploy.server.context import ServerContext
 from kadeploy.server.http import read_params, render
 from kadeploy.operations import Operation
 from kadeploy.server.routes.dependencies import Caller, Context, owner_or_admin
-from kadeploy.server.workflows import Workflow
+from kadeploy.server.workflows import RunningCap, Workflow
 
 # the path of each family and the operation kind its workflows are registered under
 OPERATIONS = {"deployment": "deploy", "reboot": "reboot", "power": "power"}
@@ -34,14 +34,24 @@ async def launch(request: Request, ctx: ServerContext, who: Identity, op_path: s
     """Validate the request into an operation, then start it (or, for a dry run, say what it would do)."""
     params = await read_params(request)
     dry_run = dryrun.requested(params)
+    cap = running_cap(ctx, who)
+    ctx.registry.check_cap(who.user, cap)   # before building: a flood is refused cheaply (launch checks again)
     op = await build(ctx, who, params)
     if dry_run:
         nodes, discarded = await ctx.registry.rehearse(op)
         env = op.environment
         deployed = {"environment": {"user": env.user, "name": env.name, "version": env.version}} if env else {}
         return dryrun.answer(request, nodes=nodes, discarded=discarded, **deployed)
-    workflow = await ctx.registry.launch(op)
+    workflow = await ctx.registry.launch(op, cap)
     return render(request, {"wid": workflow.wid, "resources": workflow.resources(f"/{op_path}")})
+
+
+def running_cap(ctx: ServerContext, who: Identity) -> RunningCap:
+    """server.conf's cap on `who`'s running workflows (the administrators have their own)."""
+    settings = ctx.settings
+    if who.admin:
+        return RunningCap(settings.max_running_per_admin, "max_running_workflows_per_admin")
+    return RunningCap(settings.max_running_per_user, "max_running_workflows_per_user")
 
 
 def workflow_of(ctx: ServerContext, op_path: str, wid: str, who: Identity, *, details: bool = True) -> Workflow:
