@@ -1,24 +1,38 @@
-"""Ruby's `obj.to_yaml` (Psych) for the plain data Kadeploy3's tools print.
+"""Ruby's `obj.to_yaml` (Psych) for the plain data Kadeploy3's tools and server print.
 
-CLI room; imports only PyYAML. Kadeploy3's tools print YAML that Ruby wrote:
-`kanodes3` prints what its server dumped (`Hash#to_yaml`, symbol keys such as
-`:wid:`), `kaenv3 -p` dumps the environment it received. Scripts parse that
-text, so it must be Ruby's, not PyYAML's: symbols are written `:name`, strings
-are quoted by Psych's rules (`YAMLTree#visit_String` with its
-`ScalarScanner`: a string that would read back as something else, such as
-`'3'`, `'true'` or `''`, is single-quoted; one that starts with a non-word
-character, such as `"/dev/sda"`, is double-quoted), floats are Ruby's
-`Float#to_s` (`1.0e-05`), nil is an empty scalar (`key:`), and the rest is
-libyaml's emitter, of which PyYAML's emitter is a port (indentation, line
-folding at 80 columns, the indicators that force quotes).
+Shared by the CLI and the server; imports only PyYAML. Kadeploy3's tools
+print YAML that Ruby wrote: `kanodes3` prints what its server dumped
+(`Hash#to_yaml`, symbol keys such as `:wid:`), `kaenv3 -p` dumps the
+environment it received. Scripts parse that text, so it must be Ruby's, not
+PyYAML's: symbols are written `:name`, strings are quoted by Psych's rules
+(`YAMLTree#visit_String` with its `ScalarScanner`: a string that would read
+back as something else, such as `'3'`, `'true'` or `''`, is single-quoted;
+one that starts with a non-word character, such as `"/dev/sda"`, is
+double-quoted), floats are Ruby's `Float#to_s` (`1.0e-05`), nil is an empty
+plain scalar, and the rest is libyaml's emitter, of which PyYAML's emitter is
+a port (indentation, line folding at 80 columns, the indicators that force
+quotes).
 
-The reference is Psych 4 on libyaml 0.2.5 (Ruby 3.1, Debian 12), where
-Kadeploy3 3.3.11 runs today: checked against `ruby -e 'puts x.to_yaml'`.
+Two libyaml generations write nil and root scalars differently, and only
+those two points differ (`Libyaml`):
+
+- Kadeploy3 3.3.11 was released for and run on Ruby 2.x (Debian 8 to 10:
+  libyaml 0.1.6, 0.1.7, 0.2.1/0.2.2). That emitter writes the separator space
+  before an empty scalar, so a nil value leaves a trailing space (`key: `,
+  `- `, `--- `), and it ends a document whose root is a plain scalar with
+  `...` (`"x".to_yaml` is `"--- x\n...\n"`). This is the default
+  (`KADEPLOY3_LIBYAML`): it is what the scripts written against Kadeploy3
+  saw.
+- libyaml 0.2.5 (2020, Ruby 3.x, Debian 11 and later) stopped both
+  (yaml/libyaml pull request 186 for the space): `key:`, `-`, `--- x`.
+  `Libyaml.V0_2_5` writes that; tests compare it byte for byte with the
+  installed Ruby (Psych 4 on libyaml 0.2.5, Debian 12).
 """
 
 from __future__ import annotations
 
 import decimal
+import enum
 import math
 import re
 from typing import Any
@@ -52,12 +66,23 @@ def symbolize_keys(value: Any) -> Any:
     return value
 
 
-def dump(value: Any) -> str:
+class Libyaml(enum.Enum):
+    """The libyaml generation whose emitter writes the text (see the module's docstring)."""
+
+    BEFORE_0_2_5 = "0.1.x to 0.2.2"  # Ruby 2.x: `key: ` for nil, `...` after a root plain scalar
+    V0_2_5 = "0.2.5"  # Ruby 3.x: `key:`, no `...`
+
+
+KADEPLOY3_LIBYAML = Libyaml.BEFORE_0_2_5
+
+
+def dump(value: Any, libyaml: Libyaml = KADEPLOY3_LIBYAML) -> str:
     """The text of Ruby's `value.to_yaml` (a document with `---`, ending with a newline)."""
     events: list[Event] = [StreamStartEvent(encoding="utf-8"), DocumentStartEvent(explicit=True)]
     _events(value, events)
     events += [DocumentEndEvent(explicit=False), StreamEndEvent()]
-    return yaml.emit(events, Dumper=_PsychDumper, allow_unicode=True, width=80, indent=2)
+    dumper = _PsychDumper if libyaml is Libyaml.V0_2_5 else _LegacyPsychDumper
+    return yaml.emit(events, Dumper=dumper, allow_unicode=True, width=80, indent=2)
 
 
 def ruby_float(number: float) -> str:
@@ -236,12 +261,39 @@ class _PsychEmitter(Emitter):
         self.open_ended = False
 
 
+class _LegacyPsychEmitter(Emitter):
+    """libyaml before 0.2.5: `yaml_emitter_write_plain_scalar` writes the separator space even for an
+    empty scalar (`if (!emitter->whitespace) PUT(' ')`), where PyYAML's `write_plain` returns first;
+    a root plain scalar leaves the document open-ended (`...`), as PyYAML's port does."""
+
+    def write_plain(self, text: str, split: bool = True) -> None:
+        if not text and not self.whitespace and not self.flow_level:
+            data: Any = " "
+            self.column += 1
+            self.whitespace = True
+            if self.encoding:
+                data = data.encode(self.encoding)
+            self.stream.write(data)
+        super().write_plain(text, split)
+
+
 class _PsychDumper(_PsychEmitter, yaml.serializer.Serializer, yaml.representer.Representer,
                    yaml.resolver.Resolver):
     def __init__(self, stream: Any, **kwargs: Any) -> None:
         _PsychEmitter.__init__(self, stream, canonical=None, indent=kwargs.get("indent"),
                                width=kwargs.get("width"), allow_unicode=kwargs.get("allow_unicode"),
                                line_break=None)
+        yaml.serializer.Serializer.__init__(self)
+        yaml.representer.Representer.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+
+
+class _LegacyPsychDumper(_LegacyPsychEmitter, yaml.serializer.Serializer, yaml.representer.Representer,
+                         yaml.resolver.Resolver):
+    def __init__(self, stream: Any, **kwargs: Any) -> None:
+        _LegacyPsychEmitter.__init__(self, stream, canonical=None, indent=kwargs.get("indent"),
+                                     width=kwargs.get("width"), allow_unicode=kwargs.get("allow_unicode"),
+                                     line_break=None)
         yaml.serializer.Serializer.__init__(self)
         yaml.representer.Representer.__init__(self)
         yaml.resolver.Resolver.__init__(self)

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from kadeploy.cli import printing, psych
+from kadeploy import psych
+from kadeploy.cli import printing
 from kadeploy.cli.common import (
     OptionError,
     add_generic_options,

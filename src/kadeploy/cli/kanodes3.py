@@ -10,7 +10,8 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from kadeploy.cli import printing, psych
+from kadeploy import psych
+from kadeploy.cli import printing
 from kadeploy.cli.common import (
     OptionError,
     add_generic_options,

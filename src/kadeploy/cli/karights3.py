@@ -1,8 +1,10 @@
 """karights3: grant, revoke and show deployment rights (reference 2.10, 9; admins only).
 
 CLI room. `-a` → `POST /rights`, `-d` → `DELETE /rights/:user[/:node[/:part]]`,
-`-l` → `GET /rights[/:user]`. `-m '*'` and `-p '*'` mean all nodes / all
-partitions. The listing is sbin/karights3's `print_headers`/`print_rights`
+`-l` → `GET /rights[/:user]`. As sbin/karights3, `-m '*'` and `-p '*'` add
+nothing, and a request without nodes (or partitions) is about all of them:
+the server's `rights_prepare` leaves `nodes` nil, which `rights_create` and
+`rights_delete` read as every node. The listing is sbin/karights3's `print_headers`/`print_rights`
 table, each line through `Client#debug` (prefixed `[server] ` with `-M`).
 """
 
@@ -51,13 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def targets(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """Nodes (`*` kept as is) and partitions from the options."""
-    machines = list(args.machines or [])
-    wildcard = [machine for machine in machines if machine.strip() == "*"]
-    others = [machine for machine in machines if machine.strip() != "*"]
-    nodes = ["*"] if wildcard else []
-    nodes += collect_nodes(others, args.node_files)
-    parts = [part.strip() for part in args.parts or [] if part.strip()]
+    """Nodes and partitions from the options; `*` adds none (sbin/karights3 `-m`/`-p`: `... if h != '*'`)."""
+    machines = [machine for machine in args.machines or [] if machine.strip() != "*"]
+    nodes = collect_nodes(machines, args.node_files)
+    parts = [part.strip() for part in args.parts or [] if part.strip() and part.strip() != "*"]
     return nodes, parts
 
 
@@ -67,13 +66,11 @@ def check_options(args: argparse.Namespace, nodes: Sequence[str], parts: Sequenc
         raise OptionError("You must choose an operation")
     if args.user is not None and not re.fullmatch(r"[\w.-]+|\*", args.user):
         raise OptionError("Invalid user name")
-    if args.operation == "list" and [node for node in nodes if node != "*"]:  # `-m '*'` adds no node
+    if args.operation == "list" and nodes:
         raise OptionError("Node list is useless when showing rights of a specific user")
-    if args.operation in ("add", "delete"):
-        if not args.user:
-            raise OptionError("You must choose a user")
-        if not nodes:
-            raise OptionError("No node is chosen")
+    # no node is not an error for -a/-d: the operation is on all the nodes
+    if args.operation in ("add", "delete") and not args.user:
+        raise OptionError("You must choose a user")
 
 
 def _row(user: str, node: str, parts: str) -> str:
@@ -93,15 +90,24 @@ def list_lines(rights: dict[str, Any]) -> list[str]:
 
 def run_operation(connection: Connection, args: argparse.Namespace, nodes: list[str], parts: list[str],
                   generic: GenericOptions) -> list[str]:
-    """Perform the operation on one server; returns the lines to print (none for a dry run, as Kadeploy3)."""
+    """Perform the operation on one server; returns the lines to print (none for a dry run, as Kadeploy3).
+
+    As sbin/karights3 `prepare`/`run`: `nodes` and `partitions` are sent only when some were given.
+    """
     if args.operation == "add":
-        body: dict[str, Any] = {"username": args.user, "nodes": nodes, "partitions": parts or ["*"]}
+        body: dict[str, Any] = {"username": args.user}
+        if nodes:
+            body["nodes"] = nodes
+        if parts:
+            body["partitions"] = parts
         if args.overwrite_rights:
             body["overwrite"] = True
         connection.post("/rights", with_dry_run(body, generic))
         return []
     if args.operation == "delete":
-        params: dict[str, Any] = {"nodes": nodes}
+        params: dict[str, Any] = {}
+        if nodes:
+            params["nodes"] = nodes
         if parts:
             params["partitions"] = parts
         connection.delete(f"/rights/{quote(args.user, safe='')}", with_dry_run(params, generic))

@@ -84,3 +84,24 @@ def test_listing_with_the_all_nodes_wildcard_is_not_a_node_list() -> None:
     # sbin/karights3 -m: `load_machine(...) if h != '*'`
     args = karights3.build_parser().parse_args(["-l", "-m", "*"])
     karights3.check_options(args, *karights3.targets(args))
+
+
+@pytest.mark.parametrize("argv, method, path, sent", [
+    # sbin/karights3 `prepare`/`run`: params[:nodes] only `if nodes()`, :partitions only if some were
+    # given; server/karights.rb then reads a nil node list as every node
+    (["-a", "-u", "bob"], "POST", "/rights", {"username": "bob"}),
+    (["-a", "-u", "bob", "-m", "*", "-p", "*"], "POST", "/rights", {"username": "bob"}),
+    (["-a", "-u", "bob", "-p", "/dev/sda3"], "POST", "/rights", {"username": "bob", "partitions": ["/dev/sda3"]}),
+    (["-d", "-u", "bob"], "DELETE", "/rights/bob", {}),
+    (["-d", "-u", "bob", "-m", "node-1.c1.testbed"], "DELETE", "/rights/bob", {"nodes": ["node-1.c1.testbed"]}),
+])
+def test_add_and_delete_without_nodes_are_about_all_nodes(fake_server, argv, method, path, sent) -> None:
+    fake = fake_server(["node-1.c1.testbed"])
+    original = type(fake).route
+    fake.route = lambda m, p, query, body: ((200, {}, {}) if p.startswith("/rights")
+                                            else original(fake, m, p, query, body))
+    assert karights3.main(argv) == 0
+    [request] = fake.requests_to(method, path)
+    received = request[3] if method == "POST" else {key: values if key == "nodes" else values[0]
+                                                     for key, values in request[2].items()}
+    assert received == sent

@@ -10,6 +10,7 @@ from kadeploy.cli import kadeploy3, kaenv3, kapower3, kareboot3, karights3, kast
 from kadeploy.cli.common import OptionError
 from kadeploy.client import workflow as workflow_module
 from kadeploy.errors import KadeployError
+from tests.requirements import require
 
 
 @pytest.fixture(autouse=True)
@@ -231,8 +232,8 @@ def test_karights3_add_and_list(fake_server, capsys) -> None:
         (200, {}, {"bob": {"*": ["*"], "n1.c1": ["/dev/sda3"]}}) if path.startswith("/rights") and method == "GET"
         else (200, {}, {}) if path.startswith("/rights") else original(fake, method, path, query, body))
     assert karights3.main(["-a", "-u", "bob", "-m", "*", "-p", "*", "-o"]) == 0
-    assert fake.requests_to("POST", "/rights")[0][3] == {"username": "bob", "nodes": ["*"], "partitions": ["*"],
-                                                         "overwrite": True}
+    # sbin/karights3: `-m '*'` and `-p '*'` add nothing, so neither is sent
+    assert fake.requests_to("POST", "/rights")[0][3] == {"username": "bob", "overwrite": True}
     assert karights3.main(["-l", "-u", "bob"]) == 0
     assert capsys.readouterr().out.splitlines()[2:] == [f"{'bob':<15} {'*':<41} *",
                                                         f"{'bob':<15} {'n1.c1':<41} /dev/sda3"]
@@ -276,7 +277,7 @@ def test_kastat3_step_table_and_plot(tmp_path) -> None:
     assert lines[1].split() == ["SetDeploymentEnvUntrusted", "3", "120s", "130.5s", "131s"]
     assert lines[2] == "" and lines[4].split() == ["SetDeploymentEnvUntrusted/reboot", "3", "2s", "3s", "3s"]
     assert step_table({}) == ["No statistics have been found"]
-    pytest.importorskip("matplotlib")
+    require("matplotlib")
     plot_steps(stats, tmp_path / "s.png")
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(OptionError, match="nothing to plot"):
