@@ -205,7 +205,7 @@ def test_environment_and_request_fields_never_change_node_commands(filesystem, b
                    image_file="f", reformat_tmp=family)
     for build in (commands.format_deploy_part, commands.format_tmp_part, commands.format_swap_part,
                   commands.mount_deploy_part, commands.mount_tmp_part, commands.umount_deploy_part,
-                  commands.check_kernel_files):
+                  commands.check_kernel_files, commands.same_kernel_check, commands.switch_root_request):
         assert shape(build(plan)) == shape(build(benign)), build.__name__
     kexec = commands.kexec_load(kernel or "k", initrd, params, "/mnt/dest")
     assert shape(kexec) == shape(commands.kexec_load("k", "i" if initrd else "", "p", "/mnt/dest"))

@@ -195,6 +195,17 @@ def check_kernel_files(plan: DeployPlan) -> str:
     return "; ".join(checks) or "true"
 
 
+def _resolve_in_root(variable: str, root: str, path: str) -> str:
+    """Set the shell variable `variable` to `path` under `root`, its symlinks resolved inside `root`.
+
+    Why: symlinks like /vmlinuz -> boot/vmlinuz-6.1 (or an absolute target)
+    must resolve inside the image, not on the system that reads it.
+    """
+    v = variable
+    return (f"{v}={q(f'{root}/{path.lstrip(chr(47))}')}; while [ -L \"${v}\" ]; do t=$(readlink \"${v}\"); "
+            f"case \"$t\" in /*) {v}={q(root)}\"$t\";; *) {v}=$(dirname \"${v}\")/\"$t\";; esac; done; ")
+
+
 def kexec_load(kernel: str, initrd: str, params: str, root_dir: str = "") -> str:
     """Load a kernel with kexec, resolving symlinks inside `root_dir`, then reboot detached."""
     root = root_dir.rstrip("/")
@@ -202,16 +213,59 @@ def kexec_load(kernel: str, initrd: str, params: str, root_dir: str = "") -> str
     initrd_opt = f" --initrd={q(f'{root}/{initrd.lstrip(chr(47))}')}" if initrd else ""
     resolve = ""
     if root:
-        # symlinks like /vmlinuz -> boot/vmlinuz-6.1 must resolve inside the image, not on the host
-        resolve = (f"k={kernel_path}; while [ -L \"$k\" ]; do t=$(readlink \"$k\"); "
-                   f"case \"$t\" in /*) k={q(root)}\"$t\";; *) k=$(dirname \"$k\")/\"$t\";; esac; done; ")
+        resolve = _resolve_in_root("k", root, kernel)
         kernel_path = '"$k"'
         if initrd:
-            resolve += (f"i={q(f'{root}/{initrd.lstrip(chr(47))}')}; while [ -L \"$i\" ]; do t=$(readlink \"$i\"); "
-                        f"case \"$t\" in /*) i={q(root)}\"$t\";; *) i=$(dirname \"$i\")/\"$t\";; esac; done; ")
+            resolve += _resolve_in_root("i", root, initrd)
             initrd_opt = ' --initrd="$i"'
     return (f"{resolve}kexec -l {kernel_path}{initrd_opt} --append={q(params)} && "
             "(nohup /bin/sh -c 'sleep 1; kexec -e || reboot' </dev/null >/dev/null 2>&1 &)")
+
+
+#: The FIFO through which a deployment environment's init (PID 1) accepts a switch-root request.
+PIVOT_HOOK = "/run/kadeploy/pivot-root"
+#: The init the deployed system is started with, as a kernel without `init=` would.
+DEPLOYED_INIT = "/sbin/init"
+
+
+def same_kernel_check(plan: DeployPlan) -> str:
+    """Fail, saying both versions, unless the environment's kernel is the running one (`uname -r`).
+
+    The version is read from the bzImage header (the string `file` prints, at
+    0x200 + the 16-bit offset at 0x20E, after the `HdrS` magic), else from a
+    `vmlinuz-<release>` file name. BootNewEnvPivotRoot starts the deployed
+    system on the running kernel, so it only applies when they are the same.
+    """
+    root = plan.extraction_dir.rstrip("/")
+    label = f"Environment kernel file {plan.env_kernel}"
+    return (_resolve_in_root("k", root, plan.env_kernel)
+            + f"[ -f \"$k\" ] || {{ echo {q(label + ' not found on the deployed partition')} >&2; exit 1; }}; "
+            "v=; if [ \"$(dd if=\"$k\" bs=1 skip=514 count=4 2>/dev/null)\" = HdrS ]; then "
+            "o=$(od -An -tu2 -j526 -N2 \"$k\" | tr -d ' '); "
+            "[ -n \"$o\" ] && v=$(dd if=\"$k\" bs=1 skip=$((o + 512)) count=128 2>/dev/null "
+            "| tr '\\0' '\\n' | head -n1 | cut -d' ' -f1); fi; "
+            "[ -n \"$v\" ] || v=$(basename \"$k\" | sed -n 's/^vmlinu[xz]-//p'); "
+            f"[ -n \"$v\" ] || {{ echo {q(label + ': cannot tell its version (no bzImage header, no vmlinuz-<release> name)')} >&2; exit 1; }}; "
+            "r=$(uname -r); [ \"$v\" = \"$r\" ] || { echo \"the environment's kernel is $v and the running "
+            "kernel is $r\" >&2; exit 1; }")
+
+
+def switch_root_request(plan: DeployPlan) -> str:
+    """Ask the deployment environment's init to exec `switch_root` into the deployed system's init.
+
+    Refused on the node (exit 1, with why) when the environment's init offers no
+    hook (`PIVOT_HOOK`), the partition is not mounted or holds no init. The
+    request is written a second later and detached, as `kexec_load` does, so
+    that this SSH command returns before PID 1 stops the deployment
+    environment's sshd.
+    """
+    dest = plan.extraction_dir.rstrip("/") or "/"
+    hook = q(PIVOT_HOOK)
+    request = f"sleep 1; echo {q(dest)} > {hook}"
+    return (f"[ -p {hook} ] || {{ echo {q(f'the deployment environment has no switch-root hook ({PIVOT_HOOK}): its init cannot pivot')} >&2; exit 1; }}; "
+            f"mountpoint -q {q(dest)} || {{ echo {q(f'{dest} is not a mount point')} >&2; exit 1; }}; "
+            f"chroot {q(dest)} test -x {q(DEPLOYED_INIT)} || {{ echo {q(f'no executable {DEPLOYED_INIT} on the deployed partition')} >&2; exit 1; }}; "
+            f"sync; (nohup /bin/sh -c {q(request)} </dev/null >/dev/null 2>&1 &)")
 
 
 def reboot_from_deploy_env() -> str:

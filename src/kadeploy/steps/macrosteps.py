@@ -10,7 +10,7 @@ broadcast method its `send_environment` uses and the timeout its reboot must
 fit in. Validation, `--check-config`, the API, `--help` and the docs read
 these declarations through `vocabulary.REGISTRIES[Kind.MACROSTEP]`.
 Kadeploy3 names that are not declared here (`SetDeploymentEnvNfsroot`,
-`BroadcastEnvBittorrent`, `BootNewEnvPivotRoot`) are refused where written.
+`BroadcastEnvBittorrent`) are refused where written.
 
 Reboot and power workflows have one macro-step whose interface is the kind
 itself (`Reboot[Simple]`); they are declared here too, keyed by the name the
@@ -111,6 +111,12 @@ declare("BootNewEnv", "Kexec", ("switch_pxe", "umount_deploy_part", "mount_deplo
 declare("BootNewEnv", "Classical", ("switch_pxe", "umount_deploy_part", "reboot_from_deploy_env", "set_vlan",
                                     "wait_reboot"),
         "reboot from the deployment environment onto the deployed partition", waits_for="reboot")
+# Kadeploy2's pivot: no firmware, no new kernel; nodes whose environment kernel is not the
+# running one fail check_same_kernel and go on to the next implementation (Kexec, Classical).
+declare("BootNewEnv", "PivotRoot", ("mount_deploy_part", "check_same_kernel", "switch_pxe", "switch_root",
+                                    "set_vlan", "wait_reboot"),
+        "switch the root to the deployed partition and exec its init, on the running kernel (no reboot)",
+        waits_for="kexec")
 declare("BootNewEnv", "HardReboot", ("switch_pxe", "reboot", "set_vlan", "wait_reboot"),
         "hard reboot (power) onto the deployed partition", waits_for="reboot")
 declare("BootNewEnv", "Dummy", ("dummy", "dummy"), "sleep; no action on nodes (Kadeploy3's test step)")

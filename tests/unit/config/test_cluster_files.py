@@ -203,9 +203,9 @@ def test_full_implementation_names_are_accepted(config_dir):
          "is not supported by this Kadeploy (supported: Dummy, Kexec, Prod, Untrusted, UntrustedCustomPreInstall)"),
         ({"BroadcastEnv": [{"type": "Bittorrent", "timeout": 300}]},
          'type: the BroadcastEnv implementation "Bittorrent" is not supported by this Kadeploy'),
-        ({"BootNewEnv": [{"type": "Classical", "timeout": 300}, {"type": "PivotRoot", "timeout": 300}]},
-         'vm.conf: automata/macrosteps/BootNewEnv[1]: type: the BootNewEnv implementation "PivotRoot" '
-         "is not supported by this Kadeploy"),
+        ({"BootNewEnv": [{"type": "PivotRoot", "timeout": 30}, {"type": "Classical", "timeout": 300}]},
+         "vm.conf: automata/macrosteps/BootNewEnv[0].timeout: the timeout of BootNewEnvPivotRoot (30 s) is lower "
+         "than timeouts/kexec (60 s with n=1)"),
         ({"BroadcastEnv": [{"type": "Kascade", "timeout": 10, "microsteps": [{"name": "rsync"}]}]},
          'vm.conf: automata/macrosteps/BroadcastEnv[0].microsteps[0].name: unknown micro-step "rsync"'),
         ({"BroadcastEnv": [{"type": "Kascade", "microsteps": [

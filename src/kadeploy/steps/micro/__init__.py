@@ -11,6 +11,7 @@ Protocol lists the part of the cluster's run (`steps/context.py`
 | `netboot.py` | what the nodes boot next | switch_pxe, set_vlan |
 | `reboot.py` | restarting, powering, waiting | reboot, reboot_from_deploy_env, wait_reboot, power |
 | `kexec.py` | booting without the firmware | send_deployment_kernel, kexec |
+| `pivot.py` | starting the deployed system without a reboot | check_same_kernel, switch_root |
 | `disk.py` | the disk in the deployment environment | create_partition_table, format_*_part, mount_*_part, umount_deploy_part, sync |
 | `image.py` | writing the image | send_environment (and the broadcast method `custom`), decompress_environment |
 | `system.py` | a bootable, reachable system | send_key_in_deploy_env, send_key, check_kernel_files, install_bootloader, check_nodes |
@@ -24,8 +25,8 @@ through the awaits; the executor, the broadcast and the power commands kill
 what they started when cancelled.
 """
 
-from kadeploy.steps.micro import custom, disk, dummy, image, kexec, netboot, reboot, system
+from kadeploy.steps.micro import custom, disk, dummy, image, kexec, netboot, pivot, reboot, system
 from kadeploy.steps.micro.shared import MICROSTEPS, MicroStep, microstep
 
 __all__ = ["MICROSTEPS", "MicroStep", "custom", "disk", "dummy", "image", "kexec", "microstep", "netboot",
-           "reboot", "system"]
+           "pivot", "reboot", "system"]

@@ -20,6 +20,7 @@ from kadeploy.boot.window import MinIntervalGate, RebootWindow
 from kadeploy.engine import MicroContext, StepResult
 from kadeploy.states import NodeState
 from kadeploy.steps import commands
+from kadeploy.steps.macrosteps import workflow_implementation
 from kadeploy.steps.micro.shared import NodeShell, microstep, remote
 
 
@@ -93,7 +94,9 @@ async def reboot_from_deploy_env(run: RebootRun, ctx: MicroContext, nodes: list[
 async def wait_reboot(run: RebootRun, ctx: MicroContext, nodes: list[str]) -> StepResult:
     n = len(nodes)
     into_deploy_env = ctx.macro == "SetDeploymentEnv" or run.reboot_kind == "deploy_env"
-    after_kexec = ctx.implementation in ("SetDeploymentEnvKexec", "BootNewEnvKexec")
+    # no firmware in the way (kexec, pivot root): the declaration says which timeout bounds the wait
+    declared = workflow_implementation(ctx.kind, ctx.implementation)
+    after_kexec = declared is not None and declared.waits_for == "kexec"
     timeout = run.kexec_timeout(n) if after_kexec else run.reboot_timeout(n)
     ports_up = [run.deploy_env_port] if into_deploy_env else []
     ports_down = [] if into_deploy_env or ctx.kind == "Reboot" and run.reboot_kind == "simple" \
