@@ -10,8 +10,10 @@ reaches these objects. ipmitool gets the password through its environment
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from typing import Literal, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -110,11 +112,20 @@ _REDFISH_ACTIONS = {
 
 
 class RedfishDriver:
-    """Redfish `ComputerSystem.Reset` and `PowerState` of one system."""
+    """Redfish `ComputerSystem.Reset` and `PowerState` of one system.
+
+    `address` is what a cluster file gives: a BMC host (`bmc-1.site`, then
+    `https://bmc-1.site` and system `system_id`), a base URL, or the URL of
+    the system itself (`https://bmc.site:8443/redfish/v1/Systems/node-1`), as
+    when one Redfish service (a chassis manager, sushy-tools) serves several
+    nodes. `verify` is True (the system's CAs), False, or a CA file. A
+    malformed address fails the node's power action with the reason, not the
+    whole operation.
+    """
 
     def __init__(
         self,
-        base_url: str,
+        address: str,
         user: str,
         password: str,
         system_id: str = "1",
@@ -122,23 +133,36 @@ class RedfishDriver:
         verify: bool | str = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url, self.system_id, self.address_error = _split_redfish_address(address, system_id)
         self.user = user
         self.password = password
-        self.system_id = system_id
         self.verify = verify
+        self._context: ssl.SSLContext | None = None
         self.transport = transport
         self.bmc = self.base_url
 
     @property
     def system_path(self) -> str:
-        return f"/redfish/v1/Systems/{self.system_id}"
+        return f"{_SYSTEMS_PATH}/{self.system_id}"
+
+    def _tls(self) -> bool | ssl.SSLContext:
+        """`verify` as httpx takes it: a CA file becomes a context (read once, on first use)."""
+        if not isinstance(self.verify, str):
+            return self.verify
+        if self._context is None:
+            try:
+                self._context = ssl.create_default_context(cafile=self.verify)
+            except (OSError, ssl.SSLError) as exc:
+                raise PowerDriverError(f"Redfish {self.bmc}: CA file {self.verify}: {exc}") from None
+        return self._context
 
     def _client(self, timeout: float) -> httpx.AsyncClient:
+        if self.address_error:
+            raise PowerDriverError(self.address_error)
         return httpx.AsyncClient(
             base_url=self.base_url,
             auth=(self.user, self.password),
-            verify=self.verify,
+            verify=self._tls(),
             timeout=timeout,
             transport=self.transport,
         )
@@ -155,16 +179,58 @@ class RedfishDriver:
         except httpx.HTTPError as exc:
             raise PowerDriverError(f"Redfish {self.bmc}: {exc.__class__.__name__}: {exc}") from None
         if response.status_code >= 300:
-            raise PowerDriverError(f"Redfish {self.bmc}: {reset_type} refused with HTTP {response.status_code}")
+            raise PowerDriverError(f"Redfish {self.bmc}: {reset_type} refused with HTTP {response.status_code}"
+                                   f"{_redfish_message(response)}")
 
     async def status(self, timeout: float = 30.0) -> str:
         try:
             async with self._client(timeout) as client:
                 response = await client.get(self.system_path)
-            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise PowerDriverError(f"Redfish {self.bmc}: {exc.__class__.__name__}: {exc}") from None
+        if response.status_code >= 300:
+            raise PowerDriverError(f"Redfish {self.bmc}: cannot read PowerState: HTTP {response.status_code}"
+                                   f"{_redfish_message(response)}")
+        try:
             return str(response.json()["PowerState"])
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise PowerDriverError(f"Redfish {self.bmc}: cannot read PowerState ({exc.__class__.__name__})") from None
+
+
+_SYSTEMS_PATH = "/redfish/v1/Systems"
+# what of a Redfish error body goes into a node's error message
+_MESSAGE_LIMIT = 300
+
+
+def _split_redfish_address(address: str, system_id: str) -> tuple[str, str, str]:
+    """(base URL, system id, error) of a cluster file's Redfish `address`."""
+    text = address.strip()
+    if "://" not in text:
+        text = f"https://{text}"
+    parts = urlsplit(text)
+    base = f"{parts.scheme}://{parts.netloc}"
+    path = parts.path.rstrip("/")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        return base, system_id, f"Redfish address {address!r}: expected [https://]HOST[:PORT][{_SYSTEMS_PATH}/ID]"
+    if not path or path == "/redfish/v1":
+        return base, system_id, ""
+    prefix = f"{_SYSTEMS_PATH}/"
+    tail = path[len(prefix):] if path.startswith(prefix) else ""
+    if not tail or "/" in tail:
+        return base, system_id, f"Redfish address {address!r}: a path must be {_SYSTEMS_PATH}/<system id>"
+    return base, tail, ""
+
+
+def _redfish_message(response: httpx.Response) -> str:
+    """`: <message>` from a Redfish error body (`error.message`, or its first extended info), if any."""
+    try:
+        error = response.json().get("error", {})
+        message = error.get("message") or (error.get("@Message.ExtendedInfo") or [{}])[0].get("Message")
+    except (ValueError, AttributeError, TypeError, IndexError):
+        return ""
+    if not isinstance(message, str) or not message.strip():
+        return ""
+    return f": {' '.join(message.split())[:_MESSAGE_LIMIT]}"
 
 
 #: The built-in drivers a cluster file may name in `remoteops/*[i].driver`; each is

@@ -7,7 +7,8 @@ relative to the configuration directory: a missing script is a configuration
 error at start, not a failed deployment later.
 
 Our extension: a `remoteops` entry may name a `driver` (`ipmi`, `redfish`)
-with `address`, `user`, `password` instead of a `cmd`; the boot room drives it.
+with `address`, `user`, `password` instead of a `cmd` (and, for redfish, the
+`ca_file` its HTTPS certificate is checked against); the boot room drives it.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ class RemoteOp(ConfigModel):
     address: str | None = None
     user: str = ""
     password: str = ""
+    ca_file: str | None = None  # redfish: the CA file its HTTPS certificate is checked against
 
     @field_validator("driver")
     @classmethod
@@ -151,6 +153,10 @@ class RemoteOp(ConfigModel):
             raise ValueError("cmd and driver are exclusive: give one of them")
         if self.driver is not None and self.address is None:
             raise ValueError(f"address: mandatory field is missing (driver {self.driver})")
+        if self.ca_file is not None:
+            if self.driver != "redfish":
+                raise ValueError("ca_file: only the redfish driver takes a CA file")
+            self.ca_file = str(read_text_file(self.ca_file, info)[0])
         if self.group is not None:
             path, text = read_text_file(self.group, info)
             self.group = str(path)

@@ -526,10 +526,11 @@ def _log_power_status(sink: WorkflowSink, outcome: OperationOutcome, power_outpu
 def _driver_factory(op: Any) -> Any:
     """Build the op's declared power driver for one node (`HOSTNAME_SHORT`/`HOSTNAME_FQDN` in its address)."""
     driver = POWER_DRIVERS.get(op.driver)
+    options = {"verify": op.ca_file} if getattr(op, "ca_file", None) else {}
 
     def build(hostname: str) -> Any:
         address = node_address(op.address or "", hostname)
-        return driver(address, op.user, op.password)
+        return driver(address, op.user, op.password, **options)
     return build
 
 

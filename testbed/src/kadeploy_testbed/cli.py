@@ -22,8 +22,8 @@ from typing import Any
 
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy_testbed import hostsetup
-from kadeploy_testbed.configdir import DEPLOY_INITRD, DEPLOY_KERNEL, write_config
-from kadeploy_testbed.layout import DEFAULT_DIR, SERVER_IP, build_layout
+from kadeploy_testbed.configdir import DEPLOY_INITRD, DEPLOY_KERNEL, POWER_METHODS, redfish_tls_paths, write_config
+from kadeploy_testbed.layout import DEFAULT_DIR, REDFISH_PORT, SERVER_IP, build_layout
 from kadeploy_testbed.state import FAULT_KINDS, TestbedState, control_socket, disk_path, load_state, node_run_dir
 
 DAEMON_START_TIMEOUT = 60.0
@@ -118,6 +118,9 @@ def _fake_dir(args: argparse.Namespace) -> Path | None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if args.power_method != "ipmi" and args.mode != "netns":
+        raise KadeployError(ErrorCode.INVALID_OPTION,
+                            f"--power-method {args.power_method}: only netns mode has a Redfish service")
     if args.mode == "fake":  # in-process SSH nodes on loopback: no root needed
         from kadeploy_testbed.fake import cli as fake_cli
         args.dir = _fake_dir(args)
@@ -144,7 +147,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                          boot_failure_rate=args.boot_failure_rate, seed=args.seed, deploy_rootfs=str(deploy_rootfs))
     state.save()  # first: `down` works from here on, whatever happens next
     try:
-        paths = write_config(directory, layout, state.bmc_user, state.bmc_password)
+        paths = write_config(directory, layout, state.bmc_user, state.bmc_password, power_method=args.power_method)
         write_tftpboot(directory)
         hostsetup.prepare_node_dirs(directory, layout, Path(__file__).with_name("wrapper.sh"))
         hostsetup.create_network(layout)
@@ -166,6 +169,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"  PXE repository:{paths.tftpboot} (tftp://{SERVER_IP}, http://{SERVER_IP}:8069)")
     print(f"  BMCs:          ipmitool -I lanplus -H node-<k>-bmc.<cluster>.testbed -U {state.bmc_user} "
           f"-P {state.bmc_password} chassis power on|off|cycle|reset|status")
+    print(f"  Redfish:       https://{SERVER_IP}:{REDFISH_PORT}/redfish/v1/Systems/node-<k> "
+          f"(user {state.bmc_user}, CA {redfish_tls_paths(directory)[0]}); clusters powered by {args.power_method}")
     return 0
 
 
@@ -299,6 +304,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--firmware-delay", type=float, default=2.0)
     up.add_argument("--boot-failure-rate", type=float, default=0.0)
     up.add_argument("--seed", type=int, default=None)
+    up.add_argument("--power-method", choices=POWER_METHODS, default="ipmi",
+                    help="netns mode: how the cluster files power the nodes: ipmi (ipmitool) or redfish "
+                         "(the redfish driver against the daemon's sushy-tools emulator; very_hard stays IPMI)")
     up.add_argument("--deploy-rootfs", type=Path, default=None,
                     help="use this deployment rootfs instead of building one (images.ensure_deploy_rootfs)")
     from kadeploy_testbed.fake import cli as fake_cli

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy_testbed.layout import HOSTNAME_SUFFIX, SERVER_IP, Layout
+from kadeploy_testbed.layout import HOSTNAME_SUFFIX, REDFISH_PORT, SERVER_IP, Layout
 
 KADEPLOY_VERSION = "3.3.11.0"
 DEPLOY_KERNEL = "kernels/deploy-vmlinuz"
@@ -128,6 +128,28 @@ def _ipmitool(bmc_user: str, bmc_password: str, cluster: str, action: str) -> st
             f"-U {shlex.quote(bmc_user)} -P {shlex.quote(bmc_password)} chassis power {action}")
 
 
+#: how a cluster's nodes are powered: the BMCs' IPMI (ipmitool commands) or their Redfish
+#: service (the `redfish` driver against the daemon's sushy-tools emulator, redfish.py)
+POWER_METHODS = ("ipmi", "redfish")
+
+
+def redfish_tls_paths(directory: Path) -> tuple[Path, Path]:
+    """The Redfish service's self-signed certificate (the CA its clients name) and key; the daemon makes them."""
+    keys = directory / "etc" / "keys"
+    return keys / "redfish.crt", keys / "redfish.key"
+
+
+def redfish_op(name: str, bmc_user: str, bmc_password: str, ca_file: Path) -> dict[str, object]:
+    """One `remoteops` entry driving a node through the testbed's Redfish service (HTTPS, its own CA).
+
+    The driver's action follows the kind: reboot is ForceRestart, power_on On,
+    power_off ForceOff, power_status reads PowerState.
+    """
+    return {"name": name, "driver": "redfish",
+            "address": f"https://{SERVER_IP}:{REDFISH_PORT}/redfish/v1/Systems/HOSTNAME_SHORT",
+            "user": bmc_user, "password": bmc_password, "ca_file": str(ca_file)}
+
+
 def server_conf(directory: Path, private_key: Path) -> dict[str, object]:
     """server.conf (reference 3.1) with our sqlite extension."""
     testbed_cli = f"kadeploy-testbed vlan --dir {shlex.quote(str(directory))}"
@@ -164,11 +186,46 @@ def server_conf(directory: Path, private_key: Path) -> dict[str, object]:
     }
 
 
-def cluster_conf(cluster: str, directory: Path, private_key: Path, bmc_user: str, bmc_password: str) -> dict[str, object]:
-    """One cluster file (reference 3.3): partitioning, boot, timeouts, remoteops."""
+def cluster_conf(cluster: str, directory: Path, private_key: Path, bmc_user: str, bmc_password: str,
+                 *, power_method: str = "ipmi") -> dict[str, object]:
+    """One cluster file (reference 3.3): partitioning, boot, timeouts, remoteops (`POWER_METHODS`)."""
     scripts = directory / "etc" / "scripts"
     ssh = f"ssh -i {shlex.quote(str(private_key))} {SSH_OPTIONS} root@HOSTNAME_FQDN"
     console = f"kadeploy-testbed console --dir {shlex.quote(str(directory))} HOSTNAME_FQDN"
+    if power_method == "ipmi":
+        remoteops = {
+            "reboot": [
+                {"name": "soft", "cmd": f"{ssh} /sbin/reboot"},
+                {"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "reset")},
+                {"name": "very_hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "cycle")},
+            ],
+            "power_on": [{"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "on")}],
+            "power_off": [
+                {"name": "soft", "cmd": f"{ssh} 'nohup /sbin/poweroff >/dev/null 2>&1 &'"},
+                {"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "off")},
+            ],
+            "power_status": [{"name": "soft", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "status")}],
+        }
+    elif power_method == "redfish":
+        # Redfish for hard and the status, IPMI's cycle kept as very_hard: a site's mix of both
+        ca_file = redfish_tls_paths(directory)[0]
+        remoteops = {
+            "reboot": [
+                {"name": "soft", "cmd": f"{ssh} /sbin/reboot"},
+                redfish_op("hard", bmc_user, bmc_password, ca_file),
+                {"name": "very_hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "cycle")},
+            ],
+            "power_on": [redfish_op("hard", bmc_user, bmc_password, ca_file)],
+            "power_off": [
+                {"name": "soft", "cmd": f"{ssh} 'nohup /sbin/poweroff >/dev/null 2>&1 &'"},
+                redfish_op("hard", bmc_user, bmc_password, ca_file),
+            ],
+            "power_status": [redfish_op("soft", bmc_user, bmc_password, ca_file)],
+        }
+    else:
+        raise KadeployError(ErrorCode.INVALID_OPTION,
+                            f"power method {power_method!r}: expected one of {', '.join(POWER_METHODS)}")
+    remoteops["console"] = [{"name": "soft", "cmd": console}]
     return {
         "partitioning": {
             "block_device": "/dev/sda",
@@ -187,20 +244,7 @@ def cluster_conf(cluster: str, directory: Path, private_key: Path, bmc_user: str
             },
         },
         "timeouts": {"reboot": "30 + n", "kexec": 20},
-        "remoteops": {
-            "reboot": [
-                {"name": "soft", "cmd": f"{ssh} /sbin/reboot"},
-                {"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "reset")},
-                {"name": "very_hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "cycle")},
-            ],
-            "power_on": [{"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "on")}],
-            "power_off": [
-                {"name": "soft", "cmd": f"{ssh} 'nohup /sbin/poweroff >/dev/null 2>&1 &'"},
-                {"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "off")},
-            ],
-            "power_status": [{"name": "soft", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "status")}],
-            "console": [{"name": "soft", "cmd": console}],
-        },
+        "remoteops": remoteops,
     }
 
 
@@ -224,7 +268,8 @@ def _write_yaml(path: Path, data: object) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
 
 
-def write_config(directory: Path, layout: Layout, bmc_user: str, bmc_password: str) -> ConfigPaths:
+def write_config(directory: Path, layout: Layout, bmc_user: str, bmc_password: str,
+                 *, power_method: str = "ipmi") -> ConfigPaths:
     """Write the whole configuration directory and node files; returns their paths."""
     etc = directory / "etc"
     scripts = etc / "scripts"
@@ -238,7 +283,8 @@ def write_config(directory: Path, layout: Layout, bmc_user: str, bmc_password: s
     _write_yaml(etc / "server.conf", server_conf(directory, private_key))
     _write_yaml(etc / "clusters.conf", clusters_conf(layout))
     for cluster in layout.clusters:
-        _write_yaml(etc / f"{cluster}.conf", cluster_conf(cluster, directory, private_key, bmc_user, bmc_password))
+        _write_yaml(etc / f"{cluster}.conf", cluster_conf(cluster, directory, private_key, bmc_user, bmc_password,
+                                                             power_method=power_method))
     (etc / "command.conf").write_text("{}\n")
     _write_yaml(etc / "client.conf", {
         "default": "testbed",

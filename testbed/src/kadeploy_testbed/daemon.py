@@ -6,7 +6,7 @@ and the nodes themselves are only their own processes (sshd, nc) in their
 namespaces. `kadeploy-testbed up` starts it detached (`python -m
 kadeploy_testbed.daemon --dir DIR`); the CLI talks to it over the unix socket
 `<dir>/run/control.sock`, one JSON request per line, one JSON answer per line.
-Imports `layout`, `state`, `supervisor`, `bmc`.
+Imports `layout`, `state`, `supervisor`, `bmc`, `redfish`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from kadeploy.errors import KadeployError
-from kadeploy_testbed import bmc
-from kadeploy_testbed.configdir import DEPLOY_KERNEL
+from kadeploy_testbed import bmc, redfish
+from kadeploy_testbed.configdir import DEPLOY_KERNEL, redfish_tls_paths
 from kadeploy_testbed.layout import BRIDGE, PREFIX_LEN, SERVER_IP, VLANS, Layout, NodeSpec, bridge_mac
 from kadeploy_testbed.linkfaults import apply_link_faults
 from kadeploy_testbed.state import FAULT_KINDS, TestbedState, control_socket, load_state
@@ -72,6 +72,7 @@ class TestbedDaemon:
                                  rng=random.Random(state.seed))
         self.supervisors = {node.index: NodeSupervisor(node, context, loop) for node in self.layout.nodes}
         self.bmcs: bmc.BMCServer | None = None
+        self.redfish: redfish.RedfishService | None = None
         self.stopping = asyncio.Event()
 
     async def start(self) -> list[asyncio.AbstractServer]:
@@ -81,6 +82,7 @@ class TestbedDaemon:
             bmc.BMCSpec(address=node.bmc_ip, power=self.supervisors[node.index], user=self.state.bmc_user,
                         password=self.state.bmc_password, name=node.bmc_hostname)
             for node in self.layout.nodes)
+        self.redfish = await asyncio.to_thread(self._start_redfish)
         http = await asyncio.start_server(HTTPBootServer(self.state.path / "tftpboot").handle, SERVER_IP, HTTP_PORT)
         sock_path = control_socket(self.state.path)
         sock_path.unlink(missing_ok=True)
@@ -95,6 +97,17 @@ class TestbedDaemon:
                              return_exceptions=True)
         if self.bmcs is not None:
             self.bmcs.stop()
+        if self.redfish is not None:
+            await asyncio.to_thread(self.redfish.stop)
+
+    def _start_redfish(self) -> redfish.RedfishService:
+        """sushy-tools' emulator over the same supervisors as the IPMI BMCs (redfish.py)."""
+        cert, key = redfish_tls_paths(self.state.path)
+        redfish.ensure_certificate(cert, key, SERVER_IP)
+        return redfish.start_redfish(redfish.RedfishSpec(
+            address=SERVER_IP, systems={node.short_name: self.supervisors[node.index] for node in self.layout.nodes},
+            auth_dir=self.state.path / "run", user=self.state.bmc_user, password=self.state.bmc_password,
+            cert=cert, key=key))
 
     async def handle_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -29,6 +29,8 @@ from kadeploy.errors import ErrorCode, KadeployError
 
 BRIDGE = "ktb0"
 SERVER_IP = "10.200.0.1"
+#: the daemon's Redfish service (sushy-tools, one system per node) on SERVER_IP, HTTPS
+REDFISH_PORT = 8443
 PREFIX_LEN = 16
 NETNS_PREFIX = "ktb-"
 DOMAIN = "testbed"
