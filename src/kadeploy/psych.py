@@ -76,6 +76,11 @@ class Libyaml(enum.Enum):
 KADEPLOY3_LIBYAML = Libyaml.BEFORE_0_2_5
 
 
+def symbol_keys(mapping: dict[str, Any]) -> dict[str, Any]:
+    """`mapping` with its own keys (not the nested ones) as Symbols: a hash built `{ :wid => ..., ... }`."""
+    return {Symbol(key): item for key, item in mapping.items()}
+
+
 def dump(value: Any, libyaml: Libyaml = KADEPLOY3_LIBYAML) -> str:
     """The text of Ruby's `value.to_yaml` (a document with `---`, ending with a newline)."""
     events: list[Event] = [StreamStartEvent(encoding="utf-8"), DocumentStartEvent(explicit=True)]

@@ -245,6 +245,8 @@ def http_error(method: str, path: str, response: httpx.Response) -> ClientError:
         return ClientError(f"Authentication failed on {method} {path}: {body or 'unauthorized'}", EXIT_HTTP_ERROR)
     if response.status_code == 403:
         return ClientError(f"Access denied on {method} {path}: {body or 'forbidden'}", EXIT_HTTP_ERROR)
+    if response.status_code == 404:  # common/http.rb: `error("Resource not found #{path without query}")`
+        return ClientError(f"Resource not found {path.split('?')[0]}", EXIT_GENERIC)
     if response.status_code == 500:
         return ClientError(f"[Internal Server Error] {body}".rstrip(), EXIT_SERVER_ERROR)
     return ClientError(f"[HTTP Error #{response.status_code} on {method} {path}] {body}".rstrip(), EXIT_HTTP_ERROR)

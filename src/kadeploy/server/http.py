@@ -4,8 +4,11 @@ Parameters come from the query string (a repeated key becomes a list) or from
 a JSON or YAML body of at most 1 MB that must be a mapping (a `client` file
 server URL must name the host the request came from, and is rewritten to its
 address: `kadeploy.catalog.fetchpolicy.check_client_callback`); responses are
-JSON, or YAML when the client sends `Accept: application/x-yaml`, and plain
-text for strings. Application errors are HTTP 400 with
+JSON, or YAML when the client sends `Accept: application/x-yaml` (Ruby's
+`to_yaml` by `kadeploy.psych`, so that Kadeploy3's kanodes3, which prints
+that text as it comes, prints `:wid:` where the route built its hash with
+`psych.Symbol` keys as Kadeploy3's server builds it with `:wid =>`), and
+plain text for strings. Application errors are HTTP 400 with
 `X-Application-Error-Code` and `X-Application-Error-Info` (base64 of the
 message, cut to `MAX_ERROR_MESSAGE` characters), the message also being the
 text body.
@@ -36,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kadeploy import psych
 from kadeploy.catalog.fetchpolicy import check_client_callback
 from kadeploy.errors import ErrorCode, KadeployError
 
@@ -182,9 +186,8 @@ def render(request: Request, data: Any, status: int = 200) -> Response:
         return data
     if isinstance(data, str):
         return PlainTextResponse(data, status_code=status)
-    if wants_yaml(request):
-        return Response(yaml.safe_dump(data, default_flow_style=False, sort_keys=False), status_code=status,
-                        media_type="application/x-yaml")
+    if wants_yaml(request):  # Ruby's `to_yaml`, as Kadeploy3's server answers (Symbol keys stay `:wid:`)
+        return Response(psych.dump(data), status_code=status, media_type="application/x-yaml")
     return Response(json.dumps(data), status_code=status, media_type="application/json")
 
 

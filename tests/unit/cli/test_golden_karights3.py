@@ -105,3 +105,15 @@ def test_add_and_delete_without_nodes_are_about_all_nodes(fake_server, argv, met
     received = request[3] if method == "POST" else {key: values if key == "nodes" else values[0]
                                                      for key, values in request[2].items()}
     assert received == sent
+
+
+def test_listing_rights_that_do_not_exist_is_resource_not_found(fake_server, capsys) -> None:
+    # server/karights.rb `rights_get`: `error_not_found! unless res`; common/http.rb on a 404:
+    # `error("Resource not found #{request.path.split('?').first}")`, exit status 1 (client.rb `error`)
+    fake = fake_server(["node-1.c1.testbed"])
+    original = type(fake).route
+    fake.route = lambda method, path, query, body: ((404, {}, "Not Found") if path.startswith("/rights")
+                                                    else original(fake, method, path, query, body))
+    assert karights3.main(["-l", "-u", "nobody"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "Resource not found /rights/nobody\n"

@@ -178,12 +178,20 @@ def test_server_error_code_becomes_exit_status_and_message(fake_server) -> None:
     assert fake.requests_to("POST", "/deployment")[0][4]["X-Kadeploy-User"] == "tester"
 
 
-def test_http_errors_map_to_exit_2_and_unreachable_server_is_one_line(fake_server, tmp_path: Path) -> None:
-    fake_server(["n1.c1"])
+def test_http_errors_map_as_kadeploy3_and_unreachable_server_is_one_line(fake_server, tmp_path: Path) -> None:
+    fake = fake_server(["n1.c1"])
+    original = type(fake).route
+    fake.route = lambda method, path, query, body: ((409, {}, "busy") if path == "/conflict"
+                                                    else original(fake, method, path, query, body))
     with Session(GenericOptions()) as session:
+        # common/http.rb: a 404 is `error("Resource not found #{path}")` (exit 1), another status
+        # "#{body}\n[HTTP Error ##{code} on #{method} #{path}]" (exit 2)
         with pytest.raises(ClientError) as info:
             session.primary.get("/nothing/here")
-        assert info.value.exit_status == 2 and "404" in info.value.message
+        assert info.value.exit_status == 1 and info.value.message == "Resource not found /nothing/here"
+        with pytest.raises(ClientError) as info:
+            session.primary.get("/conflict")
+        assert info.value.exit_status == 2 and "409" in info.value.message
     (tmp_path / "client.conf").write_text("default: x\nservers:\n- {name: x, hostname: 127.0.0.1, port: 1, secure: false}\n")
     with pytest.raises(ClientError, match="Unable to reach the server x") as info:
         Session(GenericOptions()).open()

@@ -94,9 +94,9 @@ async def test_yaml_answers_and_yaml_bodies(client):
     response = await client.post("/reboot", content=body, headers={"Content-Type": "application/x-yaml",
                                                                    "Accept": "application/x-yaml"})
     assert response.headers["content-type"].startswith("application/x-yaml")
-    launched = yaml.safe_load(response.text)
-    assert launched["wid"].startswith("R-")
-    await wait_done(client, f"/reboot/{launched['wid']}")
+    launched = yaml.safe_load(response.text)  # Ruby's `:wid` symbol key (kadeploy.psych) reads back as ':wid'
+    assert launched[":wid"].startswith("R-")
+    await wait_done(client, f"/reboot/{launched[':wid']}")
     assert (await client.get("/nodes", params={"nodes": NODES_C1[0]})).json()[NODES_C1[0]]["state"] == "rebooted"
 
 

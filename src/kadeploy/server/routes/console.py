@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
+from kadeploy import psych
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.server import dryrun
 from kadeploy.server.http import as_str, read_params, render
@@ -31,26 +32,28 @@ async def console_create(request: Request, ctx: Context, who: Caller) -> Respons
         return dryrun.answer(request, node=node)
     wid = new_wid("console")
     console = await ctx.consoles.open(wid, node, who.user)
-    answer: dict[str, Any] = {"wid": wid, "resources": {"resource": f"/console/{wid}",
-                                                        "error": f"/console/{wid}/error",
-                                                        "console": console.session.uri}}
+    # kaconsole.rb `console_create`: { :wid, :resources } with 'resource', 'error' (bound by name) and :console
+    resources = {"resource": f"/console/{wid}", "error": f"/console/{wid}/error",
+                 psych.Symbol("console"): console.session.uri}
+    answer: dict[str, Any] = psych.symbol_keys({"wid": wid, "resources": resources})
     token = getattr(console.session, "token", None)
     if token:
         # our improvement over Kadeploy3: the console port only bridges after this token
-        answer["token"] = token
+        answer[psych.Symbol("token")] = token
     return render(request, answer)
 
 
 @router.get("/console", summary="List consoles")
 async def console_list(request: Request, ctx: Context, who: Caller) -> Response:
-    return render(request, [c.info() for c in ctx.consoles.consoles.values() if who.admin or c.user == who.user])
+    return render(request, [psych.symbol_keys(c.info()) for c in ctx.consoles.consoles.values()
+                            if who.admin or c.user == who.user])
 
 
 @router.get("/console/{wid}", summary="Console information")
 async def console_get(wid: str, request: Request, ctx: Context, who: Caller) -> Response:
     console = ctx.consoles.get(wid)
     owner_or_admin(who, console.user)
-    return render(request, console.info())
+    return render(request, psych.symbol_keys(console.info()))  # kaconsole.rb `console_get`: :id, :user...
 
 
 @router.get("/console/{wid}/error", summary="The console's error, raised")
@@ -69,4 +72,4 @@ async def console_delete(wid: str, request: Request, ctx: Context, who: Caller) 
     if dry_run:
         return dryrun.answer(request, wid=wid)
     await ctx.consoles.close(wid)
-    return render(request, {"wid": wid})
+    return render(request, psych.symbol_keys({"wid": wid}))

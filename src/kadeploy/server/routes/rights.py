@@ -10,7 +10,7 @@ from starlette.responses import Response
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.identifiers import check_user_name
 from kadeploy.server import dryrun
-from kadeploy.server.http import as_bool, as_list, as_str, read_params, render
+from kadeploy.server.http import HTTPProblem, as_bool, as_list, as_str, read_params, render
 from kadeploy.server.nodelists import site_nodes
 from kadeploy.server.routes.dependencies import Caller, Context, admin_only
 from kadeploy.server.settings import ServerSettings
@@ -53,7 +53,10 @@ async def rights_list(request: Request, ctx: Context, who: Caller, user: str | N
     admin_only(who)
     params = await read_params(request)
     nodes = [node] if node else rights_nodes(ctx.settings, as_list(params, "nodes"))
-    return render(request, await ctx.rights.list(user, nodes))
+    rights = await ctx.rights.list(user, nodes)
+    if not rights:  # karights.rb `rights_get`: `error_not_found! unless res` (no row matched)
+        raise HTTPProblem(404, "No rights match")
+    return render(request, rights)
 
 
 @router.delete("/rights/{user}", summary="Delete a user's rights (admins)")

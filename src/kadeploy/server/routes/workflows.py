@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
+from kadeploy import psych
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.server import dryrun
 from kadeploy.server.auth import Identity
@@ -43,7 +44,8 @@ async def launch(request: Request, ctx: ServerContext, who: Identity, op_path: s
         deployed = {"environment": {"user": env.user, "name": env.name, "version": env.version}} if env else {}
         return dryrun.answer(request, nodes=nodes, discarded=discarded, **deployed)
     workflow = await ctx.registry.launch(op, cap)
-    return render(request, {"wid": workflow.wid, "resources": workflow.resources(f"/{op_path}")})
+    # kaworkflow.rb `work_create`: { :wid => ..., :resources => ... } (the resources' own keys are strings)
+    return render(request, psych.symbol_keys({"wid": workflow.wid, "resources": workflow.resources(f"/{op_path}")}))
 
 
 def running_cap(ctx: ServerContext, who: Identity) -> RunningCap:
@@ -62,6 +64,11 @@ def workflow_of(ctx: ServerContext, op_path: str, wid: str, who: Identity, *, de
     return workflow
 
 
+def info_answer(workflow: Workflow, who: Identity) -> Any:
+    """kaworkflow.rb `work_get`'s hash: every key a symbol (`:wid`, `:environment` {:id...}, `:nodes` {:ok...})."""
+    return psych.symbolize_keys(workflow.info(details=who.admin or workflow.user == who.user))
+
+
 def workflow_router(op_path: str, *, create_method: str, create_summary: str, build: OperationBuilder,
                     build_on_list: OperationBuilder | None = None) -> APIRouter:
     """The routes of one family; `build_on_list` turns `GET /<op_path>?nodes=...` into a launch (power status)."""
@@ -77,11 +84,11 @@ def workflow_router(op_path: str, *, create_method: str, create_summary: str, bu
     async def workflow_list(request: Request, ctx: Context, who: Caller) -> Response:
         if build_on_list is not None and "nodes" in request.query_params:
             return await launch(request, ctx, who, op_path, build_on_list)
-        return render(request, [wf.info(details=who.admin or wf.user == who.user) for wf in ctx.registry.of_kind(kind)])
+        return render(request, [info_answer(wf, who) for wf in ctx.registry.of_kind(kind)])
 
     async def workflow_get(wid: str, request: Request, ctx: Context, who: Caller) -> Response:
         workflow = workflow_of(ctx, op_path, wid, who, details=False)
-        return render(request, workflow.info(details=who.admin or workflow.user == who.user))
+        return render(request, info_answer(workflow, who))
 
     # a dry-run read of the new lines leaves them new (dry runs change nothing)
     async def workflow_logs(wid: str, request: Request, ctx: Context, who: Caller) -> Response:
@@ -120,7 +127,7 @@ def workflow_router(op_path: str, *, create_method: str, create_summary: str, bu
         if dry_run:
             return dryrun.answer(request, wid=wid, running=not workflow.done)
         await ctx.registry.delete(workflow)
-        return render(request, {"wid": wid})
+        return render(request, psych.symbol_keys({"wid": wid}))  # kaworkflow.rb `work_delete`: { :wid => ... }
 
     base = f"/{op_path}"
     listing = "List workflows" + (" (with nodes: start a power status)" if build_on_list is not None else "")
