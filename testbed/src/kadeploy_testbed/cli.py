@@ -23,7 +23,7 @@ from typing import Any
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy_testbed import hostsetup
 from kadeploy_testbed.configdir import DEPLOY_INITRD, DEPLOY_KERNEL, POWER_METHODS, redfish_tls_paths, write_config
-from kadeploy_testbed.layout import DEFAULT_DIR, REDFISH_PORT, SERVER_IP, build_layout
+from kadeploy_testbed.layout import DEFAULT_DIR, NODES_PER_OUTLET, PDU_PORT, REDFISH_PORT, SERVER_IP, build_layout
 from kadeploy_testbed.state import FAULT_KINDS, TestbedState, control_socket, disk_path, load_state, node_run_dir
 
 DAEMON_START_TIMEOUT = 60.0
@@ -171,6 +171,8 @@ def cmd_up(args: argparse.Namespace) -> int:
           f"-P {state.bmc_password} chassis power on|off|cycle|reset|status")
     print(f"  Redfish:       https://{SERVER_IP}:{REDFISH_PORT}/redfish/v1/Systems/node-<k> "
           f"(user {state.bmc_user}, CA {redfish_tls_paths(directory)[0]}); clusters powered by {args.power_method}")
+    print(f"  PDU:           SNMP v2c {SERVER_IP}:{PDU_PORT}, {NODES_PER_OUTLET} nodes per outlet "
+          f"(APC sPDUOutletCtl; communities public, private)")
     return 0
 
 
@@ -305,8 +307,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--boot-failure-rate", type=float, default=0.0)
     up.add_argument("--seed", type=int, default=None)
     up.add_argument("--power-method", choices=POWER_METHODS, default="ipmi",
-                    help="netns mode: how the cluster files power the nodes: ipmi (ipmitool) or redfish "
-                         "(the redfish driver against the daemon's sushy-tools emulator; very_hard stays IPMI)")
+                    help="netns mode: how the cluster files power the nodes: ipmi (ipmitool), redfish "
+                         "(the redfish driver against the daemon's sushy-tools emulator; very_hard stays IPMI) "
+                         "or pdu (IPMI, and the PDU's outlets by snmpset as grouped very_hard commands)")
     up.add_argument("--deploy-rootfs", type=Path, default=None,
                     help="use this deployment rootfs instead of building one (images.ensure_deploy_rootfs)")
     from kadeploy_testbed.fake import cli as fake_cli

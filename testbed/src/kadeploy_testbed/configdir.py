@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy_testbed.layout import HOSTNAME_SUFFIX, REDFISH_PORT, SERVER_IP, Layout
+from kadeploy_testbed.layout import HOSTNAME_SUFFIX, PDU_PORT, REDFISH_PORT, SERVER_IP, Layout, outlet_groups
 
 KADEPLOY_VERSION = "3.3.11.0"
 DEPLOY_KERNEL = "kernels/deploy-vmlinuz"
@@ -128,9 +128,26 @@ def _ipmitool(bmc_user: str, bmc_password: str, cluster: str, action: str) -> st
             f"-U {shlex.quote(bmc_user)} -P {shlex.quote(bmc_password)} chassis power {action}")
 
 
-#: how a cluster's nodes are powered: the BMCs' IPMI (ipmitool commands) or their Redfish
-#: service (the `redfish` driver against the daemon's sushy-tools emulator, redfish.py)
-POWER_METHODS = ("ipmi", "redfish")
+#: how a cluster's nodes are powered: the BMCs' IPMI (ipmitool commands), their Redfish
+#: service (the `redfish` driver against the daemon's sushy-tools emulator, redfish.py), or
+#: IPMI with the PDU as very_hard (grouped snmpset commands against the daemon's agent, pdu.py)
+POWER_METHODS = ("ipmi", "redfish", "pdu")
+
+# Run by the server for a grouped very_hard command: switches the PDU outlet feeding exactly
+# the group with net-snmp's snmpset, as sites script their PDUs (APC PowerNet-MIB sPDUOutletCtl).
+PDU_SCRIPT = """#!/bin/sh
+# kadeploy-testbed PDU: pdu on|off|reboot GROUP_SHORT (the nodes one outlet feeds, n1,n2)
+set -e
+case "$1" in
+  on) value=1 ;;
+  off) value=2 ;;
+  reboot) value=3 ;;
+  *) echo "pdu: expected on, off or reboot, not '$1'" >&2; exit 2 ;;
+esac
+outlet=$(awk -v group="$2" '$2 == group {{ print $1 }}' {outlets})
+if [ -z "$outlet" ]; then echo "pdu: no outlet feeds exactly '$2'" >&2; exit 1; fi
+exec snmpset -v2c -c {community} -t 2 -r 1 -Oq {agent} {oid}.$outlet i "$value"
+"""
 
 
 def redfish_tls_paths(directory: Path) -> tuple[Path, Path]:
@@ -148,6 +165,40 @@ def redfish_op(name: str, bmc_user: str, bmc_password: str, ca_file: Path) -> di
     return {"name": name, "driver": "redfish",
             "address": f"https://{SERVER_IP}:{REDFISH_PORT}/redfish/v1/Systems/HOSTNAME_SHORT",
             "user": bmc_user, "password": bmc_password, "ca_file": str(ca_file)}
+
+
+def pdu_paths(directory: Path, cluster: str) -> tuple[Path, Path]:
+    """The PDU's outlet table (`<outlet> <n1,n2>` lines, for the script) and a cluster's group file."""
+    etc = directory / "etc"
+    return etc / "pdu-outlets", etc / f"pdu-groups-{cluster}"
+
+
+def pdu_ops(directory: Path, cluster: str, action: str) -> dict[str, object]:
+    """A cluster's grouped very_hard entry: the PDU switches every node of an outlet at once."""
+    script = shlex.quote(str(directory / "etc" / "scripts" / "pdu"))
+    return {"name": "very_hard", "cmd": f"{script} {action} GROUP_SHORT", "group": str(pdu_paths(directory, cluster)[1])}
+
+
+def write_pdu_script(script: Path, outlets_table: Path, agent: str) -> None:
+    """The administrator's PDU script (`PDU_SCRIPT`) for the agent at `agent` (HOST:PORT)."""
+    from kadeploy_testbed.pdu import OUTLET_CTL_OID, WRITE_COMMUNITY
+
+    script.write_text(PDU_SCRIPT.format(outlets=shlex.quote(str(outlets_table)), community=WRITE_COMMUNITY,
+                                        agent=agent, oid=".".join(map(str, OUTLET_CTL_OID))))
+    script.chmod(0o755)
+
+
+def write_pdu_files(directory: Path, layout: Layout) -> None:
+    """The PDU script, its outlet table and each cluster's group file, from `outlet_groups`."""
+    outlets = outlet_groups(layout)
+    table, _ = pdu_paths(directory, layout.clusters[0])
+    table.write_text("".join(f"{outlet} {','.join(node.short_name for node in nodes)}\n"
+                             for outlet, nodes in outlets.items()))
+    write_pdu_script(directory / "etc" / "scripts" / "pdu", table, f"{SERVER_IP}:{PDU_PORT}")
+    for cluster in layout.clusters:
+        pdu_paths(directory, cluster)[1].write_text("".join(
+            ",".join(node.hostname for node in nodes) + "\n"
+            for nodes in outlets.values() if nodes[0].cluster == cluster))
 
 
 def server_conf(directory: Path, private_key: Path) -> dict[str, object]:
@@ -222,6 +273,23 @@ def cluster_conf(cluster: str, directory: Path, private_key: Path, bmc_user: str
             ],
             "power_status": [redfish_op("soft", bmc_user, bmc_password, ca_file)],
         }
+    elif power_method == "pdu":
+        # IPMI as in "ipmi", the PDU's outlets as very_hard: one snmpset per complete group
+        remoteops = {
+            "reboot": [
+                {"name": "soft", "cmd": f"{ssh} /sbin/reboot"},
+                {"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "reset")},
+                pdu_ops(directory, cluster, "reboot"),
+            ],
+            "power_on": [{"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "on")},
+                         pdu_ops(directory, cluster, "on")],
+            "power_off": [
+                {"name": "soft", "cmd": f"{ssh} 'nohup /sbin/poweroff >/dev/null 2>&1 &'"},
+                {"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "off")},
+                pdu_ops(directory, cluster, "off"),
+            ],
+            "power_status": [{"name": "soft", "cmd": _ipmitool(bmc_user, bmc_password, cluster, "status")}],
+        }
     else:
         raise KadeployError(ErrorCode.INVALID_OPTION,
                             f"power method {power_method!r}: expected one of {', '.join(POWER_METHODS)}")
@@ -280,6 +348,8 @@ def write_config(directory: Path, layout: Layout, bmc_user: str, bmc_password: s
     (scripts / "end_hook").write_text(END_HOOK_SCRIPT.format(log=shlex.quote(str(hooks_log(directory)))))
     for script in scripts.iterdir():
         script.chmod(0o755)
+    if power_method == "pdu":
+        write_pdu_files(directory, layout)
     _write_yaml(etc / "server.conf", server_conf(directory, private_key))
     _write_yaml(etc / "clusters.conf", clusters_conf(layout))
     for cluster in layout.clusters:

@@ -1,12 +1,16 @@
 """testbed room: the testbed daemon — every node's supervisor, the BMCs, the HTTP boot server.
 
+It also serves the nodes' Redfish systems (sushy-tools, `redfish.py`) and a PDU
+whose outlets each power a group of nodes (SNMP, `pdu.py`), over the same
+supervisors as the IPMI BMCs.
+
 Why one daemon: 32 nodes must idle cheaply, so one asyncio process emulates all
 firmware and power logic (plus pyghmi's I/O and dispatch threads for every BMC),
 and the nodes themselves are only their own processes (sshd, nc) in their
 namespaces. `kadeploy-testbed up` starts it detached (`python -m
 kadeploy_testbed.daemon --dir DIR`); the CLI talks to it over the unix socket
 `<dir>/run/control.sock`, one JSON request per line, one JSON answer per line.
-Imports `layout`, `state`, `supervisor`, `bmc`, `redfish`.
+Imports `layout`, `state`, `supervisor`, `bmc`, `redfish`, `pdu`.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from kadeploy.errors import KadeployError
-from kadeploy_testbed import bmc, redfish
+from kadeploy_testbed import bmc, pdu, redfish
 from kadeploy_testbed.configdir import DEPLOY_KERNEL, redfish_tls_paths
-from kadeploy_testbed.layout import BRIDGE, PREFIX_LEN, SERVER_IP, VLANS, Layout, NodeSpec, bridge_mac
+from kadeploy_testbed.layout import (BRIDGE, PREFIX_LEN, SERVER_IP, VLANS, Layout, NodeSpec, bridge_mac,
+                                     outlet_groups)
 from kadeploy_testbed.linkfaults import apply_link_faults
 from kadeploy_testbed.state import FAULT_KINDS, TestbedState, control_socket, load_state
 from kadeploy_testbed.supervisor import HTTP_PORT, NodeSupervisor, TestbedContext, run_command
@@ -73,6 +78,7 @@ class TestbedDaemon:
         self.supervisors = {node.index: NodeSupervisor(node, context, loop) for node in self.layout.nodes}
         self.bmcs: bmc.BMCServer | None = None
         self.redfish: redfish.RedfishService | None = None
+        self.pdu: pdu.PDUAgent | None = None
         self.stopping = asyncio.Event()
 
     async def start(self) -> list[asyncio.AbstractServer]:
@@ -83,6 +89,8 @@ class TestbedDaemon:
                         password=self.state.bmc_password, name=node.bmc_hostname)
             for node in self.layout.nodes)
         self.redfish = await asyncio.to_thread(self._start_redfish)
+        self.pdu = await pdu.start_pdu(pdu.PDUSpec(SERVER_IP, pdu.outlets_of(outlet_groups(self.layout),
+                                                                            self.supervisors)))
         http = await asyncio.start_server(HTTPBootServer(self.state.path / "tftpboot").handle, SERVER_IP, HTTP_PORT)
         sock_path = control_socket(self.state.path)
         sock_path.unlink(missing_ok=True)
@@ -99,6 +107,8 @@ class TestbedDaemon:
             self.bmcs.stop()
         if self.redfish is not None:
             await asyncio.to_thread(self.redfish.stop)
+        if self.pdu is not None:
+            self.pdu.stop()
 
     def _start_redfish(self) -> redfish.RedfishService:
         """sushy-tools' emulator over the same supervisors as the IPMI BMCs (redfish.py)."""

@@ -31,6 +31,9 @@ BRIDGE = "ktb0"
 SERVER_IP = "10.200.0.1"
 #: the daemon's Redfish service (sushy-tools, one system per node) on SERVER_IP, HTTPS
 REDFISH_PORT = 8443
+#: the daemon's PDU (SNMP agent, pdu.py) on SERVER_IP, and how many consecutive nodes one outlet feeds
+PDU_PORT = 1161
+NODES_PER_OUTLET = 2
 PREFIX_LEN = 16
 NETNS_PREFIX = "ktb-"
 DOMAIN = "testbed"
@@ -192,3 +195,16 @@ def pxe_candidates(node: NodeSpec, ip: str | None = None) -> list[str]:
     names.extend(hex_ip[:length] for length in range(len(hex_ip), 0, -1))
     names.append("default")
     return names
+
+
+def outlet_groups(layout: Layout, per_outlet: int = NODES_PER_OUTLET) -> dict[int, list[NodeSpec]]:
+    """PDU outlets 1.. feeding `per_outlet` consecutive nodes each, cluster by cluster (a chassis
+    never spans two clusters); a cluster's last outlet may feed fewer."""
+    if per_outlet < 1:
+        raise KadeployError(ErrorCode.INVALID_OPTION, f"nodes per PDU outlet: at least 1, not {per_outlet}")
+    outlets: dict[int, list[NodeSpec]] = {}
+    for cluster in layout.clusters:
+        nodes = layout.by_cluster(cluster)
+        for start in range(0, len(nodes), per_outlet):
+            outlets[len(outlets) + 1] = nodes[start:start + per_outlet]
+    return outlets
