@@ -18,7 +18,9 @@ are resolved against the configuration directory when relative.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import shutil
 import socket
 from typing import Any, Literal
 
@@ -416,9 +418,46 @@ class PXESettings(ConfigModel):
 
 
 class HooksConfig(ConfigModel):
+    """`hooks`: a command run at the end of each operation (WORKFLOW_ID replaced), checked at load.
+
+    As Kadeploy3's config.rb (`:type => 'file', :command => true, :readable, :executable`): the
+    command's first word, looked up on PATH when it is not absolute (a word PATH does not know is
+    left to the shell, unchecked), must be an existing, regular, readable and executable file, so a
+    hook that could never run stops the daemon and --check-config instead of failing after each
+    operation.
+    """
+
     end_of_deployment: str | None = None
     end_of_reboot: str | None = None
     end_of_power: str | None = None
+
+    @field_validator("end_of_deployment", "end_of_reboot", "end_of_power")
+    @classmethod
+    def _runnable(cls, value: str | None) -> str | None:
+        if value:
+            check_command_file(value)
+        return value
+
+
+def check_command_file(command: str) -> None:
+    """configparser.rb `customcheck_file` with `:command`, `:readable`, `:executable` (its words)."""
+    words = command.split()
+    if not words:
+        return
+    program = words[0]
+    if not os.path.isabs(program):
+        found = shutil.which(program)
+        if found is None:
+            return
+        program = found
+    if not os.path.exists(program):
+        raise ValueError(f"The file '{program}' does not exist")
+    if not os.path.isfile(program):
+        raise ValueError(f"The file '{program}' is not a regular file")
+    if not os.access(program, os.R_OK):
+        raise ValueError(f"The file '{program}' is not readable")
+    if not os.access(program, os.X_OK):
+        raise ValueError(f"The file '{program}' is not executable")
 
 
 class TaktukConfig(ConfigModel):
