@@ -4,6 +4,9 @@
 * shared: anybody can use it when naming the owner; listed only when the owner is named;
 * public: everybody; only almighty users may add or set `public`.
 
+A refusal of these rules is HTTP 403 with the message, as Kadeploy3's
+`envs_rights?` answers (`error_forbidden!`), not an error-code 400.
+
 Descriptions are validated by `kadeploy.catalog.environment.parse_environment`
 when that module is installed, else by the minimal checks below.
 """
@@ -17,6 +20,7 @@ from kadeploy.db import environments as db_envs
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.identifiers import check_environment_name, check_user_name
 from kadeploy.server.auth import Identity
+from kadeploy.server.http import HTTPProblem
 
 VISIBILITIES = ("private", "shared", "public")
 PUBLIC_ONLY_ADMINS = 'Only administrators can use the "public" tag'
@@ -90,7 +94,7 @@ class EnvironmentService:
         check_user_name(owner, "environment owner")
         check_environment_name(env.get("name"))
         if env.get("visibility") == "public" and not identity.admin:
-            raise KadeployError(ErrorCode.INVALID_RIGHTS, PUBLIC_ONLY_ADMINS)
+            raise HTTPProblem(403, PUBLIC_ONLY_ADMINS)
         await self._checksums(env, client, dry_run=dry_run)
         return await self.database.run(lambda s: public_view(db_envs.to_api(db_envs.add_environment(s, env, owner))),
                                        dry_run=dry_run)
@@ -146,7 +150,7 @@ class EnvironmentService:
         if visibility is not None and visibility not in VISIBILITIES:
             raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid visibility {visibility!r}")
         if visibility == "public" and not identity.admin:
-            raise KadeployError(ErrorCode.INVALID_RIGHTS, PUBLIC_ONLY_ADMINS)
+            raise HTTPProblem(403, PUBLIC_ONLY_ADMINS)
         last = as_bool(params, "last") if "last" in params else version is None
         new_files: dict[int, dict[str, Any]] = {}
         if updates:
@@ -176,7 +180,7 @@ class EnvironmentService:
     def _rows_sync(self, identity: Identity, user: str, name: str, version: int | None, last: bool,
                    session: Any) -> list[Any]:
         if user != identity.user and not identity.admin:
-            raise KadeployError(ErrorCode.INVALID_RIGHTS, "You cannot modify or delete the environments of another user")
+            raise HTTPProblem(403, "Only administrators are allowed to modify or delete other users' environments")
         rows = db_envs.find_environments(session, name=name, users=[user], version=version,
                                          last=last and version is None)
         if not rows:
@@ -200,7 +204,7 @@ class EnvironmentService:
                          dry_run: bool = False) -> list[dict[str, Any]]:
         """PUT /environments[/:user] update_files: rewrite file path prefixes (admins only)."""
         if not identity.admin:
-            raise KadeployError(ErrorCode.INVALID_RIGHTS, "Only administrators can move environment files")
+            raise HTTPProblem(403, "Only administrators can move the files in the environments")
 
         def rewrite(path: str) -> str:
             for old, new in moves.items():

@@ -182,7 +182,7 @@ def test_kaenv3_dry_add_records_nothing_and_fails_as_the_real_add(server, site, 
     same_failure(server, "kaenv3", "-a", str(env_file(tmp_path, "lost", f"server://{server.envs}/missing.tgz")),
                  user="alice", code=5)   # the image does not exist
     same_failure(server, "kaenv3", "-a", str(env_file(tmp_path, "pub", f"server://{site['image']}",
-                                                          visibility="public")), user="alice", code=6)
+                                                          visibility="public")), user="alice", code=2)  # HTTP 403, as Kadeploy3
     before = picture(server)
     real(server, "kaenv3", "-a", str(fresh), user="alice")
     assert picture(server)["rows"]["environments"] != before["rows"]["environments"]
@@ -214,8 +214,9 @@ def test_kaenv3_dry_modifications_change_nothing(server, site):
         site["image"].write_bytes(original)
     dry_run(server, "kaenv3", "--move-files", "-m", f"server://{server.envs}::server:///elsewhere", user="root")
     same_failure(server, "kaenv3", "-d", "nope", user="alice", code=7)
-    same_failure(server, "kaenv3", "-d", "debian", "-u", "alice", user="bob", code=6)
-    same_failure(server, "kaenv3", "--set-visibility-tag", "debian", "-t", "public", user="alice", code=6)
+    # Kadeploy3's envs_rights? refusals are HTTP 403, which its clients exit with status 2
+    same_failure(server, "kaenv3", "-d", "debian", "-u", "alice", user="bob", code=2)
+    same_failure(server, "kaenv3", "--set-visibility-tag", "debian", "-t", "public", user="alice", code=2)
     same_failure(server, "kaenv3", "--move-files", "-m", "server:///nowhere::server:///elsewhere", user="root",
                  code=14)
     before = picture(server)
