@@ -3,7 +3,9 @@
 Client room. Reference 3.5: YAML with `default` and `servers` (name,
 hostname, port, secure, auth_headers_prefix; and our `certificate` and
 `private_key`, the user's X.509 certificate and key presented in the TLS
-handshake, `~` meaning the user's home, relative paths the config dir). Found in
+handshake, `~` meaning the user's home, relative paths the config dir; and
+our `ca_cert`, the CA the server's certificate must be signed by, and
+`verify`, to verify it against the system's CAs when there is no `ca_cert`). Found in
 `$KADEPLOY3_CONFIG_DIR/client.conf`, else `/etc/kadeploy3/client.conf` (the
 legacy name `client_conf.yml` is still read). Imports only `kadeploy.errors`.
 """
@@ -35,6 +37,10 @@ class ServerEntry:
     #: the user's certificate and key for the TLS handshake (`~` not yet expanded: it is each user's home)
     certificate: str | None = None
     private_key: str | None = None
+    #: the server's certificate is verified (its name and its CA): against `ca_cert` if given, else the system's
+    #: CAs when `verify` (Kadeploy3's clients never verify: both off by default, as there)
+    ca_cert: str | None = None
+    verify: bool = False
 
     @property
     def base_url(self) -> str:
@@ -127,8 +133,11 @@ def _parse_server(item: Any, index: int, path: Path) -> ServerEntry:
     prefix = item.get("auth_headers_prefix") or None
     if prefix is not None and not isinstance(prefix, str):
         raise ConfigError(f"{where}/auth_headers_prefix: a string is expected")
+    verify = item.get("verify", False)
+    if not isinstance(verify, bool):
+        raise ConfigError(f"{where}/verify: true or false is expected (got {verify!r})")
     files: dict[str, str | None] = {}
-    for key in ("certificate", "private_key"):
+    for key in ("certificate", "private_key", "ca_cert"):
         value = item.get(key) or None
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"{where}/{key}: a file path is expected (got {value!r})")
@@ -138,4 +147,5 @@ def _parse_server(item: Any, index: int, path: Path) -> ServerEntry:
     if files["private_key"] and not files["certificate"]:
         raise ConfigError(f"{where}/private_key: given without certificate")
     return ServerEntry(name=name, hostname=hostname, port=port, secure=secure, auth_headers_prefix=prefix,
-                       certificate=files["certificate"], private_key=files["private_key"])
+                       certificate=files["certificate"], private_key=files["private_key"],
+                       ca_cert=files["ca_cert"], verify=verify)

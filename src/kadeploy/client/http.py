@@ -2,7 +2,10 @@
 
 Client room. Synchronous httpx (the tools are short-lived processes; the
 multi-server mode uses one thread per server). Kadeploy3 clients never verify
-the server certificate (reference 1.7), neither do we. When the user has an
+the server certificate (reference 1.7); ours do when client.conf gives the
+server a `ca_cert` (or `verify: true`: the system's CAs), and
+`$KADEPLOY3_VERIFY_SERVER=1` makes verification required: a server without
+TLS, or whose certificate does not verify, is then refused. When the user has an
 X.509 certificate (`$KADEPLOY3_CERTIFICATE` and `$KADEPLOY3_PRIVATE_KEY`, else
 client.conf's `certificate` and `private_key`), it is presented in the TLS
 handshake, which is how the server's certificate authentication checks it;
@@ -65,11 +68,31 @@ def client_certificate(server: ServerEntry) -> tuple[Path, Path, str] | None:
     return certificate, key, f"client.conf (server {server.name})"
 
 
+VERIFY_VARIABLE = "KADEPLOY3_VERIFY_SERVER"
+
+
+def verification_required() -> bool:
+    """$KADEPLOY3_VERIFY_SERVER: the user (or the site's profile) refuses unverified servers."""
+    return os.environ.get(VERIFY_VARIABLE, "").strip().lower() in ("1", "true", "yes")
+
+
 def tls_context(server: ServerEntry) -> ssl.SSLContext:
-    """TLS without server verification (as Kadeploy3), with the user's certificate if configured."""
+    """TLS with the user's certificate if configured; the server verified when client.conf or the
+    environment asks (else not, as Kadeploy3)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    if server.ca_cert:
+        ca_cert = Path(server.ca_cert).expanduser()
+        try:
+            context.load_verify_locations(cafile=str(ca_cert))
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+            raise ClientError(f"Cannot read the CA certificate {ca_cert} (client.conf ca_cert of server "
+                              f"{server.name}): {reason}") from None
+    elif server.verify or verification_required():
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     chosen = client_certificate(server)
     if chosen is not None:
         certificate, key, where = chosen
@@ -116,6 +139,9 @@ class Connection:
         hooks: dict[str, list[Any]] = {}
         if debug_stream is not None:
             hooks = {"request": [self._dump_request], "response": [self._dump_response]}
+        if not server.secure and verification_required():
+            raise ClientError(f"${VERIFY_VARIABLE} requires a verified server, but the {server.name} server is "
+                              "configured without TLS (client.conf secure: false)")
         self._client = httpx.Client(
             base_url=server.base_url,
             verify=tls_context(server) if server.secure else False,
@@ -189,8 +215,12 @@ class Connection:
                 f"Request timeout: cannot {method} {path} on the {self.server.name} server ({self.server.base_url})"
             ) from None
         except httpx.TransportError as exc:
+            reason = _reason(exc)
+            if "CERTIFICATE_VERIFY_FAILED" in reason:
+                against = f"ca_cert {self.server.ca_cert}" if self.server.ca_cert else "the system's CAs"
+                reason = f"its certificate does not verify against {against} ({reason})"
             raise ClientError(
-                f"Unable to reach the server {self.server.name} ({self.server.base_url}): {_reason(exc)}"
+                f"Unable to reach the server {self.server.name} ({self.server.base_url}): {reason}"
             ) from None
         return self._decode(method, path, response)
 

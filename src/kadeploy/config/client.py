@@ -31,6 +31,8 @@ class ServerEntry(ConfigModel):
     auth_headers_prefix: str | None = None
     certificate: str | None = None  # the user's X.509 certificate for the TLS handshake (our extension)
     private_key: str | None = None
+    ca_cert: str | None = None   # the CA the server's certificate is verified against (our extension)
+    verify: bool = False         # verify the server's certificate against the system's CAs (our extension)
 
     @property
     def base_url(self) -> str:
