@@ -14,6 +14,14 @@ hardware semantics:
 * status: on while the QEMU process exists. A guest `poweroff` ends QEMU, so
   the node is off, as a real machine would be.
 
+Serial over LAN: with `sol_port`, lan.conf gets `sol "tcp:<bmc address>:<port>"`:
+ipmi_sim connects to the VM's serial port made a TCP server (`sol_chardev`)
+and `ipmitool ... sol activate` reaches the console both ways. ipmi_sim opens
+that connection itself, at start and every 10 s after a failure (the VM off),
+so a session started right after power on may wait that long for output.
+The QEMU testbed's own VMs keep their console on a Unix socket (kaconsole3
+through socat); tests/qemu/test_ipmi_sol.py wires a VM this way.
+
 Each BMC listens on its node's BMC address (`10.202.64.k`, UDP 623) and takes
 the VM's connection on the same address (TCP `VM_PORT`), so nothing binds
 loopback ports another program may hold. Its persistent state (users, SEL...)
@@ -36,6 +44,7 @@ VM_PORT = 9002
 IPMI_PORT = 623
 POWEROFF_WAIT = 10   # seconds for QEMU to exit on a graceful power off before SIGTERM
 KILL_WAIT = 5        # then before SIGKILL
+SOL_BAUD = 115200
 READY_TIMEOUT = 20.0
 # The emulated BMC: IPMI 2.0 device 0x20 (manufacturer 0x1291 is OpenIPMI's example id).
 EMU_COMMANDS = """mc_setbmc 0x20
@@ -46,12 +55,17 @@ mc_enable 0x20
 _UNSAFE = set('"\\\n\r')
 
 
+def sol_chardev(address: str, port: int) -> list[str]:
+    """QEMU arguments making the VM's first serial port a TCP server that the BMC's SOL connects to."""
+    return ["-chardev", f"socket,id=sol0,host={address},port={port},server=on,wait=off", "-serial", "chardev:sol0"]
+
+
 def start_script(directory: Path, node: NodeSpec) -> Path:
     return run_dir(directory, node) / "start-vm"
 
 
 def lan_conf(directory: Path, node: NodeSpec, user: str, password: str, ipmi_port: int = IPMI_PORT,
-             vm_port: int = VM_PORT) -> str:
+             vm_port: int = VM_PORT, sol_port: int | None = None) -> str:
     """The node's ipmi_sim configuration: one LAN channel, the VM serial link, one admin user.
 
     Why refuse some characters: lan.conf strings are double-quoted without an escape
@@ -61,6 +75,8 @@ def lan_conf(directory: Path, node: NodeSpec, user: str, password: str, ipmi_por
             raise KadeployError(ErrorCode.INVALID_OPTION, f"{what} {value!r} cannot be written into ipmi_sim's "
                                 "lan.conf (no spaces, quotes, backslashes or newlines)")
     guid = f"{node.index:032x}"
+    # Serial over LAN: ipmi_sim connects to the VM's serial port, a TCP server of QEMU's (sol_chardev)
+    sol = f'  sol "tcp:{node.bmc_ip}:{sol_port}" {SOL_BAUD}\n' if sol_port is not None else ""
     return f"""# ipmi_sim BMC of {node.hostname} (written by kadeploy-testbed up --mode qemu)
 name "{node.short_name}-bmc"
 set_working_mc 0x20
@@ -74,7 +90,7 @@ set_working_mc 0x20
     guid {guid}
   endlan
   serial kcs {node.bmc_ip} {vm_port} codec VM
-  startcmd "{start_script(directory, node)}"
+{sol}  startcmd "{start_script(directory, node)}"
   startnow false
   poweroff_wait {POWEROFF_WAIT}
   kill_wait {KILL_WAIT}
@@ -83,7 +99,7 @@ set_working_mc 0x20
 
 
 def write_bmc_files(directory: Path, node: NodeSpec, qemu_argv: list[str], user: str, password: str,
-                    ipmi_port: int = IPMI_PORT, vm_port: int = VM_PORT) -> Path:
+                    ipmi_port: int = IPMI_PORT, vm_port: int = VM_PORT, sol_port: int | None = None) -> Path:
     """lan.conf, the emulation commands, the state directory and the VM start script; returns lan.conf."""
     run = run_dir(directory, node)
     (run / "bmc-state").mkdir(parents=True, exist_ok=True)
@@ -94,7 +110,7 @@ def write_bmc_files(directory: Path, node: NodeSpec, qemu_argv: list[str], user:
     script.chmod(0o755)
     (run / "bmc.emu").write_text(EMU_COMMANDS)
     conf = run / "lan.conf"
-    conf.write_text(lan_conf(directory, node, user, password, ipmi_port, vm_port))
+    conf.write_text(lan_conf(directory, node, user, password, ipmi_port, vm_port, sol_port))
     return conf
 
 
