@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from kadeploy.cli.optionparser import OptionParseError, normalize
+from kadeploy.cli.optionparser import OptionParseError, accept, normalize, ruby_pattern
 from kadeploy.client.errors import EXIT_GENERIC, ClientError, exit_status_of
 from kadeploy.client.export import is_local_file, local_path
 from kadeploy.client.nodes import collect_nodes
@@ -26,7 +25,12 @@ from kadeploy.client.run import WorkflowOptions
 from kadeploy.client.session import GenericOptions, Session
 from kadeploy.errors import KadeployError
 
-BREAKPOINT_PATTERN = re.compile(r"^\w+(?::\w+)?$")
+# client.rb's shared argument patterns (parse_env_user/parse_user, parse_env_version, parse_block_device,
+# parse_deploy_part), declared on the options with optionparser.accept
+USER_NAME = ruby_pattern(r"^\w+$")
+NUMBER = ruby_pattern(r"^\d+$")
+BLOCK_DEVICE = ruby_pattern(r"^[\w/]+$")
+PARTITION_NUMBER = ruby_pattern(r"^\d*$")
 PASSWORD_PROMPT = object()
 KEY_DEFAULT = ""
 
@@ -142,14 +146,16 @@ def add_workflow_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-o", "--output-ok-nodes", metavar="FILENAME",
                        help="File that will contain the nodes on which the operation has been correctly performed")
     group.add_argument("-s", "--script", metavar="FILE", help="Execute a script at the end of the operation")
-    group.add_argument("-V", "--verbose-level", metavar="VALUE", help="Verbose level (between 1 to 5)")
+    accept(group.add_argument("-V", "--verbose-level", metavar="VALUE", help="Verbose level (between 1 to 5)"),
+           ruby_pattern(r"^[0-5]$"))  # client.rb parse_verbose
     group.add_argument("--write-workflow-id", metavar="FILE", help="Write the workflow id in a file")
     group.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
                        help="Wait the end of the operation, set by default")
     group.add_argument("--force", action=argparse.BooleanOptionalAction, default=False,
                        help="Allow to deploy even on the nodes tagged as currently used")
-    group.add_argument("--breakpoint", metavar="STEP",
-                       help="Set a breakpoint just before lauching the given micro-step (macrostep:microstep)")
+    accept(group.add_argument("--breakpoint", metavar="STEP",
+                              help="Set a breakpoint just before lauching the given micro-step (macrostep:microstep)"),
+           ruby_pattern(r"^\w+(?::\w+)?$"))  # client.rb parse_breakpoint
     group.add_argument("--custom-steps", "--set-custom-operations", metavar="FILE", dest="custom_steps",
                        help="Add some custom operations defined in a file")
     group.add_argument("--hook", action=argparse.BooleanOptionalAction, default=False,
@@ -172,13 +178,8 @@ def check_workflow_options(args: argparse.Namespace, nodes: Sequence[str]) -> No
         raise OptionError("The files used for the output of the OK and the KO nodes cannot be the same")
     if not args.wait and (ok_file or ko_file):
         raise OptionError("-o/--output-ok-nodes and/or -n/--output-ko-nodes cannot be used with --no-wait")
-    if args.verbose_level is not None:
-        if not re.fullmatch(r"[0-5]", args.verbose_level):
-            raise OptionError(f"Option parsing error: invalid argument: -V {args.verbose_level}")
-        if not 1 <= int(args.verbose_level) <= 5:
-            raise OptionError("Invalid verbose level")
-    if args.breakpoint is not None and not BREAKPOINT_PATTERN.match(args.breakpoint):
-        raise OptionError(f"Option parsing error: invalid argument: --breakpoint {args.breakpoint}")
+    if args.verbose_level is not None and not 1 <= int(args.verbose_level) <= 5:  # /^[0-5]$/ checked already
+        raise OptionError("Invalid verbose level")
     if args.script is not None:
         script = Path(args.script)
         if not script.is_file() or not os.access(script, os.R_OK):

@@ -17,6 +17,10 @@ import httpx
 import yaml
 
 from kadeploy.cli.common import (
+    BLOCK_DEVICE,
+    NUMBER,
+    PARTITION_NUMBER,
+    USER_NAME,
     OptionError,
     add_generic_options,
     add_pxe_options,
@@ -29,6 +33,7 @@ from kadeploy.cli.common import (
     workflow_params,
     workflow_tool,
 )
+from kadeploy.cli.optionparser import accept, ruby_pattern
 from kadeploy.catalog.environment import parse_environment
 from kadeploy.client.run import WorkflowRequest
 from kadeploy.steps.macrosteps import DEPLOY_INTERFACES, MACROSTEPS
@@ -47,17 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_workflow_options(parser)
     general = parser.add_argument_group("General options")
     general.add_argument("-a", "--env-file", metavar="ENVFILE", help="File containing the environment description")
-    general.add_argument("-b", "--block-device", metavar="BLOCKDEVICE", help="Specify the block device to use")
-    general.add_argument("-c", "--boot-partition", metavar="NUMBER",
-                         help="Specify the number of the partition to boot on (use 0 to boot on the MBR)")
+    accept(general.add_argument("-b", "--block-device", metavar="BLOCKDEVICE",
+                                help="Specify the block device to use"), BLOCK_DEVICE)
+    accept(general.add_argument("-c", "--boot-partition", metavar="NUMBER",
+                                help="Specify the number of the partition to boot on (use 0 to boot on the MBR)"),
+           NUMBER)
     general.add_argument("-e", "--env-name", metavar="ENVNAME", help="Name of the recorded environment")
     general.add_argument("-k", "--key", nargs="?", const="", default=None, metavar="FILE",
                          help="Public key to copy in the root's authorized_keys (default ~/.ssh/authorized_keys)")
-    general.add_argument("-p", "--partition-number", metavar="NUMBER", help="Specify the partition number to use")
+    accept(general.add_argument("-p", "--partition-number", metavar="NUMBER",
+                                help="Specify the partition number to use"), PARTITION_NUMBER)
     general.add_argument("-r", "--reformat-tmp", metavar="FSTYPE",
                          help="Reformat the /tmp partition with the given filesystem type")
-    general.add_argument("-u", "--env-user", metavar="USERNAME", help="The user that owns the recorded environment")
-    general.add_argument("--env-version", metavar="NUMBER", help="Version number of the recorded environment")
+    accept(general.add_argument("-u", "--env-user", metavar="USERNAME",
+                                help="The user that owns the recorded environment"), USER_NAME)
+    accept(general.add_argument("--env-version", metavar="NUMBER",
+                                help="Version number of the recorded environment"), NUMBER)
     general.add_argument("--vlan", metavar="VLANID", help="Set the VLAN")
     add_pxe_options(general)
     advanced = parser.add_argument_group("Advanced options")
@@ -69,9 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Overload the default timeout for classical reboots ('n' = number of nodes)")
     advanced.add_argument("--reboot-kexec-timeout", metavar="V",
                           help="Overload the default timeout for kexec reboots ('n' = number of nodes)")
-    advanced.add_argument("--force-steps", metavar="STRING",
-                          help="Replace the automaton: Macro|Impl:retries:timeout[,...]&Macro|... "
-                               f"(implementations: {', '.join(MACROSTEPS.names())})")
+    accept(advanced.add_argument("--force-steps", metavar="STRING",
+                                 help="Replace the automaton: Macro|Impl:retries:timeout[,...]&Macro|... "
+                                      f"(implementations: {', '.join(MACROSTEPS.names())})"),
+           ruby_pattern(r"^SetDeploymentEnv\|(?:\w+:\d+:\d+,?)+&BroadcastEnv\|(?:\w+:\d+:\d+,?)+"
+                        r"&BootNewEnv\|(?:\w+:\d+:\d+,?)+$"))  # bin/kadeploy3's pattern
     advanced.add_argument("--secure", action=argparse.BooleanOptionalAction, default=False,
                           help="Use a secure connection to export files to the server")
     extra = parser.add_argument_group("Resume and automatic retries")
@@ -181,28 +193,18 @@ def build_request(args: argparse.Namespace) -> WorkflowRequest:
         local_files += env_files
     elif args.env_name:
         environment: dict[str, Any] = {"kind": "database", "name": args.env_name}
-        if args.env_user:
-            if not re.fullmatch(r"\w+", args.env_user):
-                raise OptionError(f"Option parsing error: invalid argument: -u {args.env_user}")
+        if args.env_user:  # the options' patterns were checked while parsing
             environment["user"] = args.env_user
         if args.env_version is not None:
-            if not args.env_version.isdigit():
-                raise OptionError(f"Option parsing error: invalid argument: --env-version {args.env_version}")
             environment["version"] = int(args.env_version)
         params["environment"] = environment
     elif not args.resume:
         raise OptionError("You must choose an environment")
     if args.block_device is not None:
-        if not re.fullmatch(r"[\w/]+", args.block_device):
-            raise OptionError(f"Option parsing error: invalid argument: -b {args.block_device}")
         params["block_device"] = args.block_device
-    if args.partition_number is not None:
-        if not re.fullmatch(r"\d+", args.partition_number):
-            raise OptionError(f"Option parsing error: invalid argument: -p {args.partition_number}")
+    if args.partition_number:  # /^\d*$/: an empty -p sends none
         params["deploy_partition"] = int(args.partition_number)
     if args.boot_partition is not None:
-        if not re.fullmatch(r"\d+", args.boot_partition):
-            raise OptionError(f"Option parsing error: invalid argument: -c {args.boot_partition}")
         params["boot_partition"] = int(args.boot_partition)
     key, key_files = key_reference(args.key)
     if key is not None:

@@ -16,6 +16,8 @@ from urllib.parse import quote
 from kadeploy import psych
 from kadeploy.cli import printing
 from kadeploy.cli.common import (
+    NUMBER,
+    USER_NAME,
     OptionError,
     add_generic_options,
     new_parser,
@@ -24,6 +26,7 @@ from kadeploy.cli.common import (
     run_tool,
     with_dry_run,
 )
+from kadeploy.cli.optionparser import accept
 from kadeploy.client.export import FileExporter
 from kadeploy.client.http import Connection
 from kadeploy.client.session import GenericOptions
@@ -48,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Apply to or show all versions of an environment")
     ops.add_argument("-t", "--visibility-tag", metavar="TAG", choices=("public", "private", "shared"),
                      help="Visibility tag (private, shared, public)")
-    ops.add_argument("-u", "--env-user", "--user", metavar="USERNAME", help="Owner of the environment")
-    ops.add_argument("--env-version", metavar="NUMBER", help="Version of the environment")
+    accept(ops.add_argument("-u", "--env-user", "--user", metavar="USERNAME", help="Owner of the environment"),
+           USER_NAME)
+    accept(ops.add_argument("--env-version", metavar="NUMBER", help="Version of the environment"), NUMBER)
     ops.add_argument("-m", "--files-to-move", metavar="FILES", help="Files to move (src1::dst1,src2::dst2,...)")
     adv = parser.add_argument_group("Advanced options")
     adv.add_argument("--toggle-destructive-tag", metavar="ENVNAME", help="Toggle the destructive tag")
@@ -87,10 +91,6 @@ def operation_of(args: argparse.Namespace) -> tuple[str, str | None]:
 def check_options(args: argparse.Namespace, operation: str, argument: str | None) -> None:
     if args.visibility_tag is not None and args.visibility_tag not in ("private", "shared", "public"):
         raise OptionError("Invalid visibility tag")
-    if args.env_user is not None and not re.fullmatch(r"\w+|\*", args.env_user):
-        raise OptionError("Invalid user name")
-    if args.env_version is not None and not args.env_version.isdigit():
-        raise OptionError("Invalid version number")
     if operation in ("delete", "print", "toggle-destructive-tag", "set-visibility-tag") or \
             operation.startswith("update-"):
         if not argument:

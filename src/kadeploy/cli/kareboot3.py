@@ -7,11 +7,14 @@ before contacting the server.
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from kadeploy.cli.common import (
+    BLOCK_DEVICE,
+    NUMBER,
+    PARTITION_NUMBER,
+    USER_NAME,
     OptionError,
     add_generic_options,
     add_pxe_options,
@@ -23,6 +26,7 @@ from kadeploy.cli.common import (
     workflow_params,
     workflow_tool,
 )
+from kadeploy.cli.optionparser import accept
 from kadeploy.client.run import WorkflowRequest
 
 REBOOT_KINDS = ("set_pxe", "simple", "deploy_env", "recorded_env")
@@ -34,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_generic_options(parser)
     add_workflow_options(parser)
     group = parser.add_argument_group("Reboot options")
-    group.add_argument("-b", "--block-device", metavar="BLOCKDEVICE", help="Specify the block device to use")
+    accept(group.add_argument("-b", "--block-device", metavar="BLOCKDEVICE",
+                              help="Specify the block device to use"), BLOCK_DEVICE)
     group.add_argument("-c", "--check-destructive-tag", action="store_true",
                        help="Refuse to reboot nodes whose last deployed environment is destructive")
     group.add_argument("-e", "--env-name", metavar="ENVNAME", help="Name of the recorded environment")
@@ -42,11 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Public key to copy in the root's authorized_keys (deploy_env only)")
     group.add_argument("-l", "--op-level", choices=LEVELS, metavar="VALUE",
                        help="Operation's level (soft, hard, very_hard)")
-    group.add_argument("-p", "--partition-number", metavar="NUMBER", help="Specify the partition number to use")
+    accept(group.add_argument("-p", "--partition-number", metavar="NUMBER",
+                              help="Specify the partition number to use"), PARTITION_NUMBER)
     group.add_argument("-r", "--reboot-kind", choices=REBOOT_KINDS, default="simple", metavar="REBOOT_KIND",
                        help="Reboot kind (set_pxe, simple, deploy_env, recorded_env)")
-    group.add_argument("-u", "--env-user", metavar="USERNAME", help="The user that owns the recorded environment")
-    group.add_argument("--env-version", metavar="NUMBER", help="Version number of the recorded environment")
+    accept(group.add_argument("-u", "--env-user", metavar="USERNAME",
+                              help="The user that owns the recorded environment"), USER_NAME)
+    accept(group.add_argument("--env-version", metavar="NUMBER",
+                              help="Version number of the recorded environment"), NUMBER)
     group.add_argument("--vlan", metavar="VLANID", help="Set the VLAN")
     add_pxe_options(group)
     group.add_argument("--reboot-classical-timeout", metavar="V",
@@ -84,18 +92,12 @@ def build_request(args: argparse.Namespace) -> WorkflowRequest:
         environment: dict[str, Any] = {"kind": "database", "name": args.env_name}
         if args.env_user:
             environment["user"] = args.env_user
-        if args.env_version is not None:
-            if not args.env_version.isdigit():
-                raise OptionError(f"Option parsing error: invalid argument: --env-version {args.env_version}")
+        if args.env_version is not None:  # the options' patterns were checked while parsing
             environment["version"] = int(args.env_version)
         params["environment"] = environment
-    if args.partition_number is not None:
-        if not re.fullmatch(r"\d+", args.partition_number):
-            raise OptionError(f"Option parsing error: invalid argument: -p {args.partition_number}")
+    if args.partition_number:  # /^\d*$/: an empty -p sends none
         params["deploy_partition"] = int(args.partition_number)
     if args.block_device is not None:
-        if not re.fullmatch(r"[\w/]+", args.block_device):
-            raise OptionError(f"Option parsing error: invalid argument: -b {args.block_device}")
         params["block_device"] = args.block_device
     pxe, pxe_files = pxe_params(args)
     if pxe is not None:

@@ -11,13 +11,13 @@ table, each line through `Client#debug` (prefixed `[server] ` with `-M`).
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
 from kadeploy.cli import printing
 from kadeploy.cli.common import (
+    USER_NAME,
     OptionError,
     add_generic_options,
     new_parser,
@@ -26,6 +26,7 @@ from kadeploy.cli.common import (
     run_tool,
     with_dry_run,
 )
+from kadeploy.cli.optionparser import accept
 from kadeploy.client.http import Connection
 from kadeploy.client.nodes import collect_nodes
 from kadeploy.client.session import GenericOptions
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="A partition, e.g. /dev/sda3 ('*' = all the partitions)")
     group.add_argument("-o", "--overwrite-rights", action="store_true",
                        help="Remove the rights of the other (non admin) users on these nodes")
-    group.add_argument("-u", "--user", metavar="USERNAME", help="The user")
+    accept(group.add_argument("-u", "--user", metavar="USERNAME", help="The user"), USER_NAME)  # client.rb parse_user
     return parser
 
 
@@ -64,8 +65,6 @@ def check_options(args: argparse.Namespace, nodes: Sequence[str], parts: Sequenc
     """sbin/karights3 `check_options`, with its messages (plus our user-name and node checks)."""
     if args.operation is None:
         raise OptionError("You must choose an operation")
-    if args.user is not None and not re.fullmatch(r"[\w.-]+|\*", args.user):
-        raise OptionError("Invalid user name")
     if args.operation == "list" and nodes:
         raise OptionError("Node list is useless when showing rights of a specific user")
     # no node is not an error for -a/-d: the operation is on all the nodes

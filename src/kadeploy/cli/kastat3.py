@@ -10,13 +10,10 @@ median, p90, max) over the selected records and `--plot FILE.png` draws them
 from __future__ import annotations
 
 import argparse
-import email.utils
-import re
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import Any
 
-from kadeploy.cli import printing
+from kadeploy.cli import printing, rubytime
 from kadeploy.cli.common import (
     OptionError,
     add_generic_options,
@@ -28,6 +25,7 @@ from kadeploy.cli.common import (
     run_tool,
     with_dry_run,
 )
+from kadeploy.cli.optionparser import accept, ruby_pattern
 
 FIELDS = (
     "wid", "user", "hostname", "step1", "step2", "step3", "timeout_step1", "timeout_step2", "timeout_step3",
@@ -43,17 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_node_options(parser)
     group = parser.add_argument_group("kastat3 options")
     group.add_argument("-a", "--all", action="store_true", help="Print all the records (default)")
-    group.add_argument("-b", "--failure-rate", nargs="?", const="", default=None, metavar="RATE",
-                       help="Print the failure rate of nodes (only those >= RATE, 0..1, if given)")
+    # bin/kastat3's patterns and classes, checked as OptionParser checks them (optionparser.accept)
+    accept(group.add_argument("-b", "--failure-rate", nargs="?", const="", default=None, metavar="RATE",
+                              help="Print the failure rate of nodes (only those >= RATE, 0..1, if given)"),
+           ruby_pattern(r"^0?\.\d+|1(?:\.0)?$"))
     group.add_argument("-F", "--fields", metavar="FIELDS", help=f"Fields to print, among {','.join(FIELDS)}")
     group.add_argument("-o", "--operation", choices=OPERATIONS, metavar="OPERATION",
                        help="Only this kind of operation (deploy, reboot, power)")
-    group.add_argument("-r", "--min-retries", metavar="NB", help="Records needing at least NB retries")
+    accept(group.add_argument("-r", "--min-retries", metavar="NB", help="Records needing at least NB retries"),
+           ruby_pattern(r"^\d+$"))
     group.add_argument("-s", "--retry-steps", metavar="STEPS", help="Steps considered by -r (1,2,3)")
     group.add_argument("-w", "--workflow-id", metavar="ID", help="Only this workflow")
-    group.add_argument("-x", "--date-min", metavar="TIME", help="Records started after TIME")
-    group.add_argument("-y", "--date-max", metavar="TIME", help="Records started before TIME")
-    group.add_argument("--limit", metavar="N", help="Print at most N records")
+    accept(group.add_argument("-x", "--date-min", metavar="TIME",
+                              help="Records started after TIME (yyyy-mm-dd hh:mm:ss)"), rubytime.http_date)
+    accept(group.add_argument("-y", "--date-max", metavar="TIME",
+                              help="Records started before TIME (yyyy-mm-dd hh:mm:ss)"), rubytime.http_date)
+    accept(group.add_argument("--limit", metavar="N", help="Print at most N records"), ruby_pattern(r"^\d+$"))
     group.add_argument("--sort", metavar="FIELDS", help="Sort by these fields (default start)")
     group.add_argument("--steps", action="store_true",
                        help="Duration statistics (count, median, p90, max) per macro-step and micro-step")
@@ -69,32 +72,6 @@ def _field_list(text: str, option: str) -> list[str]:
     return fields
 
 
-def _http_date(text: str, option: str) -> str:
-    """Dates are sent as RFC 2616 dates; accept those, epochs and ISO 8601."""
-    text = text.strip()
-    moment: datetime | None = None
-    if re.fullmatch(r"\d+", text):
-        moment = datetime.fromtimestamp(int(text), timezone.utc)
-    else:
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(text) if _looks_rfc2822(text) else None
-            moment = parsed
-    if moment is None:
-        raise OptionError(f"Invalid date '{text}' for {option} (use an epoch, ISO 8601 or RFC 2616 date)")
-    if moment.tzinfo is None:
-        moment = moment.astimezone()
-    return email.utils.format_datetime(moment.astimezone(timezone.utc), usegmt=True)
-
-
-def _looks_rfc2822(text: str) -> bool:
-    try:
-        return email.utils.parsedate_to_datetime(text) is not None
-    except (TypeError, ValueError):
-        return False
-
-
 def build_query(args: argparse.Namespace, nodes: Sequence[str]) -> tuple[str, dict[str, Any]]:
     """Path and query of `GET /stats[/operation]` for the options."""
     steps = args.steps or bool(args.plot)
@@ -104,24 +81,16 @@ def build_query(args: argparse.Namespace, nodes: Sequence[str]) -> tuple[str, di
         raise OptionError("--steps/--plot cannot be used with -a, -b, -F, --sort or --limit")
     kind = "steps" if steps else "failure_rates" if args.failure_rate is not None else "all"
     params: dict[str, Any] = {"kind": kind}
-    if args.failure_rate:
-        try:
-            rate = float(args.failure_rate)
-        except ValueError:
-            rate = -1.0
-        if not 0.0 <= rate <= 1.0:
-            raise OptionError(f"Invalid failure rate '{args.failure_rate}' (a number between 0 and 1)")
-        params["min_failure_rate"] = rate
+    if args.failure_rate:  # its pattern was checked while parsing
+        params["min_failure_rate"] = float(args.failure_rate)
     if nodes:
         params["nodes"] = list(nodes)
     if args.fields:
         params["fields"] = _field_list(args.fields, "-F")
     if args.sort:
         params["sort"] = _field_list(args.sort, "--sort")
-    for value, key, option in ((args.limit, "limit", "--limit"), (args.min_retries, "min_retries", "-r")):
-        if value is not None:
-            if not value.isdigit():
-                raise OptionError(f"Invalid value '{value}' for {option} (an integer is expected)")
+    for value, key in ((args.limit, "limit"), (args.min_retries, "min_retries")):
+        if value is not None:  # /^\d+$/, checked while parsing
             params[key] = int(value)
     if args.retry_steps:
         steps = args.retry_steps.split(",")
@@ -130,10 +99,10 @@ def build_query(args: argparse.Namespace, nodes: Sequence[str]) -> tuple[str, di
         params["step_retries"] = [int(step) for step in steps]
     if args.workflow_id:
         params["wid"] = args.workflow_id
-    if args.date_min:
-        params["date_min"] = _http_date(args.date_min, "-x")
+    if args.date_min:  # already Time#httpdate (rubytime.http_date, while parsing)
+        params["date_min"] = args.date_min
     if args.date_max:
-        params["date_max"] = _http_date(args.date_max, "-y")
+        params["date_max"] = args.date_max
     path = "/stats" + (f"/{args.operation}" if args.operation else "")
     return path, params
 

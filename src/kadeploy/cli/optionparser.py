@@ -17,6 +17,10 @@ and argparse does not:
   an optional one (`-k [FILE]`) only if that word does not start with `-`;
 - the argument of an option with a fixed set of values completes among them
   (`kareboot3 -r simp` is `simple`);
+- an argument that Kadeploy3 declares with a pattern (`add_opt(opt, "-V",
+  "--verbose-level VALUE", /^[0-5]$/, ...)`) or a class (`Time`) is checked
+  while the command line is read, as OptionParser's `parse_arg`/`accept` do:
+  declared once beside the option with `accept(action, ruby_pattern(...))`;
 - words that are not options are ignored, `--` ends the options, and
   `POSIXLY_CORRECT` stops at the first non-option word.
 
@@ -37,7 +41,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TypeVar
@@ -70,6 +74,31 @@ class Style(Enum):
     PLACED = "placed"
 
 
+#: OptionParser's conversion of an argument: the value handed on, or ValueError ("invalid argument").
+Acceptor = Callable[[str], str]
+
+
+def ruby_pattern(regexp: str) -> Acceptor:
+    """An argument pattern as OptionParser applies it (`Switch#parse_arg`): Ruby's leftmost match must
+    start the argument and cover all of it. Ruby's `^`/`$` are line anchors and `\\w`, `\\d` ASCII."""
+    compiled = re.compile(regexp, re.MULTILINE | re.ASCII)
+
+    def check(value: str) -> str:
+        match = compiled.search(value)
+        if match is None or match.start() != 0 or match.end() != len(value):
+            raise ValueError(value)
+        return value
+
+    check.__doc__ = f"Kadeploy3's pattern /{regexp}/"
+    return check
+
+
+def accept(action: argparse.Action, acceptor: Acceptor) -> argparse.Action:
+    """Declare the check Kadeploy3's OptionParser makes on this option's argument (read by `normalize`)."""
+    action.kadeploy3_accept = acceptor  # type: ignore[attr-defined]
+    return action
+
+
 @dataclass(eq=False)
 class Switch:
     """One option as OptionParser holds it; aliases share one (never ambiguous with each other)."""
@@ -78,6 +107,7 @@ class Switch:
     style: Style
     choices: tuple[str, ...] | None = None
     is_help: bool = False
+    acceptor: Acceptor | None = None    # the argument's pattern or class check (`accept`)
 
 
 @dataclass
@@ -138,7 +168,7 @@ def option_lists(parser: argparse.ArgumentParser) -> tuple[OptionList, OptionLis
         negative = isinstance(action, argparse.BooleanOptionalAction)
         positive_longs = [option for option in longs if not (negative and option.startswith("--no-"))]
         spelling = (positive_longs or action.option_strings)[0]
-        switch = Switch(spelling, style, choices, is_help)
+        switch = Switch(spelling, style, choices, is_help, getattr(action, "kadeploy3_accept", None))
         for option in action.option_strings:
             target = beyond if option in ours else kadeploy3
             if option.startswith("--"):
@@ -286,4 +316,9 @@ class _Reader:
             if chosen is None:
                 raise OptionParseError("invalid argument", context)
             value = chosen
+        if switch.acceptor is not None:
+            try:
+                value = switch.acceptor(value)
+            except ValueError:
+                raise OptionParseError("invalid argument", context) from None
         return f"{switch.spelling}={value}"

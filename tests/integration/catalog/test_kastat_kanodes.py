@@ -85,7 +85,9 @@ def test_kastat3_filters(server, history):
     assert [r[0] for r in kastat(server, "-o", "reboot", "-F", "wid")] == [history["reboot"]]
     assert kastat(server, "-r", "2", "-s", "1", "-F", "wid,retry_step1") == [["D-failing-1", "2"]]
     assert kastat(server, "-r", "2", "-s", "2,3", "-F", "wid") == []
-    window = kastat(server, "-x", str(history["start"] - 10), "-y", str(history["start"] + 10), "-F", "wid")
+    # -x/-y are read as Ruby's Time (kadeploy.cli.rubytime): the documented yyyy-mm-dd hh:mm:ss, here in UTC
+    window = kastat(server, "-x", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(history["start"] - 10)),
+                    "-y", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(history["start"] + 10)), "-F", "wid")
     assert window == [["D-failing-1"]]
     assert kastat(server, "-m", NODES[3], "-F", "wid,success", "--limit", "1") == [["D-failing-1", "false"]]
     assert len(kastat(server, "-m", NODES[0], "-F", "wid")) == 2

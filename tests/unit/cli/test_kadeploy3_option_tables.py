@@ -44,7 +44,8 @@ TABLES: dict[str, list[Entry]] = {
         ("-r", "--reformat-tmp", "R", "ext4"), (None, "--no-kexec", "N", ""),
         (None, "--disable-bootloader-install", "N", ""), (None, "--disable-disk-partitioning", "N", ""),
         (None, "--reboot-kexec-timeout", "R", "120"),
-        (None, "--force-steps", "R", "SetDeploymentEnv|SetDeploymentEnvUntrusted:1:100"),
+        (None, "--force-steps", "R", "SetDeploymentEnv|SetDeploymentEnvUntrusted:1:100&BroadcastEnv|"
+                                     "BroadcastEnvKascade:1:100&BootNewEnv|BootNewEnvKexec:1:100"),
     ],
     "kareboot3": GENERIC + WORKFLOW + REBOOT_AND_DEPLOY + [
         ("-c", "--check-destructive-tag", "N", ""), ("-l", "--op-level", "R", "hard"),

@@ -211,7 +211,7 @@ def test_kastat3_query_and_unsupported_options() -> None:
     parser = kastat3.build_parser()
     path, params = kastat3.build_query(parser.parse_args(["-o", "deploy", "-b", "0.25", "-F", "wid,hostname",
                                                           "-r", "2", "-s", "1,3", "--limit", "5",
-                                                          "-x", "1700000000"]), ["n1"])
+                                                          "-x", "Tue, 14 Nov 2023 22:13:20 GMT"]), ["n1"])
     assert path == "/stats/deploy"
     assert params["kind"] == "failure_rates" and params["min_failure_rate"] == 0.25
     assert params["fields"] == ["wid", "hostname"] and params["step_retries"] == [1, 3]
