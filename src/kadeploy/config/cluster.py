@@ -25,6 +25,7 @@ from kadeploy.config.automata import (
 )
 from kadeploy.config.timeout import TimeoutExpr
 from kadeploy.config.validation import ConfigModel, read_text_file, resolve_path, split_list
+from kadeploy.templates import check_template
 from kadeploy.vocabulary import REGISTRIES, Kind
 
 DEFAULT_LEVEL_NAMES = ["soft", "hard", "very_hard"]
@@ -208,6 +209,11 @@ class RemoteOpsConfig(ConfigModel):
 class BroadcastEnvOpsConfig(ConfigModel):
     cmd: str | None = None
     decompress: bool = True
+
+    @field_validator("cmd")
+    @classmethod
+    def _quoting_holds(cls, value: str | None) -> str | None:
+        return value if value is None else check_template(value, "localops/broadcastenv/cmd")
 
 
 class LocalOpsConfig(ConfigModel):

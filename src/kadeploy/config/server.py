@@ -28,6 +28,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from kadeploy.config.fetch import FetchConfig
 from kadeploy.config.validation import ConfigModel, resolve_path, split_list
+from kadeploy.templates import check_template
 from kadeploy.vocabulary import REGISTRIES, Kind
 
 DEFAULT_CONNECTOR = (
@@ -283,6 +284,11 @@ class VlanConfig(ConfigModel):
     hostname_suffix: str = ""
     set_cmd: str = ""
 
+    @field_validator("set_cmd")
+    @classmethod
+    def _quoting_holds(cls, value: str) -> str:
+        return check_template(value, "network/vlan/set_cmd")
+
 
 class NetworkConfig(ConfigModel):
     unsupported_keys = {"tcp_buffer_size": "socket buffers are sized by the broadcast relays themselves"}
@@ -435,6 +441,7 @@ class HooksConfig(ConfigModel):
     @classmethod
     def _runnable(cls, value: str | None) -> str | None:
         if value:
+            check_template(value, "hooks")
             check_command_file(value)
         return value
 
