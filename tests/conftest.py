@@ -1,6 +1,13 @@
 """Shared pytest configuration.
 
-* Tests marked `root`, `testbed` or `e2e` are skipped when not root.
+* What a test needs (`requires(...)` marks, and root for the tests marked
+  `root`, `testbed` or `e2e`) is checked before its fixtures run, through
+  tests/requirements.py: under CI=true a missing requirement fails the test,
+  elsewhere it skips.
+* The run ends with a count of tests per category (the directory under
+  tests/: unit, integration, testbed, e2e, qemu, security), printed before
+  pytest's closing line; under CI a full run fails if a category passes fewer
+  tests than tests/category_floor.txt says (see `categories.py`).
 * A netns testbed left behind by a killed run (its daemon dead, its bridge
   `ktb0` still there) is taken down before the session, so that a crashed
   session does not make the next test run fail; a live testbed is left alone
@@ -9,9 +16,24 @@
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+# the `tests.*` helpers import from the checkout's root, however pytest was started (`python -m pytest` adds it)
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.categories import (  # noqa: E402
+    check_floor,
+    collected_table,
+    count_by_category,
+    full_run,
+    read_floor,
+    table,
+)
+from tests.requirements import require, under_ci  # noqa: E402
 
 KNOWN_TESTBED_DIRS = (Path("/var/lib/kadeploy-testbed-e2e"), Path("/var/lib/kadeploy-testbed"))
 
@@ -47,7 +69,16 @@ def _reclaim_stale_testbed() -> None:
         subprocess.run(["kadeploy-testbed", "down"], capture_output=True, timeout=120)
 
 
+SESSION = pytest.StashKey[pytest.Session]()
+QEMU_DEPLOYMENTS = "tests/qemu/test_qemu_deploy.py"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "requires(*names): needs these components (tests/requirements.py)")
+
+
 def pytest_sessionstart(session):
+    session.config.stash[SESSION] = session
     if os.geteuid() == 0 and _bridge_exists():
         try:
             _reclaim_stale_testbed()
@@ -58,15 +89,45 @@ def pytest_sessionstart(session):
 def pytest_collection_modifyitems(config, items):
     # QEMU under software emulation on 2 cores: each PXE method boots the deployment kernel
     # in about a minute, the two deployments take about 12 minutes. They run every time;
-    # KADEPLOY_TEST_QEMU=0 skips the deployments for a quicker local run.
-    if os.environ.get("KADEPLOY_TEST_QEMU") == "0":
+    # KADEPLOY_TEST_QEMU=0 skips the deployments for a quicker local run (refused under CI).
+    if os.environ.get("KADEPLOY_TEST_QEMU") == "0" and not under_ci():
         skip_qemu = pytest.mark.skip(reason="QEMU deployment tests skipped (KADEPLOY_TEST_QEMU=0)")
         for item in items:
-            if "tests/qemu/test_qemu_deploy.py" in str(item.fspath):
+            if QEMU_DEPLOYMENTS in str(item.fspath):
                 item.add_marker(skip_qemu)
-    if os.geteuid() == 0:
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if under_ci() and os.environ.get("KADEPLOY_TEST_QEMU") == "0" and QEMU_DEPLOYMENTS in str(item.fspath):
+        pytest.fail("CI=true: KADEPLOY_TEST_QEMU=0 would skip the QEMU deployments; unset it in CI", pytrace=False)
+    names = [name for mark in item.iter_markers("requires") for name in mark.args]
+    if any(keyword in item.keywords for keyword in ("root", "testbed", "e2e")):
+        names.insert(0, "root")
+    if names:
+        require(*dict.fromkeys(names))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The per-category table, before pytest's own closing line (which stays the last line)."""
+    session = config.stash.get(SESSION, None)
+    if config.option.collectonly:
+        if session is not None:
+            terminalreporter.write_sep("=", "tests collected per category")
+            for line in collected_table(item.nodeid for item in session.items):
+                terminalreporter.write_line(line)
         return
-    skip_root = pytest.mark.skip(reason="needs root")
-    for item in items:
-        if "root" in item.keywords or "testbed" in item.keywords or "e2e" in item.keywords:
-            item.add_marker(skip_root)
+    counts = count_by_category(terminalreporter.stats)
+    terminalreporter.write_sep("=", "tests per category")
+    for line in table(counts):
+        terminalreporter.write_line(line)
+    if not (under_ci() and full_run(config)):
+        return
+    if session is not None and (session.shouldstop or session.shouldfail):
+        return
+    shortfalls = check_floor(counts, read_floor())
+    for shortfall in shortfalls:
+        terminalreporter.write_line(f"CI=true: {shortfall}", red=True)
+        terminalreporter.stats.setdefault("below floor", []).append(shortfall)
+    if shortfalls and session is not None:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -13,6 +13,8 @@ import pytest
 import yaml
 from scenario import machine_args
 
+from tests.requirements import unmet
+
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.testbed]
 
 RECORDER = textwrap.dedent("""\
@@ -41,7 +43,7 @@ def _max_overlap(lines: list[str]) -> int:
 @pytest.fixture
 def window_of_two(site, tmp_path):
     if len(site.nodes) < 6:
-        pytest.skip("needs a testbed of at least 6 nodes (KADEPLOY_E2E_NODES)")
+        unmet("e2e-nodes", f"the testbed has {len(site.nodes)} nodes, the window check needs 6")
     saved = tmp_path / "saved"
     shutil.copytree(site.etc, saved)
     recorder = tmp_path / "recorder.sh"

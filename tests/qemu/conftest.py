@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.requirements import require
+
 QEMU_DIR = Path(os.environ.get("KADEPLOY_QEMU_DIR", "/var/lib/kadeploy-testbed-qemu"))
 CACHE = Path("/var/cache/kadeploy-testbed")
 SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
@@ -28,17 +30,8 @@ SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/
 SERVER_URL = "http://10.202.0.1:25300"
 
 
-def _requirements_missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    for tool in ("qemu-system-x86_64", "dnsmasq", "ipmitool", "ipmi_sim", "grub-mknetdir", "kadeploy3d", "cpio"):
-        if not shutil.which(tool):
-            return f"{tool} not installed"
-    if not (CACHE / "user-images" / "debian12-min.yaml").exists():
-        return "debian12-min not built (kadeploy-testbed image build)"
-    if Path("/sys/class/net/ktq0").exists():
-        return "a QEMU testbed is already up (bridge ktq0)"
-    return None
+QEMU_REQUIREMENTS = ("root", "qemu", "dnsmasq", "ipmitool", "ipmi_sim", "grub", "kadeploy3d", "cpio", "images",
+                     "qemu-bridge-free")
 
 
 @dataclass
@@ -97,9 +90,7 @@ def _testbed(*args: str) -> subprocess.CompletedProcess[str]:
 
 @contextmanager
 def qemu_site(nodes: int, method: str = "PXElinux", server: bool = True) -> Iterator[QemuSite]:
-    missing = _requirements_missing()
-    if missing:
-        pytest.skip(f"QEMU mode: {missing}")
+    require(*QEMU_REQUIREMENTS)
     up = _testbed("up", "--mode", "qemu", "--nodes", str(nodes), "--pxe-method", method)
     if up.returncode != 0:
         _testbed("down", "--mode", "qemu")

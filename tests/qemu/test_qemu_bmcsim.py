@@ -8,7 +8,6 @@ on/off/cycle/reset/status) and that the process is the power state.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from kadeploy_testbed.layout import NodeSpec
 from kadeploy_testbed.qemu import bmcsim
 from kadeploy_testbed.qemu.layout import qmp_socket, run_dir
 from kadeploy_testbed.qemu.vm import vm_status
+from tests.requirements import require
 
 USER, PASSWORD = "admin", "s3cret"
 
@@ -63,9 +63,7 @@ def test_power_refuses_an_unknown_action() -> None:
 
 @pytest.fixture
 def bmc(tmp_path: Path) -> Iterator[tuple[Path, NodeSpec, int]]:
-    for tool in ("ipmi_sim", "ipmitool", "qemu-system-x86_64"):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} not installed")
+    require("ipmi_sim", "ipmitool", "qemu")
     node = _node()
     ipmi_port, vm_port = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
     run = run_dir(tmp_path, node)

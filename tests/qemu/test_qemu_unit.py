@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from kadeploy_testbed.qemu.configdir import write_config
 from kadeploy_testbed.qemu.deployimage import boot_segment
 from kadeploy_testbed.qemu.layout import build_layout
 from kadeploy_testbed.qemu.vm import qemu_command
+from tests.requirements import require
 
 
 def test_layout_uses_its_own_subnet_cluster_and_names() -> None:
@@ -78,8 +78,7 @@ def test_qemu_line_boots_network_first_then_the_ide_disk(tmp_path: Path) -> None
 
 
 def test_boot_segment_is_a_cpio_the_kernel_can_overlay(tmp_path: Path) -> None:
-    if shutil.which("cpio") is None:
-        pytest.skip("cpio not installed")
+    require("cpio")
     archive = tmp_path / "seg.cpio"
     archive.write_bytes(gzip.decompress(boot_segment("ssh-ed25519 AAAAkey test")))
     out = tmp_path / "out"

@@ -36,7 +36,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[0] / "integration" / "catalog"))
 from kadeploy3d import Kadeploy3d  # noqa: E402
 
-pytest.importorskip("schemathesis", reason="schemathesis (test extra) not installed")
+from tests.requirements import require  # noqa: E402
+
+require("schemathesis")
 sys.path.insert(0, str(HERE))
 from schemathesis_hooks import ENV_NAME, SCRATCH_NAME  # noqa: E402
 

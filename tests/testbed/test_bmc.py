@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import threading
 import time
@@ -13,10 +12,11 @@ import pytest
 
 from kadeploy.errors import KadeployError
 from kadeploy_testbed.bmc import BMCServer, BMCSpec, LoopPower, SimplePower, start_bmcs
+from tests.requirements import requires
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(shutil.which("ipmitool") is None, reason="ipmitool not installed"),
+    requires("ipmitool"),
 ]
 
 BMC_A = "127.0.0.51"

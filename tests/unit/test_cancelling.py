@@ -35,7 +35,8 @@ async def test_a_task_that_swallowed_the_cancel_is_cancelled_again_and_ends() ->
     started = time.monotonic()
     await asyncio.wait_for(cancel_and_wait([swallower, failed], "test task"), 5)
     assert ended == ["swallower"] and swallower.cancelled()
-    assert time.monotonic() - started < 2 * cancelling.RECANCEL_AFTER + 0.5
+    # cancelled again after RECANCEL_AFTER (wait_for's 5 s bounds the whole, not the swallower's hour)
+    assert time.monotonic() - started >= cancelling.RECANCEL_AFTER * 0.99
     assert isinstance(failed.exception(), RuntimeError)
 
 

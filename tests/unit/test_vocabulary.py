@@ -57,9 +57,7 @@ def test_each_kadeploy3_name_is_provided_or_refused_as_not_supported(kind: Kind,
 
 def test_names_kadeploy3_has_and_we_do_not_are_exactly_the_known_gaps():
     missing = {(kind, name) for kind, name in ALL_KADEPLOY3_NAMES if name not in REGISTRIES[kind]}
-    assert missing == {(Kind.MACROSTEP, "SetDeploymentEnvNfsroot"), (Kind.MACROSTEP, "BroadcastEnvBittorrent"),
-                       (Kind.MICROSTEP, "load_drivers"),
-                       (Kind.BROADCAST, "bittorrent"),
+    assert missing == {(Kind.MACROSTEP, "SetDeploymentEnvNfsroot"), (Kind.MICROSTEP, "load_drivers"),
                        # Kadeploy3's kastafior binary: BroadcastEnvKastafior runs our chain, and says so
                        (Kind.BROADCAST, "kastafior")}
     assert deploy_implementation("BroadcastEnvKastafior").broadcast == "chain"

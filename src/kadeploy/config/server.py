@@ -28,7 +28,6 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from kadeploy.config.fetch import FetchConfig
 from kadeploy.config.validation import ConfigModel, resolve_path, split_list
-from kadeploy.templates import check_template
 from kadeploy.vocabulary import REGISTRIES, Kind
 
 DEFAULT_CONNECTOR = (
@@ -284,11 +283,6 @@ class VlanConfig(ConfigModel):
     hostname_suffix: str = ""
     set_cmd: str = ""
 
-    @field_validator("set_cmd")
-    @classmethod
-    def _quoting_holds(cls, value: str) -> str:
-        return check_template(value, "network/vlan/set_cmd")
-
 
 class NetworkConfig(ConfigModel):
     unsupported_keys = {"tcp_buffer_size": "socket buffers are sized by the broadcast relays themselves"}
@@ -441,7 +435,6 @@ class HooksConfig(ConfigModel):
     @classmethod
     def _runnable(cls, value: str | None) -> str | None:
         if value:
-            check_template(value, "hooks")
             check_command_file(value)
         return value
 
@@ -486,7 +479,8 @@ class MkfsOptions(ConfigModel):
 
 class ExternalConfig(ConfigModel):
     unsupported_keys = {
-        "bittorrent": "BroadcastEnvBittorrent is not provided",
+        "bittorrent": ("BroadcastEnvBittorrent starts its own tracker and seed on the server's address towards the "
+                       "nodes and bounds the download by the macro-step's timeout (tracker_ip, download_timeout unused)"),
         "kascade": "BroadcastEnvKascade runs the built-in relay, not an external kascade binary",
         "kastafior": "BroadcastEnvKastafior runs the built-in relay, not an external kastafior binary",
     }

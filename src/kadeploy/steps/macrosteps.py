@@ -9,8 +9,8 @@ interface, its unpruned micro-steps (Kadeploy3's `stepdeploy.rb` order), the
 broadcast method its `send_environment` uses and the timeout its reboot must
 fit in. Validation, `--check-config`, the API, `--help` and the docs read
 these declarations through `vocabulary.REGISTRIES[Kind.MACROSTEP]`.
-Kadeploy3 names that are not declared here (`SetDeploymentEnvNfsroot`,
-`BroadcastEnvBittorrent`) are refused where written.
+Kadeploy3 names that are not declared here (`SetDeploymentEnvNfsroot`)
+are refused where written.
 
 Reboot and power workflows have one macro-step whose interface is the kind
 itself (`Reboot[Simple]`); they are declared here too, keyed by the name the
@@ -101,6 +101,9 @@ declare("BroadcastEnv", "Chain", ("send_environment", *_INSTALL),
         "pipelined chain of relays", broadcast="chain")
 declare("BroadcastEnv", "Tree", ("send_environment", *_INSTALL),
         "tree of relays (a dead node's children are adopted)", broadcast="tree")
+declare("BroadcastEnv", "Bittorrent", ("mount_tmp_part", "send_environment", *_INSTALL),
+        "BitTorrent swarm (aria2c, opentracker): each node stores the image in its tmp partition, then unpacks it",
+        broadcast="bittorrent")
 declare("BroadcastEnv", "Custom", ("send_environment", *_INSTALL),
         "the administrator's command (localops/broadcastenv/cmd), run on the server", broadcast="custom")
 declare("BroadcastEnv", "Dummy", ("dummy", "dummy"), "sleep; no action on nodes (Kadeploy3's test step)")

@@ -6,7 +6,6 @@ passing (-E) and output parsing work with the real tool over the real protocol.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,8 +19,9 @@ from kadeploy.boot.commands import CommandTable, RemoteOp
 from kadeploy.boot.drivers import IPMIDriver, PowerDriverError
 from kadeploy.boot.power import escalate, power_status
 from kadeploy.boot.window import MinIntervalGate, RebootWindow
+from tests.requirements import requires
 
-pytestmark = pytest.mark.skipif(shutil.which("ipmitool") is None, reason="ipmitool not installed")
+pytestmark = requires("ipmitool")
 
 BMC_SCRIPT = textwrap.dedent(
     """

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import shutil
 import socket
 import subprocess
 import threading
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.requirements import require
 from kadeploy.boot.pxe import BootTarget, LocalBootEnv, PXEMethodSettings, PXEProfiles
 
 NODE = BootTarget("node-1.c1.testbed", "10.200.1.1", "02:00:0a:c8:01:01")
@@ -27,8 +27,7 @@ def free_udp_port() -> int:
 
 @pytest.fixture
 def tftp_server(tmp_path: Path):
-    if shutil.which("in.tftpd") is None or shutil.which("tftp") is None:
-        pytest.skip("tftpd-hpa / tftp-hpa not installed")
+    require("root", "tftpd")  # -s chroots into the repository
     repository = tmp_path / "tftpboot"
     repository.mkdir()
     port = free_udp_port()

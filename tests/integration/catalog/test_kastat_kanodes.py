@@ -14,6 +14,8 @@ from kadeploy.db import Database
 from kadeploy.db import stats as db_stats
 from kadeploy3d import NODES
 
+from tests.requirements import require
+
 pytestmark = pytest.mark.slow
 
 FIELDS = "wid,user,hostname,step1,step2,step3,timeout_step1,retry_step1,env,md5,success,error"
@@ -117,7 +119,7 @@ def test_kastat3_steps_prints_duration_statistics(server, history):
 
 
 def test_kastat3_plot_draws_a_png(server, history, tmp_path):
-    pytest.importorskip("matplotlib")
+    require("matplotlib")
     picture = tmp_path / "steps.png"
     done = server.tool("kastat3", "--plot", str(picture))
     assert done.returncode == 0, done.stderr

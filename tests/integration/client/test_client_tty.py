@@ -33,7 +33,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-pyte = pytest.importorskip("pyte")
+from tests.requirements import require  # noqa: E402
+
+require("pyte")
+import pyte  # noqa: E402
 
 from kadeploy_testbed.fake import harness  # noqa: E402
 from kadeploy_testbed.fake.settings import FakeSettings  # noqa: E402

@@ -12,7 +12,9 @@ from sqlalchemy import create_engine, text
 
 from kadeploy.db import Database
 from kadeploy.server.app import prepare_database
+from tests.requirements import unmet
 
+REQUIREMENT = {"mysql": "mariadb", "postgresql": "postgresql"}  # tests/requirements.py names
 SERVERS = {"mysql": "mysql+pymysql://root@127.0.0.1:3306/", "postgresql": "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"}
 
 
@@ -22,7 +24,7 @@ def _admin(backend: str):
         with engine.connect():
             pass
     except Exception as exc:  # service not running on this machine
-        pytest.skip(f"{backend} not available: {exc}")
+        unmet(REQUIREMENT[backend], f"cannot connect to {SERVERS[backend]}: {exc}")
     return engine
 
 

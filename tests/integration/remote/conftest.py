@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +13,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from sshnodes import SshLab, acquire_shared, release_shared  # noqa: E402
 
 from kadeploy.remote import Executor  # noqa: E402
+from tests.requirements import require  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def ssh_lab() -> Iterator[SshLab]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
+    require("root", "sshd")
     lab = acquire_shared(8)
     try:
         yield lab

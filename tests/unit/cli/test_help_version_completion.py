@@ -8,6 +8,8 @@ import subprocess
 
 import pytest
 
+from tests.requirements import requires
+
 TOOLS = ("kadeploy3", "kareboot3", "kapower3", "kaconsole3", "kanodes3", "kaenv3", "kastat3", "karights3")
 
 
@@ -47,7 +49,7 @@ def test_version_without_a_server_from_kadeploy3_version(tool: str, monkeypatch,
     assert capsys.readouterr().out == "3.3.11.stable\n"
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is needed to load the script")
+@requires("bash")
 @pytest.mark.parametrize("tool", TOOLS)
 def test_bash_loads_the_completion_script(tool: str) -> None:
     assert shutil.which(tool), f"{tool} is not installed (pip install -e .)"

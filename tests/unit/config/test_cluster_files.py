@@ -186,7 +186,7 @@ def test_full_implementation_names_are_accepted(config_dir):
     [
         ({"BroadcastEnv": [{"type": "Rsync", "timeout": 10}]},
          'vm.conf: automata/macrosteps/BroadcastEnv[0]: type: unknown BroadcastEnv implementation "Rsync" '
-         "(supported: Chain, Custom, Dummy, Kascade, Kastafior, Tree)"),
+         "(supported: Bittorrent, Chain, Custom, Dummy, Kascade, Kastafior, Tree)"),
         ({"SetDeploymentEnv": [{"type": "Classical", "timeout": 10}]},
          'unknown SetDeploymentEnv implementation "Classical"'),
         ({"BootNewEnv": []}, "vm.conf: automata/macrosteps/BootNewEnv: expected at least 1 item(s), got 0"),
@@ -201,8 +201,6 @@ def test_full_implementation_names_are_accepted(config_dir):
         ({"SetDeploymentEnv": [{"type": "Nfsroot", "timeout": 300}]},
          'vm.conf: automata/macrosteps/SetDeploymentEnv[0]: type: the SetDeploymentEnv implementation "Nfsroot" '
          "is not supported by this Kadeploy (supported: Dummy, Kexec, Prod, Untrusted, UntrustedCustomPreInstall)"),
-        ({"BroadcastEnv": [{"type": "Bittorrent", "timeout": 300}]},
-         'type: the BroadcastEnv implementation "Bittorrent" is not supported by this Kadeploy'),
         ({"BootNewEnv": [{"type": "PivotRoot", "timeout": 30}, {"type": "Classical", "timeout": 300}]},
          "vm.conf: automata/macrosteps/BootNewEnv[0].timeout: the timeout of BootNewEnvPivotRoot (30 s) is lower "
          "than timeouts/kexec (60 s with n=1)"),

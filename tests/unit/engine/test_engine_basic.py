@@ -84,7 +84,7 @@ async def test_stats_records_name_implementation_timeout_retries_duration(make_w
     assert (broadcast.implementation, broadcast.timeout) == ("BroadcastEnvKascade", 0)
     # Classical failed twice (one retry), then fallback to HardReboot: 2 retries+fallbacks.
     assert (boot.implementation, boot.timeout, boot.retries) == ("BootNewEnvHardReboot", 7, 2)
-    assert 0 < boot.duration < 1
+    assert 0 < boot.duration < boot.timeout  # measured, and the step did not wait out its timeout
 
 
 async def test_failed_record_keeps_error_and_success_false(make_workflow):

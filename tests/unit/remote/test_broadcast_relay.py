@@ -21,6 +21,7 @@ import pytest
 
 from kadeploy.broadcast import relay
 from kadeploy.broadcast.pipeline import RELAY_SOURCE, relay_command
+from tests.requirements import optional
 
 OFFSET = struct.Struct("!Q")
 
@@ -328,7 +329,8 @@ def test_relay_on_python_3_9_writes_the_pipeline_without_splice(tmp_path, wrappi
     """os.splice appeared in python 3.10: on 3.9 the relay writes to the pipeline, sendfile stays."""
     python39 = _python("3.9")
     if python39 is None:
-        pytest.skip("no python3.9 here")
+        # optional: Debian 12 (CI) ships no 3.9; the splice-less path is also covered on 3.11 above
+        optional("no python3.9 here (pyenv install 3.9 to run it)")
     out = tmp_path / "out"
     node = _RelayProcess({"total": WRAPPING, "sink": f"cat > {out}", "stall": 10, "ring": relay.MIN_RING},
                          python=python39)

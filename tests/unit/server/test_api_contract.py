@@ -302,14 +302,15 @@ async def test_recorded_env_reboot_onto_the_prod_partition_leaves_the_node_in_pr
 
 async def test_request_automata_refuse_names_we_do_not_provide(client):
     """`kadeploy3 --force-steps` with a Kadeploy3 name we lack: error 4 naming it, no workflow started."""
-    def steps(broadcast: str) -> dict:
-        return {"SetDeploymentEnv": [{"name": "SetDeploymentEnvUntrusted", "retries": 0, "timeout": 200}],
+    def steps(broadcast: str, setup: str = "SetDeploymentEnvUntrusted") -> dict:
+        return {"SetDeploymentEnv": [{"name": setup, "retries": 0, "timeout": 200}],
                 "BroadcastEnv": [{"name": broadcast, "retries": 0, "timeout": 200}],
                 "BootNewEnv": [{"name": "BootNewEnvClassical", "retries": 0, "timeout": 200}]}
 
-    code, info = app_error(await deploy(client, [NODES_C1[0]], automata=steps("BroadcastEnvBittorrent")))
+    code, info = app_error(await deploy(client, [NODES_C1[0]],
+                                        automata=steps("BroadcastEnvChain", setup="SetDeploymentEnvNfsroot")))
     assert code == 4
-    assert 'implementation "BroadcastEnvBittorrent" is not supported by this Kadeploy (supported: Chain, ' in info
+    assert 'implementation "SetDeploymentEnvNfsroot" is not supported by this Kadeploy (supported: Dummy, ' in info
     code, info = app_error(await deploy(client, [NODES_C1[0]], automata=steps("BroadcastEnvPigeon")))
     assert code == 4 and 'unknown BroadcastEnv implementation "BroadcastEnvPigeon"' in info
     assert (await client.get("/deployment")).json() == []

@@ -41,8 +41,8 @@ def test_operations_for_an_implementation_this_deployment_does_not_use_are_check
     ({"BroadcastEnvKascade": {"sync": {"after": []}}}, "unknown key"),
     ({"BroadcastEnvChain": {"sync": {"post-ops": [{"action": "exec"}]}}}, "command"),  # unused, still checked
     ({"BroadcastEnvPigeon": {"sync": {"post-ops": []}}}, "Invalid macrostep 'BroadcastEnvPigeon'"),
-    ({"BroadcastEnvBittorrent": {"sync": {"post-ops": []}}},
-     '"BroadcastEnvBittorrent" is not supported by this Kadeploy'),
+    ({"SetDeploymentEnvNfsroot": {"format_deploy_part": {"post-ops": []}}},
+     '"SetDeploymentEnvNfsroot" is not supported by this Kadeploy'),
     ({"BroadcastEnv": {"frobnicate": {"post-ops": []}}}, "Invalid microstep 'frobnicate'"),
     ({"SetDeploymentEnv": {"load_drivers": {"post-ops": []}}}, '"load_drivers" is not supported by this Kadeploy'),
 ])

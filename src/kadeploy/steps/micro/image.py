@@ -72,7 +72,8 @@ async def send_environment(run: ImageRun, ctx: MicroContext, nodes: list[str]) -
     result = await broadcast(run.image.path, relays,
                              commands.image_sink(run.plan), method=method, executor=run.executor,
                              timeout=ctx.timeout, digest=run.image_digest,
-                             topology=run.topology or None, switch_parents=run.switch_parents or None)
+                             topology=run.topology or None, switch_parents=run.switch_parents or None,
+                             store=run.plan.tmp_dir)
     ctx.debug(3, f"Broadcast time: {round(time.monotonic() - start)}s")
     return StepResult(ok=list(result.ok), ko={**unresolved, **result.ko})
 
