@@ -39,7 +39,7 @@ KNOWN_TESTBED_DIRS = (Path("/var/lib/kadeploy-testbed-e2e"), Path("/var/lib/kade
 
 
 def _bridge_exists() -> bool:
-    return subprocess.run(["ip", "link", "show", "ktb0"], capture_output=True).returncode == 0
+    return Path("/sys/class/net/ktb0").exists()
 
 
 def _testbed_daemon_running() -> bool:
