@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from kadeploy.client.errors import ClientError
 from kadeploy.nodeset import sort_key
 
 
@@ -100,10 +101,25 @@ def result_lines(operation: str, info: Mapping[str, Any], states: Mapping[str, A
     return lines
 
 
-def write_node_file(path: str | Path, nodes: Iterable[str]) -> None:
-    """-o/-n: one node per line (the file is created even when empty, as Kadeploy3 does)."""
+def create_node_file(path: str | Path) -> None:
+    """-o/-n are emptied (created) before anything runs: client.rb `load_outputfile`, `File.open(file,'w'){}`."""
+    try:
+        Path(path).write_text("")
+    except OSError:
+        raise ClientError(f"Cannot create the file '{path}'") from None
+
+
+def append_node_file(path: str | Path, nodes: Iterable[str]) -> None:
+    """A server's ok or ko nodes, one per line, appended when it finishes (client.rb `result`: 'a+', only
+    when the list is not empty), so with -M the file follows the order in which the servers finished."""
     names = list(nodes)
-    Path(path).write_text("".join(f"{name}\n" for name in names))
+    if not names:
+        return
+    try:
+        with Path(path).open("a") as file:
+            file.write("".join(f"{name}\n" for name in names))
+    except OSError as exc:
+        raise ClientError(f"Cannot write the file '{path}': {exc.strerror or exc}") from None
 
 
 def status_lines(operation: str, status: Mapping[str, Any] | None, elapsed: int) -> list[str]:

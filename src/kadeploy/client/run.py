@@ -26,9 +26,10 @@ from kadeploy.client.http import Connection
 from kadeploy.client.output import (
     Printer,
     json_result,
+    append_node_file,
+    create_node_file,
     result_lines,
     write_json,
-    write_node_file,
 )
 from kadeploy.client.recorded import resolve_recorded_environment
 from kadeploy.client.session import Session
@@ -195,10 +196,24 @@ def _run(
 
     outcomes: dict[int, WorkflowOutcome | None] = {}
     errors: dict[int, BaseException] = {}
+    for node_file in (options.ok_file, options.ko_file):
+        if node_file and options.wait:
+            create_node_file(node_file)
+    results = threading.Lock()
 
     def work(index: int, runner: WorkflowRunner) -> None:
         try:
-            outcomes[index] = runner.run()
+            outcome = outcomes[index] = runner.run()
+            # client.rb `launch`: each server's thread runs `run` then `result` at once, so with -M each
+            # result block (and its -o/-n lines) comes when that server finishes, not when all have
+            if outcome is not None and not outcome.cancelled and not outcome.info.get("error") \
+                    and not cancel.is_set():
+                with results:
+                    runner.printer.lines(request.formatter(request.operation, outcome.info, outcome.states))
+                    if options.ok_file:
+                        append_node_file(options.ok_file, outcome.ok_nodes)
+                    if options.ko_file:
+                        append_node_file(options.ko_file, outcome.ko_nodes)
         except (ClientError, KadeployError, OSError) as error:
             errors[index] = error
         except Exception as error:  # noqa: BLE001 - a thread must report, never die silently
@@ -248,21 +263,13 @@ def _run(
     finished = [outcome for outcome in (outcomes.get(i) for i in range(len(runners))) if outcome]
     if not finished:
         return status
-    for index, runner in enumerate(runners):
-        outcome = outcomes.get(index)
-        if outcome is not None and not outcome.cancelled and not outcome.info.get("error"):
-            runner.printer.lines(request.formatter(request.operation, outcome.info, outcome.states))
     return status or _report_files(request, finished, options, stdout)
 
 
 def _report_files(request: WorkflowRequest, outcomes: list[WorkflowOutcome], options: WorkflowOptions,
                   stdout: TextIO) -> int:
-    ok_nodes = [node for outcome in outcomes for node in outcome.ok_nodes]
+    """After every server: the JSON report, the -s script (client.rb `launch`, after the joins), --fail-on-ko."""
     ko_nodes = [node for outcome in outcomes for node in outcome.ko_nodes]
-    if options.ok_file:
-        write_node_file(options.ok_file, ok_nodes)
-    if options.ko_file:
-        write_node_file(options.ko_file, ko_nodes)
     if options.json_file:
         documents = [
             json_result(request.operation, o.wid, o.server, o.info, o.states, o.elapsed) for o in outcomes

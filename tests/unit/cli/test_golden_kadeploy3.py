@@ -98,3 +98,25 @@ def test_multi_server_each_line_is_prefixed_by_its_server(fake_server, capsys) -
         "[grenoble-site] The deployment failed on nodes\n",
         "[grenoble-site] node-1.c2.testbed (SetDeploymentEnvUntrusted-reboot: boom)\n"]
     assert len(lines) == 14
+
+
+def test_multi_server_results_come_as_each_server_finishes(fake_server, capsys, tmp_path: Path,
+                                                           monkeypatch) -> None:
+    # client.rb `launch` l. 850-856: one thread per server runs `client.run` then `client.result` at
+    # once, so a server that finishes first prints its result block (and appends its -o/-n lines,
+    # 'a+') while the other still polls; the files were emptied at parse time (load_outputfile)
+    from kadeploy.client import workflow as workflow_module
+
+    monkeypatch.setattr(workflow_module, "POLL_INTERVAL", 0.05)
+    fake_server([N1], name="nancy", polls_before_done=40)
+    fake_server(["node-1.c2.testbed"], name="rennes", polls_before_done=1)
+    ok_file = tmp_path / "ok"
+    ok_file.write_text("stale\n")
+    assert kadeploy3.main(["-M", "-e", "debian12-min", "-m", N1, "-m", "node-1.c2.testbed",
+                           "-o", str(ok_file)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rennes_result = lines.index("[rennes]  node-1.c2.testbed")
+    nancy_done = lines.index("[nancy]   Deployment #D-00000001 done")
+    assert rennes_result < nancy_done
+    assert lines[-1] == f"[nancy]   {N1}"
+    assert ok_file.read_text() == f"node-1.c2.testbed\n{N1}\n"
