@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import pty
-import shutil
 import socket
 import subprocess
 import time
@@ -31,10 +30,9 @@ from kadeploy_testbed.qemu import bmcsim
 from kadeploy_testbed.qemu.layout import run_dir
 from tests.integration.server.configdir import write_config_dir
 from tests.ptyconsole import detach, read_until, reap
+from tests.requirements import requires
 
-pytestmark = pytest.mark.skipif(
-    any(shutil.which(tool) is None for tool in ("ipmi_sim", "ipmitool", "qemu-system-x86_64")),
-    reason="needs ipmi_sim (openipmi), ipmitool and qemu-system-x86_64")
+pytestmark = requires("ipmi_sim", "ipmitool", "qemu")
 
 USER, PASSWORD = "admin", "s3cret"
 ADDRESS = "127.0.0.1"

@@ -10,7 +10,6 @@ testbed's configuration writer produces (configdir.PDU_SCRIPT), run by
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import subprocess
 import threading
@@ -27,8 +26,9 @@ from kadeploy.boot.window import RebootWindow
 from kadeploy_testbed.bmc import BMCSpec, SimplePower, start_bmcs
 from kadeploy_testbed.configdir import write_pdu_script
 from kadeploy_testbed.pdu import OUTLET_CTL_OID, OUTLET_NAME_OID, PDUAgent, PDUSpec, start_pdu
+from tests.requirements import requires
 
-pytestmark = pytest.mark.skipif(shutil.which("snmpset") is None, reason="net-snmp's snmpset not installed")
+pytestmark = requires("snmpset")
 
 ADDRESS = "127.0.0.1"
 NODES = ["n1", "n2", "n3", "n4", "n5"]
@@ -158,7 +158,7 @@ def table(lab: Lab, tmp_path: Path) -> Iterator[CommandTable]:
         bmcs.stop()
 
 
-needs_ipmitool = pytest.mark.skipif(shutil.which("ipmitool") is None, reason="ipmitool not installed")
+needs_ipmitool = requires("ipmitool")
 
 
 @needs_ipmitool

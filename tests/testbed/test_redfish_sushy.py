@@ -11,7 +11,6 @@ loopback, on ports the kernel picks; no root needed.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import ssl
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from kadeploy.boot.power import escalate, power_status
 from kadeploy.boot.window import RebootWindow
 from kadeploy_testbed.bmc import BMCSpec, SimplePower, start_bmcs
 from kadeploy_testbed.redfish import RedfishService, RedfishSpec, ensure_certificate, start_redfish
+from tests.requirements import requires
 
 ADDRESS = "127.0.0.1"
 USER, PASSWORD = "admin", "s3cret"
@@ -160,7 +160,7 @@ def _ipmi(port: int, password: str = PASSWORD) -> IPMIDriver:
     return IPMIDriver(ADDRESS, USER, password, port=port, extra_args=("-N", "1", "-R", "2"))
 
 
-needs_ipmitool = pytest.mark.skipif(shutil.which("ipmitool") is None, reason="ipmitool not installed")
+needs_ipmitool = requires("ipmitool")
 
 
 @needs_ipmitool

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from datetime import datetime
@@ -20,8 +19,9 @@ import pytest
 
 from kadeploy.cli import kadeploy3, kaenv3, kareboot3, karights3, kastat3, rubytime
 from kadeploy.cli.optionparser import ruby_pattern
+from tests.requirements import requires
 
-needs_ruby = pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed (the oracle is optional)")
+needs_ruby = requires("ruby")  # installed by scripts/install.sh: the oracle runs in CI
 
 
 @pytest.mark.parametrize("tool, argv, words", [

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
 
 import pytest
 
 from kadeploy.broadcast import METHODS, bittorrent, btnode
+from tests.requirements import require
 
 
 @pytest.mark.parametrize(("total", "exponent"), [
@@ -20,9 +20,8 @@ def test_piece_length_aims_at_2048_pieces_within_256k_and_16m(total, exponent):
 
 
 def test_info_hash_is_the_one_a_bittorrent_library_reads(tmp_path):
-    torf = pytest.importorskip("torf")
-    if shutil.which("mktorrent") is None:
-        pytest.skip("mktorrent is not installed (scripts/install.sh)")
+    require("torf", "mktorrent")
+    import torf
     image = tmp_path / "image"
     image.write_bytes(bytes(range(256)) * 5000)
     torrent = tmp_path / "t.torrent"
