@@ -64,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _chosen_fields(text: str) -> list[str]:
+    """-F as bin/kastat3: OptionParser's `Array` (split on `,`), then `check_options`'s
+    `error("Invalid field(s) #{(fields - (FIELDS & fields)).join(', ')}")`."""
+    fields = text.split(",")
+    invalid = [field for field in fields if field not in FIELDS]
+    if invalid:
+        raise OptionError(f"Invalid field(s) {', '.join(invalid)}")
+    return fields
+
+
 def _field_list(text: str, option: str) -> list[str]:
     fields = [field.strip() for field in text.split(",") if field.strip()]
     for field in fields:
@@ -86,7 +96,7 @@ def build_query(args: argparse.Namespace, nodes: Sequence[str]) -> tuple[str, di
     if nodes:
         params["nodes"] = list(nodes)
     if args.fields:
-        params["fields"] = _field_list(args.fields, "-F")
+        params["fields"] = _chosen_fields(args.fields)
     if args.sort:
         params["sort"] = _field_list(args.sort, "--sort")
     for value, key in ((args.limit, "limit"), (args.min_retries, "min_retries")):

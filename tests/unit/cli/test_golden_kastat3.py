@@ -54,3 +54,10 @@ def test_single_server_lines_have_no_prefix(fake_server, capsys) -> None:
     _answer(fake_server(["node-1.c1.testbed"]), CSV)
     assert kastat3.main(["-a"]) == 0
     assert capsys.readouterr().out == CSV
+
+
+def test_unknown_fields_are_listed_as_check_options_lists_them(capsys) -> None:
+    # bin/kastat3 `check_options`: error("Invalid field(s) #{(fields - (FIELDS & fields)).join(', ')}"),
+    # before any server is contacted; exit status 1
+    assert kastat3.main(["-F", "wid,colour,hostname,size"]) == 1
+    assert capsys.readouterr().err == "Invalid field(s) colour, size\n"
