@@ -7,6 +7,7 @@ machine has), once with CI=true and once without.
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -71,6 +72,26 @@ def test_under_ci_a_missing_tool_fails_naming_it_and_elsewhere_skips(tmp_path: P
     assert local.returncode == 0, local.stdout + local.stderr
     assert local.stdout.strip().splitlines()[-1].startswith("1 passed, 3 skipped"), local.stdout
     assert "needs ipmitool: ipmitool not on PATH" in local.stdout and "CI=true" not in local.stdout
+
+
+SKIPPING = {("pytest", "skip"), ("pytest", "importorskip"), ("mark", "skip"), ("mark", "skipif")}
+# the one home, and the conftest's local-only KADEPLOY_TEST_QEMU=0 opt-out (refused under CI)
+SKIP_HOMES = {ROOT / "tests" / "requirements.py", ROOT / "tests" / "conftest.py"}
+
+
+def test_no_test_skips_except_through_tests_requirements() -> None:
+    """A bare pytest.skip/skipif/importorskip would skip under CI too: new tests use require/requires/optional."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        if path in SKIP_HOMES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Name, ast.Attribute)):
+                owner = node.value.id if isinstance(node.value, ast.Name) else node.value.attr
+                if (owner, node.attr) in SKIPPING:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {owner}.{node.attr}")
+    assert not found, "skip through tests/requirements.py (require, requires, unmet, optional) instead:\n" + \
+        "\n".join(found)
 
 
 def test_an_undeclared_requirement_is_refused_naming_the_table() -> None:
