@@ -38,6 +38,7 @@ class Kind(enum.Enum):
     POWER_DRIVER = "power driver"
     PXE_METHOD = "PXE method"
     IMAGE_KIND = "image kind"
+    EXEC_MODE = "executor mode"
 
 
 #: Names Kadeploy3 3.3.11 accepts (its `stepdeploy.rb`, `microsteps.rb`,
@@ -65,6 +66,7 @@ KADEPLOY3_NAMES: dict[Kind, frozenset[str]] = {
     Kind.POWER_DRIVER: frozenset(),  # Kadeploy3 only runs command templates
     Kind.PXE_METHOD: frozenset({"PXElinux", "GPXElinux", "IPXE", "GrubPXE"}),
     Kind.IMAGE_KIND: frozenset({"tar", "dd", "fsa"}),
+    Kind.EXEC_MODE: frozenset(),  # Kadeploy3 runs everything through TakTuk
 }
 
 #: The modules whose import declares every name of a kind (one line per provider).
@@ -75,6 +77,7 @@ PROVIDERS: dict[Kind, tuple[str, ...]] = {
     Kind.POWER_DRIVER: ("kadeploy.boot.drivers",),
     Kind.PXE_METHOD: ("kadeploy.boot.nbp",),
     Kind.IMAGE_KIND: ("kadeploy.catalog.environment",),
+    Kind.EXEC_MODE: ("kadeploy.remote.executor",),
 }
 
 

@@ -1,6 +1,7 @@
 """remote room: the asyncssh executor that runs commands on nodes.
 
-Imports only `kadeploy.errors`; knows nothing of the engine, PXE or SQL.
+Imports only `kadeploy.errors` and `kadeploy.vocabulary` (where its two modes,
+flat and tree, are declared); knows nothing of the engine, PXE or SQL.
 Public surface (docs/contracts.md, "remote"): `Executor`, `CommandResult`,
 `RemoteProcess` (for long-lived commands such as broadcast relays), `ConnectError`.
 """

@@ -50,7 +50,8 @@ class ConnectionPool:
 
     def __init__(self, private_key: Path | None, *, user: str = "root", port: int = 22,
                  connect_timeout: float = 10.0, handshakes: int = 32,
-                 keepalive_interval: float = 15.0) -> None:
+                 keepalive_interval: float = 15.0, agent_path: str | None = None) -> None:
+        """`agent_path`: an ssh-agent socket forwarded to the nodes (the tree mode's relays), None: none."""
         self._keys: list[asyncssh.SSHKey] = []
         if private_key is not None:
             try:
@@ -65,7 +66,8 @@ class ConnectionPool:
         self._handshakes = asyncio.Semaphore(handshakes)
         # Built once: asyncssh otherwise re-validates every option per connection.
         self._options = asyncssh.SSHClientConnectionOptions(
-            username=user, client_keys=self._keys, known_hosts=None, agent_path=None, config=None,
+            username=user, client_keys=self._keys, known_hosts=None, agent_path=agent_path,
+            agent_forwarding=agent_path is not None, config=None,
             password=None, kbdint_auth=False, gss_auth=False, host_based_auth=False,
             encryption_algs=encryption_algs(), kex_algs=kex_algs(),
             keepalive_interval=keepalive_interval, keepalive_count_max=3)

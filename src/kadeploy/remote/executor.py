@@ -2,8 +2,11 @@
 
 It replaces TakTuk in Kadeploy3 (reference section 7): same stdin to every
 node, per-node stdout/stderr/exit status, connection failures reported per node,
-never an exception for a node failure. Concurrency is asyncio only: a window of
-channels (`window`) and a smaller window of SSH handshakes (`handshakes`).
+never an exception for a node failure. Two modes, declared once in the
+vocabulary (Kind.EXEC_MODE): `flat` (here: the server holds one connection per
+node; asyncio only, a window of channels and a smaller window of handshakes)
+and `tree` (`remote/tree.py`: relays on the nodes, TakTuk's design), used from
+`tree_from` nodes on when the executor has tree options.
 A timeout or a cancellation of the caller kills the remote process groups.
 """
 
@@ -17,10 +20,16 @@ from pathlib import Path
 
 import asyncssh
 
+from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.remote.connections import ConnectError, ConnectionPool
 from kadeploy.remote.process import RemoteProcess
 from kadeploy.remote.result import CommandResult
 from kadeploy.remote.shell import wrap_command
+from kadeploy.remote.sshagent import ForwardedAgent
+from kadeploy.remote.tree import TREE_CROSSING, TreeOptions, TreeRun, input_fits_tree
+from kadeploy.vocabulary import REGISTRIES, Kind
+
+MODES = REGISTRIES[Kind.EXEC_MODE]
 
 # How stdin given as a Path is read and sent: big enough for throughput,
 # small enough that N nodes streaming a large file stay within memory.
@@ -32,11 +41,25 @@ class Executor:
 
     def __init__(self, private_key: Path | None, *, user: str = "root", port: int = 22,
                  connect_timeout: float = 10.0, window: int = 100, handshakes: int = 32,
-                 output_limit: int = 64 * 1024) -> None:
+                 output_limit: int = 64 * 1024, tree: TreeOptions | None = None,
+                 tree_from: int = TREE_CROSSING) -> None:
+        """`output_limit`: bytes of stdout and of stderr kept per node (server.conf `outputs_size`);
+        `tree`: the tree mode's options (None: always flat), used for runs on `tree_from` nodes or more."""
         self._pool = ConnectionPool(private_key, user=user, port=port, connect_timeout=connect_timeout,
                                     handshakes=handshakes)
         self._window = asyncio.Semaphore(window)
         self._output_limit = output_limit
+        self._private_key = private_key
+        self._user = user
+        self._port = port
+        self._connect_timeout = connect_timeout
+        self._tree = tree
+        self._tree_from = tree_from
+        self._tree_pool: ConnectionPool | None = None
+        self._agent: ForwardedAgent | None = None
+        #: the last tree run (its ledger and first-level peak), for benchmarks and tests
+        self.last_tree: TreeRun | None = None
+        self.last_mode: str | None = None
 
     async def start(self, hostname: str, address: str, command: str, *,
                     env: Mapping[str, str] | None = None) -> RemoteProcess:
@@ -67,8 +90,20 @@ class Executor:
         chunks); stdin is closed otherwise. `timeout` bounds each node's command
         (connection included) and kills its process group when it expires.
         """
-        wrapped = wrap_command(command, env)  # validates env once, before any node is touched
-        del wrapped
+        wrap_command(command, env)  # validates env once, before any node is touched
+        mode = self.mode_for(len(hosts), input)
+        self.last_mode = mode
+        return await MODES.get(mode)(self, hosts, command, input=input, timeout=timeout, env=env)
+
+    def mode_for(self, count: int, input: bytes | Path | None = None) -> str:
+        """`tree` for `tree_from` nodes or more (when configured and the stdin fits inline), else `flat`."""
+        if self._tree is None or count < self._tree_from or not input_fits_tree(input):
+            return "flat"
+        return "tree"
+
+    async def _run_flat(self, hosts: Mapping[str, str], command: str, *, input: bytes | Path | None = None,
+                        timeout: float | None = None,
+                        env: Mapping[str, str] | None = None) -> dict[str, CommandResult]:
         tasks = {hostname: asyncio.ensure_future(self._run_one(hostname, address, command, input, timeout, env))
                  for hostname, address in hosts.items()}
         try:
@@ -80,6 +115,30 @@ class Executor:
             await asyncio.gather(*tasks.values(), return_exceptions=True)
             raise
         return {hostname: task.result() for hostname, task in tasks.items()}
+
+    async def _run_tree(self, hosts: Mapping[str, str], command: str, *, input: bytes | Path | None = None,
+                        timeout: float | None = None,
+                        env: Mapping[str, str] | None = None) -> dict[str, CommandResult]:
+        assert self._tree is not None
+        data = input if not isinstance(input, Path) else input.read_bytes()
+        run = TreeRun(await self._first_level_pool(), hosts, command, input=data, timeout=timeout, env=env,
+                      options=self._tree, outputs_size=self._output_limit, user=self._user, port=self._port,
+                      connect_timeout=self._connect_timeout)
+        self.last_tree = run
+        return await run.run()
+
+    async def _first_level_pool(self) -> ConnectionPool:
+        """The connections to first-level relays: they forward our ssh-agent (started on first use)."""
+        if self._tree_pool is None:
+            if self._private_key is None:
+                raise KadeployError(ErrorCode.BAD_CONFIGURATION,
+                                    "The tree mode of the executor needs the server's SSH private key")
+            agent = ForwardedAgent(self._private_key)
+            path = await agent.start()
+            self._agent = agent
+            self._tree_pool = ConnectionPool(self._private_key, user=self._user, port=self._port,
+                                             connect_timeout=self._connect_timeout, agent_path=path)
+        return self._tree_pool
 
     async def put(self, hosts: Mapping[str, str], local_path: Path, remote_path: str, *,
                   timeout: float | None = None, mode: int | None = None) -> dict[str, CommandResult]:
@@ -93,10 +152,18 @@ class Executor:
         """Drop cached connections (the nodes rebooted: the next call reconnects)."""
         for hostname in hostnames:
             self._pool.drop(hostname)
+            if self._tree_pool is not None:
+                self._tree_pool.drop(hostname)
 
     async def close(self) -> None:
-        """Close all connections."""
+        """Close all connections (and stop the tree mode's ssh-agent)."""
         await self._pool.close()
+        if self._tree_pool is not None:
+            await self._tree_pool.close()
+            self._tree_pool = None
+        if self._agent is not None:
+            await self._agent.close()
+            self._agent = None
 
     async def _run_one(self, hostname: str, address: str, command: str, input: bytes | Path | None,
                        timeout: float | None, env: Mapping[str, str] | None) -> CommandResult:
@@ -192,3 +259,10 @@ class _Capture:
         if self.dropped:
             data += f"\n[... {self.dropped} bytes truncated]"
         return data
+
+
+MODES.declare("flat", Executor._run_flat,
+              "the server holds one SSH connection per node and runs every channel itself")
+MODES.declare("tree", Executor._run_tree,
+              "TakTuk's design: a stdlib agent sent to the nodes relays to the others "
+              "(arity from external/taktuk/tree_arity, work stealing, lost relays taken over)")

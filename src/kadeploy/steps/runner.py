@@ -45,6 +45,7 @@ from kadeploy.engine import (
 )
 from kadeploy.engine.model import CustomOperation as EngineCustomOperation
 from kadeploy.remote import Executor
+from kadeploy.remote.tree import DEFAULT_ARITY, TreeOptions
 from kadeploy.operations import (
     DeployRequest,
     NodeOutcome,
@@ -79,8 +80,11 @@ class EngineRunner:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
         server = cfg.server
+        taktuk = server.external.taktuk  # Kadeploy3's TakTuk keys shape the executor's tree mode
         self.executor = Executor(Path(server.ssh_private_key), port=server.network.ports.ssh,
-                                 connect_timeout=10.0)
+                                 connect_timeout=10.0, output_limit=taktuk.outputs_size,
+                                 tree=TreeOptions(arity=taktuk.tree_arity or DEFAULT_ARITY)
+                                 if taktuk.auto_propagate else None)
         self.reboot_window = RebootWindow(server.windows.reboot.size)
         bmc = server.windows.bmc
         self.gate = MinIntervalGate(bmc.interval, sessions=bmc.sessions,

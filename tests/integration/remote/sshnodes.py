@@ -126,6 +126,17 @@ class SshLab:
         )
         return SshNode(index, f"node-{index}.kbt", address, namespace, directory)
 
+    def ensure(self, count: int) -> None:
+        """Grow the lab to `count` nodes (a test that needs more than the shared lab's size)."""
+        if count > MAX_NODES:
+            raise ValueError(f"at most {MAX_NODES} nodes on 10.201.0.0/24")
+        added = [self._add_node(index) for index in range(len(self.nodes) + 1, count + 1)]
+        self.nodes.extend(added)
+        for node in added:
+            self.start_sshd(node)
+        for node in added:
+            self.wait_port(node)
+
     @property
     def hosts(self) -> dict[str, str]:
         return {node.hostname: node.address for node in self.nodes}

@@ -44,7 +44,7 @@ CLUSTER_KEYS = sorted(set(refused_keys(ClusterConfig)))
 
 def test_the_walk_finds_the_keys_kadeploy3_reads_and_we_refuse():
     found = {f"{path}/{key}" for path, key in SERVER_KEYS}
-    assert {"external/kascade", "external/taktuk/tree_arity", "security/force_secure_client",
+    assert {"external/kascade", "security/force_secure_client",
             "network/tcp_buffer_size", "pxe/dhcp/userfiles/concurrency_level"} <= found
     assert {f"{path}/{key}" for path, key in CLUSTER_KEYS} >= {"boot/kernels/nfsroot",
                                                                "boot/kernels/deploy/drivers"}

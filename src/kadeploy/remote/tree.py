@@ -1,0 +1,286 @@
+"""The executor's tree mode: one command on N nodes through a tree of relays (TakTuk's design).
+
+The server opens SSH connections to at most `arity` first-level nodes and starts
+the agent (`remote/agent.py`, sent over the channel: auto-propagation) on each;
+every agent runs the command on its node and starts up to `arity` children
+itself with `ssh -A` (the server's own ssh-agent, forwarded hop by hop:
+`remote/sshagent.py`), and so on. The server holds the only queue
+(`remote/ledger.py`): agents with free slots ask for nodes, so a fast branch
+takes more and a slow one less (work stealing from one pool); a relay lost or
+silent for `stall` seconds gives back the nodes it had not started.
+
+Results are the flat mode's: one `CommandResult` per node, with the same
+output truncation (`outputs_size`, applied on the node) and the same
+connection-error texts. A timeout bounds each node's command from its start
+and kills its process group; cancelling the caller sends `kill` down the tree
+and then kills the first-level relays' process groups (each agent's command
+dies with its agent, and an agent with its parent's connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import secrets
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from kadeploy.remote.connections import ConnectError, ConnectionPool
+from kadeploy.remote.ledger import Ledger
+from kadeploy.remote.process import RemoteProcess
+from kadeploy.remote.result import CommandResult
+from kadeploy.remote.shell import env_prefix, wrap_command
+
+AGENT_SOURCE = Path(__file__).with_name("agent.py")
+
+#: the arity used when server.conf's `external/taktuk/tree_arity` is 0 (Kadeploy3's "dynamic")
+DEFAULT_ARITY = 8
+#: node count from which the executor runs in tree mode (when configured). benchmarks/parallel_exec.py
+#: found no crossing up to the sshd lab's 240 nodes (flat faster at every size, docs/design.md "Tree
+#: mode"): above every measured size, provisional until the fake testbed measures thousands of nodes
+TREE_CROSSING = 1000
+#: stdin a tree run carries inline (base64 in every agent's configuration); larger input runs flat
+TREE_INPUT_LIMIT = 1024 * 1024
+#: the longest line an agent may send (two captures of `outputs_size` plus JSON escaping)
+MAX_EVENT_LINE = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TreeOptions:
+    """How a tree run is shaped and watched."""
+
+    arity: int = DEFAULT_ARITY       # first-level connections of the server, children per agent
+    heartbeat: float = 1.0           # an agent's "beat" period
+    stall: float = 10.0              # silence after which a relay is lost (its unstarted nodes go elsewhere)
+    python: str = "python3"          # the interpreter on the nodes
+    lock_dir: str = "/tmp"           # where an agent takes its per-run lock on its node
+
+    def __post_init__(self) -> None:
+        if self.arity < 1:
+            raise ValueError(f"tree arity must be at least 1, not {self.arity}")
+        if not 0 < self.heartbeat < self.stall:
+            raise ValueError("the heartbeat must be positive and shorter than the stall time")
+
+
+def agent_source() -> str:
+    return AGENT_SOURCE.read_text()
+
+
+def child_ssh_argv(*, user: str, port: int, connect_timeout: float) -> list[str]:
+    """The `ssh` an agent runs to start a child (the address and the remote command follow)."""
+    return ["ssh", "-A", "-T", "-x", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ControlMaster=no",
+            "-o", "PreferredAuthentications=publickey",
+            "-o", f"ConnectTimeout={max(1, int(connect_timeout))}", "-p", str(port), "-l", user]
+
+
+def input_fits_tree(input: bytes | Path | None) -> bool:
+    """Whether a tree run can carry this stdin inline (larger stdin, e.g. a kernel, runs flat)."""
+    if input is None:
+        return True
+    if isinstance(input, bytes):
+        return len(input) <= TREE_INPUT_LIMIT
+    try:
+        return Path(input).stat().st_size <= TREE_INPUT_LIMIT
+    except OSError:
+        return False  # the flat mode reports the unreadable file as it always did
+
+
+class TreeRun:
+    """One command on many nodes through the tree; `await TreeRun(...).run()`."""
+
+    def __init__(self, pool: ConnectionPool, hosts: Mapping[str, str], command: str, *,
+                 input: bytes | None, timeout: float | None, env: Mapping[str, str] | None,
+                 options: TreeOptions, outputs_size: int, user: str, port: int,
+                 connect_timeout: float) -> None:
+        self._pool = pool
+        self._options = options
+        self._connect_timeout = connect_timeout
+        self.ledger = Ledger(hosts)
+        self._config: dict[str, Any] = {
+            "run": secrets.token_hex(12), "line": f"{env_prefix(env)}exec sh -c {shlex.quote(command)}",
+            "timeout": timeout, "input": base64.b64encode(input).decode() if input else None,
+            "arity": options.arity, "outputs_size": outputs_size, "heartbeat": options.heartbeat,
+            "stall": options.stall, "connect_timeout": connect_timeout, "python": options.python,
+            "lock_dir": options.lock_dir,
+            "ssh": child_ssh_argv(user=user, port=port, connect_timeout=connect_timeout),
+            "source": agent_source(),
+        }
+        self._start_line = wrap_command(f"exec {shlex.quote(options.python)} -c {shlex.quote(self._config['source'])}")
+        self._events: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
+        self._links: dict[str, asyncio.Task[None]] = {}
+        self._processes: dict[str, RemoteProcess] = {}
+        #: the most first-level links open at once (what the server's connection count is bounded by)
+        self.peak_links = 0
+
+    async def run(self) -> dict[str, CommandResult]:
+        try:
+            self._fill_first_level()
+            while not self.ledger.done:
+                if not self._links:
+                    self._give_up("Not reached: no relay was left to start it")
+                    break
+                kind, host, payload = await self._events.get()
+                self._handle(kind, host, payload)
+                for agent, nodes in self.ledger.dispatch().items():
+                    self._grant(agent, nodes)
+                self._fill_first_level()
+            await self._stop("quit", self._options.stall)
+        except BaseException:
+            await asyncio.shield(self._stop("kill", 5.0))
+            raise
+        return {host: self.ledger.results[host] for host in self.ledger.address}
+
+    # -- the first level ------------------------------------------------------------------------
+
+    def _fill_first_level(self) -> None:
+        free = self._options.arity - len(self._links)
+        for host in self.ledger.first_level(max(0, free)):
+            self._links[host] = asyncio.ensure_future(self._link(host))
+        self.peak_links = max(self.peak_links, len(self._links))
+
+    async def _link(self, host: str) -> None:
+        """Start the agent on a first-level node and turn its stdout into events."""
+        address = self.ledger.address[host]
+        hello = False
+        silent: str | None = None
+        process: RemoteProcess | None = None
+        try:
+            try:
+                async with asyncio.timeout(self._connect_timeout + self._options.stall):
+                    connection = await self._pool.get(host, address)
+                    process = await RemoteProcess.start(host, connection, self._start_line)
+            except ConnectError as exc:
+                self._events.put_nowait(("failed", host, exc.reason))
+                return
+            except TimeoutError:
+                self._events.put_nowait(("failed", host, "Connection timeout"))
+                return
+            except (asyncssh.Error, OSError) as exc:
+                self._pool.drop(host)
+                self._events.put_nowait(("failed", host, f"Connection lost: {exc}"))
+                return
+            self._processes[host] = process
+            config = dict(self._config, host=host)
+            process.stdin.write((json.dumps(config, separators=(",", ":")) + "\n").encode())
+            while True:
+                limit = self._options.stall if hello else self._options.stall + self._connect_timeout
+                try:
+                    async with asyncio.timeout(limit):
+                        line = await process.stdout.readline()
+                except TimeoutError:
+                    silent = f"Agent silent for {limit:g}s: taken as lost"
+                    break
+                except (asyncssh.Error, OSError):
+                    break
+                if not line:
+                    break
+                if len(line) > MAX_EVENT_LINE:
+                    break
+                try:
+                    event = json.loads(line)
+                    kind = event["ev"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if kind == "hello" and event.get("host") == host:
+                    hello = True
+                if kind != "beat":
+                    self._events.put_nowait(("event", host, event))
+            reason = None if hello else silent or await _stderr_reason(process)
+            self._events.put_nowait(("end", host, (hello, reason)))
+        finally:
+            if process is not None and process.exit_status is None:
+                await asyncio.shield(process.kill())
+
+    def _handle(self, kind: str, link: str, payload: Any) -> None:
+        ledger = self.ledger
+        if kind == "failed":
+            self._links.pop(link, None)
+            ledger.on_failed(link, payload)
+            return
+        if kind == "end":
+            self._links.pop(link, None)
+            self._processes.pop(link, None)
+            hello, reason = payload
+            if ledger.done:
+                return
+            if hello:
+                ledger.on_lost(link)
+            else:
+                ledger.on_failed(link, reason or "Connection lost before the agent started")
+            return
+        event: dict[str, Any] = payload
+        host = event.get("host")
+        if not isinstance(host, str) or ledger.root(host) != link:
+            return  # a node may only speak for its own subtree
+        what = event.get("ev")
+        if what == "want":
+            count = event.get("n")
+            if isinstance(count, int) and 0 < count <= self._options.arity:
+                nodes = ledger.want(host, count)
+                if nodes:
+                    self._grant(host, nodes)
+        elif what == "started":
+            ledger.on_started(host)
+        elif what == "result":
+            ledger.on_result(_result(host, event))
+        elif what in ("failed", "lost"):
+            # reported by the parent of `host`, which is in the same subtree
+            if what == "failed":
+                ledger.on_failed(host, str(event.get("error") or "Connection failed"))
+            else:
+                ledger.on_lost(host)
+
+    def _grant(self, agent: str, nodes: list[tuple[str, str]]) -> None:
+        root = self.ledger.root(agent)
+        process = self._processes.get(root) if root is not None else None
+        if process is None:
+            return  # its link is ending: the "end" event gives the nodes back
+        message = {"op": "grant", "to": agent, "nodes": [list(node) for node in nodes]}
+        with contextlib.suppress(asyncssh.Error, OSError):
+            process.stdin.write((json.dumps(message, separators=(",", ":")) + "\n").encode())
+
+    def _give_up(self, error: str) -> None:
+        for host in self.ledger.address:
+            if host not in self.ledger.results:
+                self.ledger.results[host] = CommandResult(host, None, error=error)
+
+    async def _stop(self, op: str, grace: float) -> None:
+        """Tell every first-level relay to `quit` (or `kill`), wait `grace`, then kill what is left."""
+        line = (json.dumps({"op": op}) + "\n").encode()
+        for process in list(self._processes.values()):
+            with contextlib.suppress(asyncssh.Error, OSError):
+                process.stdin.write(line)
+        tasks = list(self._links.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=grace + 5.0)
+        self._links.clear()
+
+
+def _result(host: str, event: Mapping[str, Any]) -> CommandResult:
+    status = event.get("status")
+    error = event.get("error")
+    return CommandResult(host, status if isinstance(status, int) else None,
+                         str(event.get("stdout") or ""), str(event.get("stderr") or ""),
+                         str(error) if error else None)
+
+
+async def _stderr_reason(process: RemoteProcess) -> str | None:
+    """The last stderr line of a first-level agent that ended (why it could not start)."""
+    data = b""
+    with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
+        async with asyncio.timeout(1.0):
+            data = await process.stderr.read(4096)
+    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
+    return f"Agent did not start: {lines[-1][:300]}" if lines else None

@@ -1,0 +1,156 @@
+"""The tree agent (remote/agent.py) on its own: protocol pieces, and one agent run as a local process.
+
+The local runs use arity 0 (no children, so no ssh): the agent's own command,
+its result, its timeout, and that its command dies when it is killed or its
+parent goes away (the watchdog), which is what lets a lost relay be taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kadeploy.remote import agent
+from kadeploy.remote.executor import _Capture
+from kadeploy.remote.tree import agent_source
+
+
+def test_the_capture_truncates_as_the_flat_executor_does():
+    for chunks in ([b"abc", b"defgh", b"ij"], [b"x" * 10], [b"\xc3", b"\xa9t\xc3\xa9"]):
+        ours, flat = agent.Capture(4), _Capture(4)
+        for chunk in chunks:
+            ours.feed(chunk)
+            flat.feed(chunk)
+        assert ours.text() == flat.text()
+
+
+def test_ssh_failures_get_the_flat_executors_texts():
+    stderr = b"ssh: connect to host 10.0.0.9 port 22: Connection refused\r\n"
+    assert agent.describe_ssh_failure(stderr, 255) == "Connection refused"
+    assert agent.describe_ssh_failure(b"root@x: Permission denied (publickey).\n", 255) == \
+        "Authentication failed (permission denied)"
+    assert agent.describe_ssh_failure(b"sh: 1: exec: python3: not found\n", 127) == \
+        "Agent did not start: sh: 1: exec: python3: not found"
+    assert agent.describe_ssh_failure(b"", 255) == "Agent did not start: ssh exited with status 255"
+
+
+def test_lines_are_split_and_bounded():
+    lines = agent.LineBuffer(limit=8)
+    assert lines.feed(b'{"a"') == []
+    assert lines.feed(b':1}\n{"b":2}\n{') == [b'{"a":1}', b'{"b":2}']
+    with pytest.raises(ValueError):
+        lines.feed(b"123456789")
+
+
+def test_the_lock_admits_one_agent_per_run_and_node(tmp_path):
+    first = agent.lock_path("run1", "node-1", str(tmp_path))
+    assert agent.take_lock(first) and not agent.take_lock(first)
+    assert agent.take_lock(agent.lock_path("run2", "node-1", str(tmp_path)))
+    assert agent.take_lock(agent.lock_path("run1", "node-2; rm -rf /", str(tmp_path)))
+
+
+def test_the_agent_uses_only_the_standard_library():
+    source = agent_source()
+    assert "kadeploy" not in "".join(line for line in source.splitlines()
+                                     if line.startswith(("import ", "from ")))
+
+
+def _start(tmp_path: Path, line: str, **config) -> subprocess.Popen[bytes]:
+    settings = {"host": "self", "run": "r1", "line": line, "timeout": None, "input": None, "arity": 0,
+                "outputs_size": 1000, "heartbeat": 0.2, "stall": 5.0, "connect_timeout": 5.0,
+                "ssh": ["false"], "python": sys.executable, "source": "", "lock_dir": str(tmp_path)}
+    settings.update(config)
+    process = subprocess.Popen([sys.executable, "-c", agent_source()], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE)
+    process.stdin.write((json.dumps(settings) + "\n").encode())
+    process.stdin.flush()
+    return process
+
+
+def _events(process: subprocess.Popen[bytes], until: str) -> list[dict]:
+    events = []
+    while True:
+        line = process.stdout.readline()
+        assert line, f"agent ended before {until}: {events}"
+        event = json.loads(line)
+        if event["ev"] != "beat":
+            events.append(event)
+        if event["ev"] == until:
+            return events
+
+
+def test_the_agent_reports_started_then_the_result_with_stdin_and_truncation(tmp_path):
+    import base64
+    process = _start(tmp_path, 'cat; printf "%02000d" 0; echo err >&2; exit 4',
+                     input=base64.b64encode(b"stdin!").decode())
+    events = _events(process, "result")
+    process.stdin.write(b'{"op":"quit"}\n')
+    process.stdin.flush()
+    assert process.wait(10) == 0
+    assert [event["ev"] for event in events] == ["hello", "started", "result"]
+    result = events[-1]
+    assert result["status"] == 4 and result["stderr"] == "err\n" and result["error"] is None
+    assert result["stdout"].startswith("stdin!000") and result["stdout"].endswith("[... 1006 bytes truncated]")
+
+
+def test_a_second_agent_on_the_same_node_and_run_refuses_to_start(tmp_path):
+    for expected in ("started", "result"):
+        process = _start(tmp_path, "true", lock_dir=str(tmp_path))
+        events = _events(process, "result")
+        process.stdin.close()
+        process.wait(10)
+        assert events[1]["ev"] == expected
+    assert events[-1]["error"].startswith("Already started by another relay")
+
+
+def test_the_timeout_kills_the_command_group(tmp_path):
+    marker = f"sleep 7{os.getpid() % 100}1"
+    process = _start(tmp_path, f"{marker} & {marker}", timeout=0.5)
+    result = _events(process, "result")[-1]
+    process.stdin.close()
+    process.wait(10)
+    assert result["error"] == "Command timeout after 0.5s" and result["status"] is None
+    assert _gone(marker)
+
+
+@pytest.mark.parametrize("how", ["eof", "sigkill"])
+def test_the_command_dies_with_its_agent_or_its_parent(tmp_path, how):
+    marker = f"sleep 8{os.getpid() % 100}{len(how)}"
+    process = _start(tmp_path, f"{marker} & {marker}")
+    _events(process, "started")
+    deadline = time.monotonic() + 5
+    while not _pids(marker) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _pids(marker)
+    if how == "eof":
+        process.stdin.close()  # the parent went away: the agent kills its command and leaves
+    else:
+        process.send_signal(signal.SIGKILL)  # the agent dies: its watchdog kills the command
+    process.wait(10)
+    assert _gone(marker)
+
+
+def _pids(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip() == text:
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def _gone(text: str, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while _pids(text) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _pids(text)
