@@ -468,15 +468,21 @@ def check_command_file(command: str) -> None:
 
 
 class TaktukConfig(ConfigModel):
-    """`external/taktuk`: only the connector (the `TAKTUK_CONNECTOR` of BroadcastEnvCustom's command).
+    """`external/taktuk`: the connector (BroadcastEnvCustom's `TAKTUK_CONNECTOR`) and the executor's tree.
 
-    Commands run through our own executor, not TakTuk, so its tree settings are refused.
+    Commands run through our own executor (remote/), whose tree mode follows
+    TakTuk's design and reads TakTuk's keys with Kadeploy3's meaning and defaults:
+    `tree_arity` bounds the server's first-level connections and each relay's
+    children (0, Kadeploy3's "dynamic", is our default arity), `auto_propagate`
+    sends the relay agent over the SSH channel (false: nothing is sent to the
+    nodes, so every command runs flat from the server), `outputs_size` is the
+    stdout and the stderr kept per node and command (in both modes).
     """
 
     connector: str = "DEFAULT_CONNECTOR"
-
-    unsupported_keys = {key: "commands run through the built-in SSH executor, not TakTuk"
-                        for key in ("tree_arity", "auto_propagate", "outputs_size")}
+    tree_arity: int = Field(default=0, ge=0, le=1024)
+    auto_propagate: bool = True
+    outputs_size: int = Field(default=20000, ge=1, le=16 * 1024 * 1024)
 
 
 class MkfsOptions(ConfigModel):

@@ -19,6 +19,7 @@ from sshnodes import SshLab, SshNode, acquire_shared, release_shared
 
 from kadeploy.remote import Executor
 from kadeploy.remote.tree import TreeOptions
+from tests.requirements import require
 
 pytestmark = pytest.mark.root
 
@@ -30,8 +31,7 @@ AGENT_MARK = "Tree-mode agent: runs ON A NODE"
 
 @pytest.fixture(scope="module")
 def tree_lab():
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
+    require("root", "sshd")
     lab = acquire_shared(NODES)
     try:
         lab.ensure(NODES)
