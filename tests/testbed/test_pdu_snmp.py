@@ -23,6 +23,7 @@ from kadeploy.boot.commands import CommandTable, RemoteOp
 from kadeploy.boot.drivers import IPMIDriver
 from kadeploy.boot.power import escalate
 from kadeploy.boot.window import RebootWindow
+from kadeploy.errors import KadeployError
 from kadeploy_testbed.bmc import BMCSpec, SimplePower, start_bmcs
 from kadeploy_testbed.configdir import write_pdu_script
 from kadeploy_testbed.pdu import OUTLET_CTL_OID, OUTLET_NAME_OID, PDUAgent, PDUSpec, start_pdu
@@ -181,3 +182,8 @@ def test_a_node_whose_group_is_not_all_there_is_not_powered(lab: Lab, table: Com
     assert sorted(result.ok) == ["n1", "n2"]
     assert "belongs to the group [n3,n4] and not all the nodes of the group are in the operation" in result.ko["n3"]
     assert lab.calls() == {"n1": ["cycle"], "n2": ["cycle"]}  # n4, outside the operation, keeps running
+
+
+def test_a_port_already_taken_is_an_error_naming_it(lab: Lab) -> None:
+    with pytest.raises(KadeployError, match=f"PDU agent on {ADDRESS}:{lab.agent.port}: .*in use"):
+        asyncio.run(start_pdu(PDUSpec(ADDRESS, {}, port=lab.agent.port)))

@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pysnmp.carrier.asyncio.dgram import udp
@@ -85,7 +85,6 @@ class _Outlets(AbstractMibInstrumController):
     """The two PowerNet-MIB columns over the outlets (pysnmp's instrumentation protocol)."""
 
     outlets: dict[int, list[tuple[str, PowerControl]]]
-    log: list[tuple[int, int]] = field(default_factory=list)  # (outlet, value) of each applied set
 
     def _objects(self) -> list[tuple[tuple[int, ...], Any]]:
         rows: list[tuple[tuple[int, ...], Any]] = []
@@ -156,7 +155,6 @@ class _Outlets(AbstractMibInstrumController):
             for node, power in self.outlets[outlet]:
                 log.info("PDU outlet %d %s: %s", outlet, _ACTIONS[value], node)
                 getattr(power, _ACTIONS[value])()
-            self.log.append((outlet, value))
         return [(name, value) for name, value in var_binds]
 
 
@@ -180,7 +178,7 @@ async def start_pdu(spec: PDUSpec) -> PDUAgent:
     snmp_engine = engine.SnmpEngine()
     transport = udp.UdpTransport().open_server_mode((spec.address, spec.port))
     config.add_transport(snmp_engine, udp.DOMAIN_NAME, transport)
-    try:
+    try:  # pysnmp binds in a task of its own (`_lport`): waiting for it is how a bind error surfaces here
         await asyncio.wait_for(asyncio.shield(transport._lport), BIND_TIMEOUT_SECONDS)
     except (OSError, asyncio.TimeoutError) as exc:
         snmp_engine.transport_dispatcher.close_dispatcher()
