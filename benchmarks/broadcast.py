@@ -13,6 +13,8 @@ relays together, since all "nodes" share this host's CPUs), for
     zero copy disabled (write and send from the ring instead of splice and
     sendfile from its memfd): what zero copy buys on each side;
   * with --tgz PATH (e.g. the debian12-min image): real extraction with tar;
+  * bittorrent: aria2c on every node (each stores the image, in the lab's
+    workdir, before feeding the sink), opentracker and an aria2c seed here;
   * then the same methods again with every link shaped like a NIC (--link-rate,
     default 200mbit, on --link-size MiB, default 128): a token bucket on the
     server's side of the bridge (its uplink, which the flat method's streams
@@ -72,7 +74,8 @@ BROADCAST_OPTIONS: dict[str, object] = {}  # broadcast(ring=..., digest_algorith
 
 async def _measure(label: str, lab: SshLab, image: Path, sink: str, method: str, arity: int,
                    kill: bool = False, kill_after: float = 0.0,
-                   relay_options: dict[str, dict[str, object]] | None = None) -> tuple[str, float, float, int, int]:
+                   relay_options: dict[str, dict[str, object]] | None = None,
+                   store: str | None = None) -> tuple[str, float, float, int, int]:
     executor = Executor(lab.private_key)
     hosts = [(node.hostname, node.address) for node in lab.nodes]
     try:
@@ -83,8 +86,9 @@ async def _measure(label: str, lab: SshLab, image: Path, sink: str, method: str,
         started = time.monotonic()
         if kill:
             killer = asyncio.ensure_future(_kill_after(lab, len(lab.nodes) // 2, kill_after))
+        extra = {"store": store} if store else {}
         result = await broadcast(image, hosts, sink, method=method, executor=executor, timeout=1800,
-                                 tree_arity=arity, relay_options=relay_options, **BROADCAST_OPTIONS)
+                                 tree_arity=arity, relay_options=relay_options, **BROADCAST_OPTIONS, **extra)
         seconds = time.monotonic() - started
         cpu = _cpu_seconds() - cpu
         after = os.times()
@@ -139,6 +143,9 @@ async def _run(lab: SshLab, image: Path, arity: int, tgz: Path | None, title: st
     no_zero_copy = {node.hostname: {"zero_copy": False} for node in lab.nodes}
     rows.append(await _measure("kascade, no zero copy", lab, image, null_sink, "kascade", arity,
                                relay_options=no_zero_copy))
+    store = lab.workdir / "bt-store"  # every node's copy: the lab's nodes share this host's filesystem
+    store.mkdir(exist_ok=True)
+    rows.append(await _measure("bittorrent (aria2c)", lab, image, null_sink, "bittorrent", arity, store=str(store)))
     flat_seconds = rows[3][1]
     size_mib = image.stat().st_size >> 20
     ring = f", ring {int(BROADCAST_OPTIONS['ring']) >> 20} MiB" if "ring" in BROADCAST_OPTIONS else ""

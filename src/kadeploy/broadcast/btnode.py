@@ -111,6 +111,16 @@ def written_bytes(pid):
     return None
 
 
+def cpu_seconds(pid):
+    """CPU time of a running child so far (aria2c, still seeding: os.times() counts only reaped children)."""
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 class Agent:
     def __init__(self, config):
         self.config = config
@@ -222,7 +232,7 @@ class Agent:
             status, error = 1, error or "the local pipeline stopped reading its input"
         times = os.times()
         emit("done", received=received, digest=digest.hexdigest(), sink_status=status, sink_error=error,
-             cpu=times.user + times.system + times.children_user + times.children_system)
+             cpu=times.user + times.system + times.children_user + times.children_system + cpu_seconds(self.aria.pid))
 
     def stop(self):
         if self.aria is not None and self.aria.poll() is None:

@@ -156,3 +156,21 @@ async def test_a_missing_store_is_refused_with_its_path(bt_lab, broadcast_execut
                              timeout=60, store=str(tmp_path / "absent"))
     assert result.ok == []
     assert all(f"the store {tmp_path / 'absent'} does not exist on the node" in r for r in result.ko.values())
+
+
+async def test_a_server_side_failure_fails_every_node_with_its_reason_and_cleans_the_stores(
+        bt_lab, broadcast_executor, bt_image, tmp_path, monkeypatch):
+    path, _ = bt_image
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "mktorrent").write_text("#!/bin/sh\necho 'cannot hash: disk error' >&2\nexit 3\n")
+    (tools / "mktorrent").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")  # the server's mktorrent only; nodes use sshd's PATH
+    store = tmp_path / "store"
+    store.mkdir()
+    result = await broadcast(path, _hosts(bt_lab)[:2], SINK, method="bittorrent", executor=broadcast_executor,
+                             timeout=60, store=str(store))
+    assert result.ok == []
+    assert set(result.ko.values()) == {"BitTorrent broadcast failed on the server: mktorrent failed: "
+                                       "cannot hash: disk error"}
+    assert list(store.iterdir()) == []  # the agents had made their directories; they removed them
