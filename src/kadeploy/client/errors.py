@@ -29,8 +29,10 @@ class ServerApplicationError(ClientError):
     """HTTP 400 with X-Application-Error-Code: the server refused the request."""
 
     def __init__(self, code: int, message: str) -> None:
-        # Code 0 (BAD_CONFIGURATION) cannot be an exit status meaning failure.
-        super().__init__(f"[Kadeploy Error #{code}] {message}".rstrip(), code if code > 0 else EXIT_GENERIC)
+        # common/http.rb: error("#{body.strip}\n[Kadeploy Error ##{code}]", code): the message, then the code
+        # on its own line. Code 0 (BAD_CONFIGURATION) cannot be an exit status meaning failure.
+        text = f"{message.strip()}\n[Kadeploy Error #{code}]" if message.strip() else f"[Kadeploy Error #{code}]"
+        super().__init__(text, code if code > 0 else EXIT_GENERIC)
         self.code = code
         self.info = message
 

@@ -278,8 +278,8 @@ def http_error(method: str, path: str, response: httpx.Response) -> ClientError:
     if response.status_code == 404:  # common/http.rb: `error("Resource not found #{path without query}")`
         return ClientError(f"Resource not found {path.split('?')[0]}", EXIT_GENERIC)
     if response.status_code == 500:
-        return ClientError(f"[Internal Server Error] {body}".rstrip(), EXIT_SERVER_ERROR)
-    return ClientError(f"[HTTP Error #{response.status_code} on {method} {path}] {body}".rstrip(), EXIT_HTTP_ERROR)
+        return ClientError(f"[Internal Server Error]\n{body}".rstrip(), EXIT_SERVER_ERROR)  # common/http.rb
+    return ClientError(f"{body}\n[HTTP Error #{response.status_code} on {method} {path}]".lstrip(), EXIT_HTTP_ERROR)
 
 
 def _decode_info(info: str) -> str:

@@ -30,6 +30,12 @@ class Printer:
         self.stream = stream
         self.name = name
         self.sink = sink
+        self.silenced = False
+
+    def silence(self) -> None:
+        """Print nothing more: Kadeploy3 kills a server's thread when another server's error ends the run."""
+        with self._lock:
+            self.silenced = True
 
     def prefixed(self, text: str) -> str:
         if not self.name:
@@ -40,6 +46,8 @@ class Printer:
     def line(self, text: str = "") -> None:
         out = self.prefixed(text)
         with self._lock:
+            if self.silenced:
+                return
             if self.sink is not None:
                 self.sink(out)
                 return

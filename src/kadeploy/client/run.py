@@ -200,6 +200,23 @@ def _run(
         if node_file and options.wait:
             create_node_file(node_file)
     results = threading.Lock()
+    first_error: list[int] = []
+
+    def fail(index: int, runner: WorkflowRunner, error: BaseException) -> None:
+        """client.rb `error`: the first error is printed at once and ends the whole run (`Client.kill`
+        stops every server's thread and DELETEs its workflow, then `exit!`); later ones are not seen."""
+        with results:
+            if first_error:
+                return
+            first_error.append(index)
+            errors[index] = error
+            for other in runners:
+                if other is not runner:
+                    other.printer.silence()
+            if display is None:  # under the live table, printed once it is gone
+                stderr.write(runner.printer.prefixed(str(error)) + "\n")
+                stderr.flush()
+            cancel.set()
 
     def work(index: int, runner: WorkflowRunner) -> None:
         try:
@@ -207,7 +224,7 @@ def _run(
             # client.rb `launch`: each server's thread runs `run` then `result` at once, so with -M each
             # result block (and its -o/-n lines) comes when that server finishes, not when all have
             if outcome is not None and not outcome.cancelled and not outcome.info.get("error") \
-                    and not cancel.is_set():
+                    and not cancel.is_set() and not first_error:
                 with results:
                     runner.printer.lines(request.formatter(request.operation, outcome.info, outcome.states))
                     if options.ok_file:
@@ -215,9 +232,9 @@ def _run(
                     if options.ko_file:
                         append_node_file(options.ko_file, outcome.ko_nodes)
         except (ClientError, KadeployError, OSError) as error:
-            errors[index] = error
+            fail(index, runner, error)
         except Exception as error:  # noqa: BLE001 - a thread must report, never die silently
-            errors[index] = ClientError(f"Unexpected client failure: {type(error).__name__}: {error}")
+            fail(index, runner, ClientError(f"Unexpected client failure: {type(error).__name__}: {error}"))
 
     threads = [
         threading.Thread(target=work, args=(index, runner), name=f"kadeploy-{index}", daemon=True)
@@ -251,19 +268,16 @@ def _run(
             display.__exit__(None, None, None)
         _restore_echo(stdin, echo)
 
-    status = 0
-    for index, runner in enumerate(runners):
-        error = errors.get(index)
-        if error is not None:
-            stderr.write(runner.printer.prefixed(str(error)) + "\n")
+    if first_error:
+        index = first_error[0]
+        if display is not None:
+            stderr.write(runners[index].printer.prefixed(str(errors[index])) + "\n")
             stderr.flush()
-            status = status or exit_status_of(error)
+        return exit_status_of(errors[index])
     if interrupted:
         return EXIT_GENERIC
     finished = [outcome for outcome in (outcomes.get(i) for i in range(len(runners))) if outcome]
-    if not finished:
-        return status
-    return status or _report_files(request, finished, options, stdout)
+    return _report_files(request, finished, options, stdout) if finished else 0
 
 
 def _report_files(request: WorkflowRequest, outcomes: list[WorkflowOutcome], options: WorkflowOptions,

@@ -120,3 +120,30 @@ def test_multi_server_results_come_as_each_server_finishes(fake_server, capsys, 
     assert rennes_result < nancy_done
     assert lines[-1] == f"[nancy]   {N1}"
     assert ok_file.read_text() == f"node-1.c2.testbed\n{N1}\n"
+
+
+def test_multi_server_an_error_on_one_server_ends_the_whole_run(fake_server, capsys, monkeypatch) -> None:
+    # client.rb `error` l. 70-78 (via common/http.rb on the 400 of GET .../error): the message, prefixed
+    # by `debug`, then `Client.kill` (every thread killed, every client's workflow DELETEd, l. 953-959)
+    # and `exit!(code)`: the other server prints nothing more and no result block
+    from kadeploy.client import workflow as workflow_module
+
+    monkeypatch.setattr(workflow_module, "POLL_INTERVAL", 0.05)
+    slow = fake_server([N1], name="nancy", polls_before_done=400)
+    fake_server(["node-1.c2.testbed"], name="rennes", polls_before_done=1, error=(5, "Unable to grab the image"))
+    assert kadeploy3.main(["-M", "-e", "debian12-min", "-m", N1, "-m", "node-1.c2.testbed"]) == 5
+    captured = capsys.readouterr()
+    assert captured.err == "[rennes]  Unable to grab the image\n[rennes]  [Kadeploy Error #5]\n"
+    assert "successful" not in captured.out and "cancelled" not in captured.out
+    assert slow.deleted == ["D-00000001"]
+
+
+def test_a_server_error_is_its_message_then_the_code_line(fake_server, capsys, monkeypatch) -> None:
+    # common/http.rb on a 400 with X-Application-Error-Code:
+    # error("#{body.strip}\n[Kadeploy Error ##{code}]", code); the exit status is the code
+    from kadeploy.client import workflow as workflow_module
+
+    monkeypatch.setattr(workflow_module, "POLL_INTERVAL", 0.05)
+    fake_server([N1], polls_before_done=1, error=(5, "Unable to grab the image"))
+    assert kadeploy3.main(["-e", "debian12-min", "-m", N1]) == 5
+    assert capsys.readouterr().err == "Unable to grab the image\n[Kadeploy Error #5]\n"

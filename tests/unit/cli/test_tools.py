@@ -132,7 +132,9 @@ def test_kadeploy3_runs_against_a_server_and_unknown_nodes_exit_2(fake_server, c
 def test_kadeploy3_server_error_code_is_the_exit_status(fake_server, capsys) -> None:
     fake_server(["n1.c1"], launch_error=(6, "You do not have sufficient rights to perform the operation"))
     assert kadeploy3.main(["-m", "n1.c1", "-e", "d"]) == 6
-    assert "[Kadeploy Error #6] You do not have sufficient rights" in capsys.readouterr().err
+    # common/http.rb: "#{body.strip}\n[Kadeploy Error ##{code}]"
+    err = capsys.readouterr().err
+    assert "You do not have sufficient rights" in err and err.endswith("\n[Kadeploy Error #6]\n")
 
 
 def test_version_and_completion(fake_server, capsys) -> None:
