@@ -147,57 +147,67 @@ class TreeRun:
         self.peak_links = max(self.peak_links, len(self._links))
 
     async def _link(self, host: str) -> None:
-        """Start the agent on a first-level node and turn its stdout into events."""
-        address = self.ledger.address[host]
-        hello = False
-        silent: str | None = None
-        process: RemoteProcess | None = None
+        """Start the agent on a first-level node and turn its stdout into events.
+
+        Posts exactly one closing event ("failed" or "end"), whatever happens, so
+        that the run never waits for a link that is gone.
+        """
+        state = _LinkState()
         try:
-            try:
-                async with asyncio.timeout(self._connect_timeout + self._options.stall):
-                    connection = await self._pool.get(host, address)
-                    process = await RemoteProcess.start(host, connection, self._start_line)
-            except ConnectError as exc:
-                self._events.put_nowait(("failed", host, exc.reason))
-                return
-            except TimeoutError:
-                self._events.put_nowait(("failed", host, "Connection timeout"))
-                return
-            except (asyncssh.Error, OSError) as exc:
-                self._pool.drop(host)
-                self._events.put_nowait(("failed", host, f"Connection lost: {exc}"))
-                return
-            self._processes[host] = process
-            config = dict(self._config, host=host)
-            process.stdin.write((json.dumps(config, separators=(",", ":")) + "\n").encode())
-            while True:
-                limit = self._options.stall if hello else self._options.stall + self._connect_timeout
-                try:
-                    async with asyncio.timeout(limit):
-                        line = await process.stdout.readline()
-                except TimeoutError:
-                    silent = f"Agent silent for {limit:g}s: taken as lost"
-                    break
-                except (asyncssh.Error, OSError):
-                    break
-                if not line:
-                    break
-                if len(line) > MAX_EVENT_LINE:
-                    break
-                try:
-                    event = json.loads(line)
-                    kind = event["ev"]
-                except (ValueError, KeyError, TypeError):
-                    continue
-                if kind == "hello" and event.get("host") == host:
-                    hello = True
-                if kind != "beat":
-                    self._events.put_nowait(("event", host, event))
-            reason = None if hello else silent or await _stderr_reason(process)
-            self._events.put_nowait(("end", host, (hello, reason)))
+            await self._serve_link(host, state)
+        except Exception as exc:  # a bug or an unexpected asyncssh error: the link is lost, not the run
+            state.reason = state.reason or f"Relay link failed: {exc!r}"
         finally:
-            if process is not None and process.exit_status is None:
-                await asyncio.shield(process.kill())
+            if state.process is None:
+                self._events.put_nowait(("failed", host, state.reason or "Connection lost"))
+            else:
+                self._events.put_nowait(("end", host, (state.hello, state.reason)))
+            if state.process is not None and state.process.exit_status is None:
+                await asyncio.shield(state.process.kill())
+
+    async def _serve_link(self, host: str, state: _LinkState) -> None:
+        address = self.ledger.address[host]
+        try:
+            async with asyncio.timeout(self._connect_timeout + self._options.stall):
+                connection = await self._pool.get(host, address)
+                state.process = await RemoteProcess.start(host, connection, self._start_line)
+        except ConnectError as exc:
+            state.reason = exc.reason
+            return
+        except TimeoutError:
+            state.reason = "Connection timeout"
+            return
+        except (asyncssh.Error, OSError) as exc:
+            self._pool.drop(host)
+            state.reason = f"Connection lost: {exc}"
+            return
+        process = state.process
+        self._processes[host] = process
+        config = dict(self._config, host=host)
+        process.stdin.write((json.dumps(config, separators=(",", ":")) + "\n").encode())
+        while True:
+            limit = self._options.stall if state.hello else self._options.stall + self._connect_timeout
+            try:
+                async with asyncio.timeout(limit):
+                    line = await process.stdout.readline()
+            except TimeoutError:
+                state.reason = f"Agent silent for {limit:g}s: taken as lost"
+                break
+            except (asyncssh.Error, OSError):
+                break
+            if not line or len(line) > MAX_EVENT_LINE:
+                break
+            try:
+                event = json.loads(line)
+                kind = event["ev"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if kind == "hello" and event.get("host") == host:
+                state.hello = True
+            if kind != "beat":
+                self._events.put_nowait(("event", host, event))
+        if not state.hello and state.reason is None:
+            state.reason = await _stderr_reason(process)
 
     def _handle(self, kind: str, link: str, payload: Any) -> None:
         ledger = self.ledger
@@ -266,6 +276,15 @@ class TreeRun:
             if pending:
                 await asyncio.wait(pending, timeout=grace + 5.0)
         self._links.clear()
+
+
+@dataclass
+class _LinkState:
+    """What one first-level link learned: its process, whether its agent said hello, why it ended."""
+
+    process: RemoteProcess | None = None
+    hello: bool = False
+    reason: str | None = None
 
 
 def _result(host: str, event: Mapping[str, Any]) -> CommandResult:

@@ -183,3 +183,27 @@ async def test_a_stalled_relay_is_overtaken_within_the_stall_bound(tree_lab, tmp
     assert sum(result.ok for result in results.values()) >= NODES - 1 - ARITY - ARITY * ARITY
     # taken over once the relay was silent for `stall`: not held up by it for longer
     assert stalled < healthy + 2 * stall, (stalled, healthy)
+
+
+async def test_a_timeout_and_a_cancellation_kill_the_commands_on_every_node(tree_lab, tmp_path):
+    executor = _tree_executor(tree_lab, tmp_path)
+    marker = f"sleep 9{os.getpid() % 100}7"
+    try:
+        results = await executor.run(tree_lab.hosts, f"{marker} & {marker}; echo never", timeout=1.0)
+        assert executor.last_mode == "tree"
+        assert {result.error for result in results.values()} == {"Command timeout after 1s"}
+        for node in tree_lab.nodes:
+            assert await _gone(node, marker) == []
+
+        task = asyncio.ensure_future(executor.run(tree_lab.hosts, f"{marker} & {marker}"))
+        deadline = time.monotonic() + 30
+        while sum(bool(node.pids_matching(marker)) for node in tree_lab.nodes) < NODES // 2:
+            assert time.monotonic() < deadline, "the tree did not reach half of the nodes"
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await executor.close()
+    for node in tree_lab.nodes:
+        assert await _gone(node, marker) == [] and await _gone(node, AGENT_MARK) == []
