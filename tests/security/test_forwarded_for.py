@@ -22,7 +22,7 @@ AUTH = {"acl": {"whitelist": ["10.9.9.9"]}}
 def test_x_forwarded_for_from_loopback_is_ignored_by_default(tmp_path):
     server = Kadeploy3d(tmp_path, secure=False, server_extra={"authentication": AUTH}).start()
     try:
-        answer = httpx.get(f"{server.url}/rights", headers=SPOOF, timeout=10)
+        answer = httpx.get(f"{server.url}/deployment", headers=SPOOF, timeout=10)
         assert answer.status_code == 401, answer.text
         assert "127.0.0.1" in answer.text      # the peer, not the forwarded address
     finally:
@@ -33,8 +33,8 @@ def test_x_forwarded_for_from_a_configured_proxy_names_the_client(tmp_path):
     server = Kadeploy3d(tmp_path, secure=False, server_extra={
         "authentication": AUTH, "security": {"secure_server": False, "trusted_proxies": ["127.0.0.0/8"]}}).start()
     try:
-        assert httpx.get(f"{server.url}/rights", headers=SPOOF, timeout=10).status_code == 200
-        other = httpx.get(f"{server.url}/rights", headers={**SPOOF, "X-Forwarded-For": "10.9.9.10"}, timeout=10)
+        assert httpx.get(f"{server.url}/deployment", headers=SPOOF, timeout=10).status_code == 200
+        other = httpx.get(f"{server.url}/deployment", headers={**SPOOF, "X-Forwarded-For": "10.9.9.10"}, timeout=10)
         assert other.status_code == 401
     finally:
         server.stop()
