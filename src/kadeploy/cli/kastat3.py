@@ -40,9 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_generic_options(parser)
     add_node_options(parser)
     group = parser.add_argument_group("kastat3 options")
-    group.add_argument("-a", "--all", action="store_true", help="Print all the records (default)")
+    # -a and -b both set bin/kastat3's options[:kind]: the last one given wins
+    group.add_argument("-a", "--all", action="store_const", const="all", dest="kind",
+                       help="Print all the records (default)")
     # bin/kastat3's patterns and classes, checked as OptionParser checks them (optionparser.accept)
-    accept(group.add_argument("-b", "--failure-rate", nargs="?", const="", default=None, metavar="RATE",
+    accept(group.add_argument("-b", "--failure-rate", action=_FailureRate, nargs="?", const="", default=None,
+                              metavar="RATE",
                               help="Print the failure rate of nodes (only those >= RATE, 0..1, if given)"),
            ruby_pattern(r"^0?\.\d+|1(?:\.0)?$"))
     group.add_argument("-F", "--fields", metavar="FIELDS", help=f"Fields to print, among {','.join(FIELDS)}")
@@ -62,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Duration statistics (count, median, p90, max) per macro-step and micro-step")
     group.add_argument("--plot", metavar="FILE", help="Draw the --steps statistics into a PNG file")
     return parser
+
+
+class _FailureRate(argparse.Action):
+    """-b [RATE]: `options[:kind] = :failure_rates`, and the rate when one is given."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        namespace.kind = "failure_rates"
+        if values:
+            namespace.failure_rate = values
+        elif namespace.failure_rate is None:
+            namespace.failure_rate = ""
 
 
 def _chosen_fields(text: str) -> list[str]:
@@ -85,11 +100,9 @@ def _field_list(text: str, option: str) -> list[str]:
 def build_query(args: argparse.Namespace, nodes: Sequence[str]) -> tuple[str, dict[str, Any]]:
     """Path and query of `GET /stats[/operation]` for the options."""
     steps = args.steps or bool(args.plot)
-    if args.all and args.failure_rate is not None:
-        raise OptionError("-a and -b cannot be used together")
-    if steps and (args.all or args.failure_rate is not None or args.fields or args.sort or args.limit):
+    if steps and (args.kind or args.failure_rate is not None or args.fields or args.sort or args.limit):
         raise OptionError("--steps/--plot cannot be used with -a, -b, -F, --sort or --limit")
-    kind = "steps" if steps else "failure_rates" if args.failure_rate is not None else "all"
+    kind = "steps" if steps else args.kind or "all"
     params: dict[str, Any] = {"kind": kind}
     if args.failure_rate:  # its pattern was checked while parsing
         params["min_failure_rate"] = float(args.failure_rate)

@@ -8,6 +8,8 @@ is named, which it is in the multi-server mode only (`launch`, l. 820 vs 838).
 
 from __future__ import annotations
 
+import pytest
+
 from kadeploy.cli import kastat3
 
 CSV = ("D-1,alice,node-1.c1.testbed,SetDeploymentEnvUntrusted,BroadcastEnvKascade,BootNewEnvKexec,"
@@ -61,3 +63,15 @@ def test_unknown_fields_are_listed_as_check_options_lists_them(capsys) -> None:
     # before any server is contacted; exit status 1
     assert kastat3.main(["-F", "wid,colour,hostname,size"]) == 1
     assert capsys.readouterr().err == "Invalid field(s) colour, size\n"
+
+
+@pytest.mark.parametrize("argv, kind, rate", [
+    # bin/kastat3: -a and -b each set options[:kind]; the last one given wins; -b's rate is sent when given
+    (["-a", "-b"], "failure_rates", None),
+    (["-b", "0.5", "-a"], "all", 0.5),
+    (["-a", "-b", ".25"], "failure_rates", 0.25),
+    ([], "all", None),
+])
+def test_a_and_b_the_last_given_wins(argv, kind, rate) -> None:
+    _, params = kastat3.build_query(kastat3.build_parser().parse_args(argv), [])
+    assert params["kind"] == kind and params.get("min_failure_rate") == rate
