@@ -87,7 +87,8 @@ def run(count: int, fanout: int, handshakes: int, arity: int) -> None:
     try:
         addresses = [node.address for node in lab.nodes]
         flat = asyncio.run(_ours(lab, fanout, handshakes, None))
-        tree = asyncio.run(_ours(lab, fanout, handshakes, TreeOptions(arity=arity)))
+        # the lab's nodes share the host's /tmp: their per-run locks go to the lab's directory
+        tree = asyncio.run(_ours(lab, fanout, handshakes, TreeOptions(arity=arity, lock_dir=str(lab.workdir))))
         env = dict(os.environ, PDSH_SSH_ARGS=f"-i {lab.private_key} {SSH_OPTIONS} -l%u %h",
                    PDSH_RCMD_TYPE="ssh")
         pdsh = _timed(["pdsh", "-R", "ssh", "-l", "root", "-f", str(fanout), "-w", ",".join(addresses),
