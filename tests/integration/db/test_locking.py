@@ -85,7 +85,8 @@ def test_repositories(database):
 
 
 async def test_fifty_concurrent_deployments_of_the_same_four_nodes(database):
-    app = create_app(make_settings(rights_kind="dummy"), database, DummyRunner(delay=10))
+    # no cap on running workflows (security/max_running_workflows_per_user): the claims are the subject here
+    app = create_app(make_settings(rights_kind="dummy", max_running_per_user=0), database, DummyRunner(delay=10))
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
     env = {"kind": "anonymous", "name": "e", "os": "linux", "filesystem": "ext4", "boot": {"kernel": "/vmlinuz"},
            "image": {"file": "/e.tgz", "kind": "tar", "compression": "gzip"}}
