@@ -37,6 +37,7 @@ from kadeploy.remote.ledger import Ledger
 from kadeploy.remote.process import RemoteProcess
 from kadeploy.remote.result import CommandResult
 from kadeploy.remote.shell import env_prefix, wrap_command
+from kadeploy.remote.tuning import PREFERRED_CIPHERS, PREFERRED_KEX
 
 AGENT_SOURCE = Path(__file__).with_name("agent.py")
 
@@ -111,6 +112,8 @@ class TreeRun:
             "stall": options.stall, "connect_timeout": connect_timeout, "python": options.python,
             "lock_dir": options.lock_dir,
             "ssh": child_ssh_argv(user=user, port=port, connect_timeout=connect_timeout),
+            # the server's own preferences (remote/tuning.py), for the nodes' ssh clients
+            "prefer": {"kexalgorithms": list(PREFERRED_KEX), "ciphers": list(PREFERRED_CIPHERS)},
             "source": agent_source(),
         }
         self._start_line = wrap_command(f"exec {shlex.quote(options.python)} -c {shlex.quote(self._config['source'])}")

@@ -41,6 +41,23 @@ def test_ssh_failures_get_the_flat_executors_texts():
     assert agent.describe_ssh_failure(b"", 255) == "Agent did not start: ssh exited with status 255"
 
 
+def test_ssh_preferences_reorder_the_nodes_defaults_and_remove_nothing():
+    assert agent.preferred_first(["b", "x"], ["a", "b", "c"]) == ["b", "a", "c"]
+    options = agent.ssh_preferences(["ssh"], {"kexalgorithms": ["curve25519-sha256"],
+                                              "ciphers": ["aes128-gcm@openssh.com"]})
+    defaults = subprocess.run(["ssh", "-G", "kadeploy-probe"], capture_output=True, text=True).stdout
+    for key, first in (("kexalgorithms", "curve25519-sha256"), ("ciphers", "aes128-gcm@openssh.com")):
+        default = next(line.split(" ", 1)[1].split(",") for line in defaults.splitlines()
+                       if line.startswith(key + " "))
+        given = [option for option in options if option.startswith(key + "=")]
+        if default[0] == first:
+            assert not given
+        else:
+            ordered = given[0].split("=", 1)[1].split(",")
+            assert ordered[0] == first and sorted(ordered) == sorted(default)
+    assert agent.ssh_preferences(["/nonexistent/ssh"], {"ciphers": ["x"]}) == []
+
+
 def test_lines_are_split_and_bounded():
     lines = agent.LineBuffer(limit=8)
     assert lines.feed(b'{"a"') == []
