@@ -2,7 +2,7 @@
 
 Client room. Kadeploy3 federates sites only in the client: every server's
 `GET /nodes?list=true` tells which nodes it manages; requested nodes are
-dispatched accordingly, a node no server owns is an error, and servers that
+dispatched accordingly, a node no server owns is an error (exit 1), and servers that
 own none of the nodes are not contacted.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from kadeploy.client.errors import EXIT_GENERIC, ClientError
 from kadeploy.client.nodes import resolve_nodes
-from kadeploy.errors import ErrorCode, KadeployError
 
 
 def dispatch(requested: Sequence[str], server_nodes: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
@@ -29,9 +29,6 @@ def dispatch(requested: Sequence[str], server_nodes: Mapping[str, Sequence[str]]
         if resolved:
             shares[server] = resolved
         remaining = unknown
-    if remaining:
-        raise KadeployError(
-            ErrorCode.INVALID_NODELIST,
-            f"The nodes {', '.join(remaining)} do not belong to any server",
-        )
+    if remaining:  # client.rb `launch`: its words, exit status 1
+        raise ClientError(f"The nodes {', '.join(remaining)} does not belongs to any server", EXIT_GENERIC)
     return shares

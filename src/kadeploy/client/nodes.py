@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from kadeploy.client.errors import EXIT_GENERIC, ClientError
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.nodeset import expand_all, parse_node_file
 
@@ -58,11 +59,9 @@ def resolve_nodes(requested: Iterable[str], managed: Iterable[str]) -> tuple[lis
 
 
 def check_nodes(requested: Sequence[str], managed: Iterable[str], server_name: str) -> list[str]:
-    """Resolved hostnames, or INVALID_NODELIST naming the nodes the server does not manage."""
+    """Resolved hostnames, or client.rb `launch`'s error naming the nodes the server does not manage
+    ("The nodes a, b does not belongs to any server", its words, exit status 1)."""
     resolved, unknown = resolve_nodes(requested, managed)
     if unknown:
-        raise KadeployError(
-            ErrorCode.INVALID_NODELIST,
-            f"The nodes {', '.join(unknown)} do not belong to the {server_name} server",
-        )
+        raise ClientError(f"The nodes {', '.join(unknown)} does not belongs to any server", EXIT_GENERIC)
     return resolved

@@ -120,13 +120,14 @@ def test_kadeploy3_user_errors_are_one_line_with_exit_status(argv, message, caps
     assert status == (2 if "node name" in message else 1)
 
 
-def test_kadeploy3_runs_against_a_server_and_unknown_nodes_exit_2(fake_server, capsys, tmp_path) -> None:
+def test_kadeploy3_runs_against_a_server_and_unknown_nodes_exit_1(fake_server, capsys, tmp_path) -> None:
     fake = fake_server(["node-1.c1.testbed", "node-2.c1.testbed"])
     assert kadeploy3.main(["-m", "node-[1-2].c1.testbed", "-e", "d", "--json", str(tmp_path / "r.json")]) == 0
     assert "The deployment is successful on nodes\nnode-1.c1.testbed\nnode-2.c1.testbed\n" in capsys.readouterr().out
     assert (tmp_path / "r.json").exists() and fake.deleted
-    assert kadeploy3.main(["-m", "node-7.c1.testbed", "-e", "d"]) == 2
-    assert "node-7.c1.testbed" in capsys.readouterr().err
+    # client.rb `launch`: error("The nodes #{...} does not belongs to any server"), exit status 1
+    assert kadeploy3.main(["-m", "node-7.c1.testbed", "-e", "d"]) == 1
+    assert capsys.readouterr().err == "The nodes node-7.c1.testbed does not belongs to any server\n"
 
 
 def test_kadeploy3_server_error_code_is_the_exit_status(fake_server, capsys) -> None:
