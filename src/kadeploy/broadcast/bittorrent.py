@@ -280,9 +280,11 @@ class BittorrentBroadcast:
         chroot = self._workdir / "tracker"
         chroot.mkdir()
         (chroot / "whitelist").write_text(info_hash(torrent) + "\n")  # this torrent only
-        # the whitelist path is read inside the chroot (-d); -u: opentracker drops root there
+        # As root, opentracker chroots into -d and drops to -u, then reads the whitelist inside the
+        # chroot; as another user it does neither, and reads the path as given.
+        whitelist = "/whitelist" if os.geteuid() == 0 else str(chroot / "whitelist")
         await self._service(["opentracker", "-i", address, "-p", str(tracker_port), "-P", str(tracker_port),
-                             "-d", str(chroot), "-u", "nobody", "-w", "/whitelist"], address, tracker_port, "opentracker")
+                             "-d", str(chroot), "-u", "nobody", "-w", whitelist], address, tracker_port, "opentracker")
         seed_dir = self._workdir / "seed"
         seed_dir.mkdir()
         (seed_dir / TORRENT_NAME).symlink_to(self._image.resolve())
