@@ -111,7 +111,7 @@ def test_the_certificate_in_the_environment_wins_and_must_exist(lab, monkeypatch
     monkeypatch.setenv("KADEPLOY3_PRIVATE_KEY", str(key))
     with Connection(entry, user="alice") as connection:
         assert connection.get(NODES) is not None
-        with pytest.raises(ClientError, match="Access denied"):
+        with pytest.raises(ClientError, match=r"\[HTTP Error #403 on GET /rights\]$"):  # common/http.rb
             connection.get("/rights")
     monkeypatch.setenv("KADEPLOY3_CERTIFICATE", str(tmp_path / "missing.crt"))
     with pytest.raises(ClientError, match=r"missing\.crt.*KADEPLOY3_CERTIFICATE"):

@@ -271,10 +271,6 @@ def http_error(method: str, path: str, response: httpx.Response) -> ClientError:
         info = response.headers.get("x-application-error-info")
         message = _decode_info(info) if info else body
         return ServerApplicationError(code, message or body)
-    if response.status_code == 401:
-        return ClientError(f"Authentication failed on {method} {path}: {body or 'unauthorized'}", EXIT_HTTP_ERROR)
-    if response.status_code == 403:
-        return ClientError(f"Access denied on {method} {path}: {body or 'forbidden'}", EXIT_HTTP_ERROR)
     if response.status_code == 404:  # common/http.rb: `error("Resource not found #{path without query}")`
         return ClientError(f"Resource not found {path.split('?')[0]}", EXIT_GENERIC)
     if response.status_code == 500:

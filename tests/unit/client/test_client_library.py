@@ -191,7 +191,7 @@ def test_http_errors_map_as_kadeploy3_and_unreachable_server_is_one_line(fake_se
         assert info.value.exit_status == 1 and info.value.message == "Resource not found /nothing/here"
         with pytest.raises(ClientError) as info:
             session.primary.get("/conflict")
-        assert info.value.exit_status == 2 and "409" in info.value.message
+        assert info.value.exit_status == 2 and info.value.message == "busy\n[HTTP Error #409 on GET /conflict]"
     (tmp_path / "client.conf").write_text("default: x\nservers:\n- {name: x, hostname: 127.0.0.1, port: 1, secure: false}\n")
     with pytest.raises(ClientError, match="Unable to reach the server x") as info:
         Session(GenericOptions()).open()
