@@ -26,6 +26,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.categories import (  # noqa: E402
+    Shortfall,
     check_floor,
     collected_table,
     count_by_category,
@@ -128,6 +129,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     shortfalls = check_floor(counts, read_floor())
     for shortfall in shortfalls:
         terminalreporter.write_line(f"CI=true: {shortfall}", red=True)
-        terminalreporter.stats.setdefault("below floor", []).append(shortfall)
+        terminalreporter.stats.setdefault("below floor", []).append(Shortfall(shortfall))
     if shortfalls and session is not None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -43,17 +43,25 @@ def test_needs_nothing():
 '''
 
 
-def _run(tmp_path: Path, ci: bool) -> subprocess.CompletedProcess[str]:
+# loaded before tests/conftest.py, it makes the probe run count as a full run of tests/
+FULL_RUN_PLUGIN = """
+import tests.categories
+tests.categories.full_run = lambda config: True
+"""
+
+
+def _run(tmp_path: Path, ci: bool, *plugins: str) -> subprocess.CompletedProcess[str]:
     probe = tmp_path / "test_probe_requirements.py"
     probe.write_text(PROBE)
     empty = tmp_path / "empty-bin"
     empty.mkdir(exist_ok=True)
     env = {key: value for key, value in os.environ.items() if key != "CI"}
-    env.update(PATH=str(empty), PYTHONPATH=str(ROOT), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    env.update(PATH=str(empty), PYTHONPATH=f"{tmp_path}:{ROOT}", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     if ci:
         env["CI"] = "true"
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider", "-p", "tests.conftest",
-                           "--rootdir", str(tmp_path), str(probe)],
+    loaded = [argument for plugin in plugins for argument in ("-p", plugin)]
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider", *loaded,
+                           "-p", "tests.conftest", "--rootdir", str(tmp_path), str(probe)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -92,6 +100,16 @@ def test_no_test_skips_except_through_tests_requirements() -> None:
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {owner}.{node.attr}")
     assert not found, "skip through tests/requirements.py (require, requires, unmet, optional) instead:\n" + \
         "\n".join(found)
+
+
+def test_a_full_ci_run_below_the_floor_fails_and_its_closing_line_says_so(tmp_path: Path) -> None:
+    (tmp_path / "cihollow_full_run.py").write_text(FULL_RUN_PLUGIN)
+    # hypothesis's plugin reads every stats entry's __dict__ at the end: loaded to show they coexist
+    ci = _run(tmp_path, True, "cihollow_full_run", "_hypothesis_pytestplugin")
+    lines = ci.stdout.strip().splitlines()
+    assert ci.returncode == 1 and "Traceback" not in ci.stdout + ci.stderr, ci.stdout + ci.stderr
+    assert "CI=true: unit: 0 tests passed, below the floor of" in ci.stdout
+    assert lines[-1].startswith("1 failed, 1 passed, 1 skipped, 1 error, 6 below floor"), lines[-1]
 
 
 def test_an_undeclared_requirement_is_refused_naming_the_table() -> None:
