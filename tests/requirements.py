@@ -13,10 +13,13 @@ Three doors, and only three:
 * `unmet(name, detail)`: the test found out itself that a declared
   component does not work (a database that refuses the connection);
 * `optional(reason)`: a legitimately optional check that skips even under CI
-  (say why at the call site); `OPTIONAL_SKIPS` in tests/unit lists them.
+  (say why at the call site). Two today: the relay on a python3.9 interpreter
+  (Debian 12 has none) and the root-device check where `/` is no block device
+  (a container).
 
-This module imports nothing from kadeploy: it runs before the product is
-importable in a broken checkout, and reports that too.
+tests/unit/test_cihollow_requirements.py refuses any other skip in tests/.
+This module imports nothing from kadeploy, so that the conftest loads even
+when the product does not import.
 """
 
 from __future__ import annotations
