@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,13 +22,21 @@ from pathlib import Path
 from kadeploy.errors import ErrorCode, KadeployError
 
 
+#: what ssh-agent runs as its command: it tells the agent's pid, then waits for the end of its
+#: stdin (a pipe only the server holds). ssh-agent exits when its command ends, so the agent
+#: goes with the server however the server ends (ssh-agent is setgid on Debian, which clears
+#: PR_SET_PDEATHSIG at exec: the pipe is what works).
+WATCH = 'echo "$SSH_AGENT_PID"; read _ || true'
+
+
 class ForwardedAgent:
-    """An `ssh-agent -D` process of our own, with one key; `await start()`, `await close()`."""
+    """An `ssh-agent` of our own, with one key, tied to this process; `await start()`, `await close()`."""
 
     def __init__(self, private_key: Path) -> None:
         self._key = private_key
         self._directory: str | None = None
-        self._process: asyncio.subprocess.Process | None = None
+        self._watch: asyncio.subprocess.Process | None = None
+        self._pid: int | None = None
         self.path: str | None = None
 
     async def start(self, timeout: float = 10.0) -> str:
@@ -40,14 +49,15 @@ class ForwardedAgent:
                                     f"The tree mode of the executor needs {tool} (openssh-client) on the server")
         self._directory = tempfile.mkdtemp(prefix="kadeploy-agent-")
         socket_path = os.path.join(self._directory, "agent.sock")
-        self._process = await asyncio.create_subprocess_exec(
-            "ssh-agent", "-D", "-a", socket_path, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         try:
             async with asyncio.timeout(timeout):
+                self._watch = await asyncio.create_subprocess_exec(
+                    "ssh-agent", "-a", socket_path, "sh", "-c", WATCH, stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+                assert self._watch.stdout is not None
+                line = await self._watch.stdout.readline()
+                self._pid = int(line.strip())
                 while not os.path.exists(socket_path):
-                    if self._process.returncode is not None:
-                        raise KadeployError(ErrorCode.BAD_CONFIGURATION, "ssh-agent exited at start")
                     await asyncio.sleep(0.02)
                 adder = await asyncio.create_subprocess_exec(
                     "ssh-add", "-q", str(self._key), stdin=asyncio.subprocess.DEVNULL,
@@ -58,6 +68,9 @@ class ForwardedAgent:
             await self.close()
             raise KadeployError(ErrorCode.BAD_CONFIGURATION,
                                 f"ssh-agent did not start within {timeout:g}s") from None
+        except ValueError:
+            await self.close()
+            raise KadeployError(ErrorCode.BAD_CONFIGURATION, "ssh-agent did not start") from None
         except BaseException:
             await self.close()
             raise
@@ -69,18 +82,25 @@ class ForwardedAgent:
         return socket_path
 
     async def close(self) -> None:
-        """Stop our ssh-agent (by its pid) and remove its socket directory."""
-        process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            process.terminate()
-            with contextlib.suppress(TimeoutError, ProcessLookupError):
+        """End the watcher (the agent follows), stop the agent by its pid now, remove the socket directory."""
+        watch, self._watch = self._watch, None
+        if watch is not None and watch.returncode is None:
+            if watch.stdin is not None:
+                watch.stdin.close()
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
-                    await process.wait()
-            if process.returncode is None:
-                process.kill()
+                    await watch.wait()
+            if watch.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    watch.kill()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(5):
-                        await process.wait()
+                        await watch.wait()
+        pid, self._pid = self._pid, None
+        if pid is not None:
+            # the agent would notice its command's end within 10 s; do not leave it that long
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
