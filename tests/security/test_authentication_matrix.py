@@ -143,7 +143,8 @@ EXPECTED: list[Case] = [
     Case("put", "/environments", admin_only(), lambda: {"update_files": {"http://files/": "http://moved/"}}),
     Case("put", "/environments/{user}", admin_only(), lambda: {"update_files": {"http://files/": "http://moved/"}}),
     Case("put", "/environments/{user}/{name}", owner_and_admin(), lambda: {"visibility": "shared"}),
-    Case("put", "/environments/{user}/{name}", admin_only(), lambda: {"visibility": "public"}),
+    # alice's environment cannot be made public, not even by root: its owner must be an administrator (kaenvs.rb)
+    Case("put", "/environments/{user}/{name}", everyone(FORBIDDEN), lambda: {"visibility": "public"}),
     Case("put", "/environments/{user}/{name}/{version}", owner_and_admin(), lambda: {"toggle_destructive": True}),
     Case("delete", "/environments/{user}/{name}", owner_and_admin()),
     Case("delete", "/environments/{user}/{name}/{version}", owner_and_admin()),

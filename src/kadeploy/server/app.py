@@ -67,7 +67,7 @@ def create_app(settings: ServerSettings, database: Database, runner: OperationRu
     """
     metrics = Metrics()
     rights = RightsService(database, settings.rights_kind)
-    environments = EnvironmentService(database, fetcher)
+    environments = EnvironmentService(database, fetcher, settings.almighty_users)
     ctx = ServerContext(settings=settings, database=database,
                         registry=WorkflowRegistry(database, runner, metrics, settings.hooks,
                                                   files=files, log_to_db=settings.log_to_db),

@@ -2,7 +2,8 @@
 
 * private: only the owner and almighty users see and use it;
 * shared: anybody can use it when naming the owner; listed only when the owner is named;
-* public: everybody; only almighty users may add or set `public`.
+* public: everybody; only environments owned by an almighty user can be `public`
+  (an administrator cannot publish a user's environment, as Kadeploy3).
 
 A refusal of these rules is HTTP 403 with the message, as Kadeploy3's
 `envs_rights?` answers (`error_forbidden!`), not an error-code 400.
@@ -13,6 +14,7 @@ when that module is installed, else by the minimal checks below.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from kadeploy.db import Database
@@ -69,9 +71,16 @@ def _visible(row: Any, identity: Identity, owner_named: bool) -> bool:
 class EnvironmentService:
     """Add, list, look up, modify and delete recorded environments."""
 
-    def __init__(self, database: Database, fetcher: Any = None) -> None:
+    def __init__(self, database: Database, fetcher: Any = None, almighty_users: Iterable[str] = ("root",)) -> None:
         self.database = database
         self.fetcher = fetcher  # kadeploy.catalog.files.FileFetcher, for checksums; optional
+        self.almighty_users = frozenset(almighty_users)
+
+    def _check_public(self, visibility: Any, owner: str) -> None:
+        """Only an administrator's environments can be public (kaenvs.rb envs_rights?: the *owner* must be an
+        almighty user, on creation as on modification; an administrator cannot publish a user's environment)."""
+        if visibility == "public" and owner not in self.almighty_users:
+            raise HTTPProblem(403, PUBLIC_ONLY_ADMINS)
 
     async def _checksums(self, env: dict[str, Any], client: str | None, fields: tuple[str, ...] = FILE_FIELDS,
                          *, dry_run: bool = False) -> None:
@@ -93,8 +102,7 @@ class EnvironmentService:
             owner = str(description["user"])
         check_user_name(owner, "environment owner")
         check_environment_name(env.get("name"))
-        if env.get("visibility") == "public" and not identity.admin:
-            raise HTTPProblem(403, PUBLIC_ONLY_ADMINS)
+        self._check_public(env.get("visibility"), owner)
         await self._checksums(env, client, dry_run=dry_run)
         return await self.database.run(lambda s: public_view(db_envs.to_api(db_envs.add_environment(s, env, owner))),
                                        dry_run=dry_run)
@@ -149,8 +157,7 @@ class EnvironmentService:
                                                           "or an update_*_checksum parameter")
         if visibility is not None and visibility not in VISIBILITIES:
             raise KadeployError(ErrorCode.INVALID_OPTION, f"Invalid visibility {visibility!r}")
-        if visibility == "public" and not identity.admin:
-            raise HTTPProblem(403, PUBLIC_ONLY_ADMINS)
+        self._check_public(visibility, user)
         last = as_bool(params, "last") if "last" in params else version is None
         new_files: dict[int, dict[str, Any]] = {}
         if updates:

@@ -79,8 +79,12 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     await site.close()
 
 
+# who owns each environment of the matrix: Kadeploy3 lets only an administrator own a public one
+OWNER = {"private": "alice", "shared": "alice", "public": "root"}
+
+
 async def add_envs(site: Site) -> None:
-    """alice owns one environment per visibility; `public` needs an administrator."""
+    """alice owns a private and a shared environment; root owns the public one (kaenvs.rb envs_rights?)."""
     alice, root = site.client("alice"), site.client("root")
     for visibility in VISIBILITIES:
         description = env_description(f"env-{visibility}", site.image(visibility),
@@ -89,7 +93,13 @@ async def add_envs(site: Site) -> None:
         assert response.status_code == 200, response.text
     public = await alice.put("/environments/alice/env-public", json={"visibility": "public"})
     assert (public.status_code, public.text) == (403, 'Only administrators can use the "public" tag')  # as Kadeploy3
-    assert (await root.put("/environments/alice/env-public", json={"visibility": "public"})).status_code == 200
+    # nor can an administrator publish alice's environment: the owner must be one (envs_rights? :modify)
+    published = await root.put("/environments/alice/env-public", json={"visibility": "public"})
+    assert (published.status_code, published.text) == (403, 'Only administrators can use the "public" tag')
+    assert (await alice.delete("/environments/alice/env-public")).status_code == 200
+    description = env_description("env-public", site.image("public"), "private")
+    assert (await root.post("/environments", json={"environment": description})).status_code == 200
+    assert (await root.put("/environments/root/env-public", json={"visibility": "public"})).status_code == 200
 
 
 def _path(launched: httpx.Response) -> str:
@@ -106,7 +116,7 @@ LIST = {("alice", v): True for v in VISIBILITIES} | {("root", v): True for v in 
        {("bob", "private"): False, ("bob", "shared"): False, ("bob", "public"): True}
 PRINT = LIST | {("bob", "shared"): True}   # printing names the owner: shared becomes visible
 DEPLOY = PRINT                             # deploying with -u alice: same rule as print
-DELETE = {(u, v): u != "bob" for u in USERS for v in VISIBILITIES}
+DELETE = {(u, v): u in (OWNER[v], "root") for u in USERS for v in VISIBILITIES}
 
 
 @pytest.mark.parametrize("user", USERS)
@@ -119,22 +129,23 @@ async def test_visibility_matrix(site, user, visibility):
     listed = [e["name"] for e in (await client.get("/environments", params={"last": "true"})).json()]
     assert (name in listed) == LIST[(user, visibility)]
 
-    printed = (await client.get("/environments", params={"username": "alice", "name": name, "last": "true"})).json()
+    owner = OWNER[visibility]
+    printed = (await client.get("/environments", params={"username": owner, "name": name, "last": "true"})).json()
     assert ([e["name"] for e in printed] == [name]) == PRINT[(user, visibility)]
     if printed:
         assert "md5" not in printed[0]["image"]  # the stored checksum is not part of the description
 
-    launched = await deploy(site, user, {"kind": "database", "name": name, "user": "alice"})
+    launched = await deploy(site, user, {"kind": "database", "name": name, "user": owner})
     if DEPLOY[(user, visibility)]:
         info = await wait_done(client, f"/deployment/{launched.json()['wid']}")
         assert info["error"] is False and info["environment"]["name"] == name
     else:
         assert error_of(launched)[0] == 7
 
-    deleted = await client.delete(f"/environments/alice/{name}")
+    deleted = await client.delete(f"/environments/{owner}/{name}")
     if DELETE[(user, visibility)]:
         assert [e["name"] for e in deleted.json()] == [name]
-        assert (await site.client("alice").get("/environments", params={"name": name})).json() == []
+        assert (await site.client(owner).get("/environments", params={"name": name})).json() == []
     else:
         assert deleted.status_code == 403, deleted.text
 
@@ -196,5 +207,8 @@ async def test_server_files_outside_the_allowed_directories_are_refused_at_add(s
 async def test_only_administrators_add_public_environments(site):
     description = env_description("pub", site.image("pub"), "public")
     assert (await site.client("alice").post("/environments", json={"environment": description})).status_code == 403
-    added = await site.client("root").post("/environments", json={"environment": {**description, "user": "alice"}})
-    assert added.json()["user"] == "alice" and added.json()["visibility"] == "public"
+    # an administrator may add for alice, but not a public one: the owner must be an administrator (as Kadeploy3)
+    for_alice = await site.client("root").post("/environments", json={"environment": {**description, "user": "alice"}})
+    assert (for_alice.status_code, for_alice.text) == (403, 'Only administrators can use the "public" tag')
+    added = await site.client("root").post("/environments", json={"environment": description})
+    assert added.json()["user"] == "root" and added.json()["visibility"] == "public"
