@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kadeploy import psych
@@ -187,8 +187,13 @@ def render(request: Request, data: Any, status: int = 200) -> Response:
     if isinstance(data, str):
         return PlainTextResponse(data, status_code=status)
     if wants_yaml(request):  # Ruby's `to_yaml`, as Kadeploy3's server answers (Symbol keys stay `:wid:`)
-        return Response(psych.dump(data), status_code=status, media_type="application/x-yaml")
+        return StreamingResponse(_yaml_text(data), status_code=status, media_type="application/x-yaml")
     return Response(json.dumps(data), status_code=status, media_type="application/json")
+
+
+async def _yaml_text(data: Any) -> Any:
+    """The YAML body, written in a worker thread: a site's node states take about a second of pure Python."""
+    yield await run_in_threadpool(psych.dump, data)
 
 
 def error_response(exc: KadeployError) -> Response:
