@@ -133,6 +133,12 @@ async def test_a_relay_killed_mid_command_loses_no_node_and_runs_none_twice(tree
     finally:
         await executor.close()
     runs = _runs(tree_lab, "killed")
+    ledger = executor.last_tree.ledger
+    given_back = [host for host, count in ledger.grants.items() if count > 1]
+    # killed as soon as it had been granted children, before their ssh and python3 could start
+    assert given_back, "the dead relay had no pending node to give back"
+    for host in given_back:  # taken back from the dead relay, run elsewhere, once
+        assert results[host].ok and runs[host] == 1, (host, results[host])
     assert set(results) == set(tree_lab.hosts)
     assert max(runs.values()) == 1, f"a node ran twice: {runs}"
     for host, result in results.items():
