@@ -211,180 +211,126 @@ def _die_with_parent():
         pass
 
 
-class Child(object):
-    """One node this agent started: the ssh process running its agent."""
+class ChildState(object):
+    """What the logic knows of one child it started: heard from when, said hello, ended."""
 
-    def __init__(self, host, process, now):
+    def __init__(self, host, now):
         self.host = host
-        self.process = process
-        self.lines = LineBuffer()
-        self.stderr = b""
         self.last_seen = now
         self.hello = False
         self.ended = False
-        self.open_streams = 2
 
 
-class Command(object):
-    """This node's own command: process, captures, deadline, watchdog release pipe."""
+class Logic(object):
+    """An agent's decisions, without I/O: what to say up, whom to start, when to kill, when to stop.
 
-    def __init__(self, process, release, limit, deadline):
-        self.process = process
-        self.release = release
-        self.stdout = Capture(limit)
-        self.stderr = Capture(limit)
-        self.deadline = deadline
-        self.open_streams = 2
-        self.status = None
-        self.timed_out = False
-        self.killed = False
+    Why apart from the I/O: the same decisions run on a real node (`Agent`
+    below: a process, `sh` for the command, `ssh` for the children, selectors)
+    and in any host that provides the `io` methods, e.g. a fake testbed's node
+    serving thousands of nodes in one process; there is one implementation of
+    the protocol, not one per host. The host calls the `on_*` methods when
+    something happens, `beat` and `tick` regularly (at least every
+    `heartbeat`), and stops when `tick` answers True, then calls `close`.
 
+    `io` provides: send_up(data) -> bool (False: the parent is gone), pid(),
+    take_lock() -> bool (may raise OSError), release_lock(),
+    start_command(line, input_base64, timeout) -> None or an error text,
+    kill_command(), spawn(host, address, config_line) -> None or an error text,
+    send_down(host, data) -> bool, close_child(host, kill) -> (status, stderr bytes)
+    (after it, nothing more comes from that child).
+    """
 
-class Agent(object):
-    """The event loop of one node's agent (selectors, no threads but the stdin feeder)."""
-
-    def __init__(self, config, out_fd=1, in_fd=0):
+    def __init__(self, config, io):
         self.config = config
         self.host = config["host"]
-        self.out_fd = out_fd
-        self.in_fd = in_fd
-        self.selector = selectors.DefaultSelector()
+        self.io = io
         self.children = {}
         self.routes = {}
-        self.command = None
         self.reported = False
+        self.command_running = False
+        self.command_killed = False
+        self.timed_out = False
+        self.deadline = None
         self.want_pending = False
         self.quitting = False
         self.parent_alive = True
-        self.in_lines = LineBuffer()
-        self.lock = None
-        self.ssh_options = None  # the algorithm preferences, read from ssh once, at the first child
+        self.next_beat = None
+        self.stop_deadline = None
 
     # -- events up ---------------------------------------------------------------------------
 
     def send(self, data):
-        if self.parent_alive and not write_all(self.out_fd, data):
+        if self.parent_alive and not self.io.send_up(data):
             self.parent_alive = False
 
     def emit(self, event, **fields):
         fields.setdefault("host", self.host)
         self.send(event_line(event, **fields))
 
+    def begin(self, now):
+        """Say hello, start the own command, ask for work."""
+        self.emit("hello", protocol=PROTOCOL, pid=self.io.pid())
+        self.start_command(now)
+        self.maybe_want()
+        self.next_beat = now + self.config["heartbeat"]
+
+    def beat(self, now):
+        if self.next_beat is None or now >= self.next_beat:
+            self.emit("beat")
+            self.next_beat = now + self.config["heartbeat"]
+
     # -- the own command ---------------------------------------------------------------------
 
-    def start_command(self):
+    def start_command(self, now):
         if not self.parent_alive:
             self.reported = True  # the parent went away before we said hello: run nothing
             return
-        self.lock = lock_path(self.config["run"], self.host, self.config.get("lock_dir", "/tmp"))
         try:
-            first = take_lock(self.lock)
+            first = self.io.take_lock()
         except OSError as exc:
-            self.lock = None
             self.finish_command(None, None, error="Cannot take the run lock on the node: %s" % exc)
             return
         if not first:
-            self.lock = None
             self.finish_command(None, None, error="Already started by another relay for this run "
                                                   "(that relay was lost: the result is unknown)")
             return
         self.emit("started")
         if not self.parent_alive:
             # nobody heard "started" and nothing ran: free the lock for whoever gets the node
-            os.unlink(self.lock)
-            self.lock = None
+            self.io.release_lock()
             self.reported = True
             return
-        data = self.config.get("input")
-        stdin = subprocess.PIPE if data else subprocess.DEVNULL
-        release_r, release_w = os.pipe()
-
-        def prepare():
-            os.setpgrp()
-            os.dup2(release_r, 3)
-
-        try:
-            process = subprocess.Popen(["sh", "-c", WATCHDOG, "kadeploy", self.config["line"]],
-                                       stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       pass_fds=(3,), preexec_fn=prepare)
-        except OSError as exc:
-            os.close(release_r)
-            os.close(release_w)
-            self.finish_command(None, None, error="Cannot start the command: %s" % exc)
-            return
-        os.close(release_r)
         timeout = self.config.get("timeout")
-        deadline = time.monotonic() + timeout if timeout else None
-        self.command = Command(process, release_w, self.config["outputs_size"], deadline)
-        self.selector.register(process.stdout, selectors.EVENT_READ, ("cmd", "stdout"))
-        self.selector.register(process.stderr, selectors.EVENT_READ, ("cmd", "stderr"))
-        if data:
-            payload = base64.b64decode(data)
-            feeder = threading.Thread(target=self._feed, args=(process.stdin, payload), daemon=True)
-            feeder.start()
-
-    @staticmethod
-    def _feed(stream, payload):
-        try:
-            stream.write(payload)
-            stream.close()
-        except OSError:
-            pass
-
-    def on_command_output(self, which, fileobj):
-        command = self.command
-        try:
-            chunk = os.read(fileobj.fileno(), READ_SIZE)
-        except OSError:
-            chunk = b""
-        if chunk:
-            getattr(command, which).feed(chunk)
+        error = self.io.start_command(self.config["line"], self.config.get("input"), timeout)
+        if error is not None:
+            self.finish_command(None, None, error="Cannot start the command: %s" % error)
             return
-        self.selector.unregister(fileobj)
-        fileobj.close()
-        command.open_streams -= 1
+        self.command_running = True
+        self.deadline = now + timeout if timeout else None
+
+    def on_command_end(self, status, stdout, stderr):
+        """The command ended (`status`: its exit status, minus the signal number if killed)."""
+        self.command_running = False
+        if self.reported:
+            return
+        error = None
+        sig = None
+        if self.timed_out:
+            error = "Command timeout after %gs" % self.config["timeout"]
+            status = None
+        elif status < 0:
+            try:
+                sig = signal.Signals(-status).name[3:]
+            except ValueError:
+                sig = str(-status)
+            error = "Killed by signal %s" % sig
+            status = None
+        self.finish_command(status, sig, error=error, stdout=stdout, stderr=stderr)
 
     def kill_command(self):
-        command = self.command
-        if command is None or command.killed:
-            return
-        command.killed = True
-        try:
-            os.killpg(command.process.pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-    def poll_command(self, now):
-        command = self.command
-        if command is None or self.reported:
-            return
-        if command.status is None:
-            status = command.process.poll()
-            if status is not None:
-                command.status = status
-                if not command.killed:
-                    # released: the watchdog exits without killing what the command left behind
-                    write_all(command.release, b"x\n")
-            elif command.deadline is not None and now >= command.deadline:
-                command.timed_out = True
-                self.kill_command()
-        if command.status is not None and command.open_streams == 0:
-            os.close(command.release)
-            status = command.status
-            error = None
-            sig = None
-            if command.timed_out:
-                error = "Command timeout after %gs" % self.config["timeout"]
-                status = None
-            elif status < 0:
-                try:
-                    sig = signal.Signals(-status).name[3:]
-                except ValueError:
-                    sig = str(-status)
-                error = "Killed by signal %s" % sig
-                status = None
-            self.finish_command(status, sig, error=error,
-                                stdout=command.stdout.text(), stderr=command.stderr.text())
+        if self.command_running and not self.command_killed:
+            self.command_killed = True
+            self.io.kill_command()
 
     def finish_command(self, status, sig, error=None, stdout="", stderr=""):
         self.reported = True
@@ -398,90 +344,47 @@ class Agent(object):
         return (json.dumps(config, separators=(",", ":")) + "\n").encode()
 
     def spawn(self, host, address, now):
-        remote = "exec %s -c %s" % (shlex.quote(self.config.get("python", "python3")),
-                                    shlex.quote(self.config["source"]))
-        if self.ssh_options is None:
-            self.ssh_options = ssh_preferences(self.config["ssh"], self.config.get("prefer"))
-        argv = list(self.config["ssh"]) + self.ssh_options + [address, remote]
-        try:
-            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
-        except OSError as exc:
-            self.emit("failed", host=host, error="Cannot run ssh on the relay %s: %s" % (self.host, exc))
+        error = self.io.spawn(host, address, self.child_config(host))
+        if error is not None:
+            self.emit("failed", host=host, error="Cannot run ssh on the relay %s: %s" % (self.host, error))
             return
-        child = Child(host, process, now)
+        child = ChildState(host, now)
         self.children[host] = child
         self.routes[host] = child
-        self.selector.register(process.stdout, selectors.EVENT_READ, ("child", child))
-        self.selector.register(process.stderr, selectors.EVENT_READ, ("child-err", child))
-        write_all(process.stdin.fileno(), self.child_config(host))
 
-    def on_child_output(self, child, fileobj, is_stderr):
-        try:
-            chunk = os.read(fileobj.fileno(), READ_SIZE)
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self.selector.unregister(fileobj)
-            fileobj.close()
-            child.open_streams -= 1
-            if child.open_streams == 0:
-                self.end_child(child, killed=False)
-            return
-        child.last_seen = time.monotonic()
-        if is_stderr:
-            child.stderr = (child.stderr + chunk)[-4096:]
-            return
-        try:
-            lines = child.lines.feed(chunk)
-        except ValueError:
-            self.end_child(child, killed=True)
-            return
-        for line in lines:
-            self.on_child_event(child, line)
+    def on_child_seen(self, host, now):
+        child = self.children.get(host)
+        if child is not None:
+            child.last_seen = now
 
-    def on_child_event(self, child, line):
+    def on_child_line(self, host, line):
+        child = self.children.get(host)
+        if child is None or child.ended:
+            return
         try:
             event = json.loads(line)
             kind = event["ev"]
-            host = event["host"]
+            source = event["host"]
         except (ValueError, KeyError, TypeError):
             return
         if kind == "beat":
             return
         if kind == "hello":
-            if host == child.host:
+            if source == child.host:
                 child.hello = True
-            self.routes[host] = child
+            self.routes[source] = child
         self.send(line + b"\n")
 
-    def end_child(self, child, killed):
-        if child.ended:
+    def end_child(self, host, killed):
+        """The child's streams ended (`killed` False), or it must go (True: stalled, broken)."""
+        child = self.children.get(host)
+        if child is None or child.ended:
             return
         child.ended = True
-        if killed:
-            try:
-                child.process.kill()
-            except OSError:
-                pass
-        for fileobj in (child.process.stdout, child.process.stderr):
-            try:
-                self.selector.unregister(fileobj)
-            except (KeyError, ValueError):
-                pass
-            fileobj.close()
-        try:
-            child.process.stdin.close()
-        except OSError:
-            pass
-        try:
-            status = child.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            status = None
-        del self.children[child.host]
-        for host in [host for host, route in self.routes.items() if route is child]:
-            del self.routes[host]
+        status, stderr = self.io.close_child(host, killed)
+        del self.children[host]
+        for name in [name for name, route in self.routes.items() if route is child]:
+            del self.routes[name]
         if self.quitting:
             return
         if not child.hello:
@@ -489,24 +392,22 @@ class Agent(object):
                 error = "Agent silent for %gs after its ssh started: taken as lost" % (
                     self.config["stall"] + self.config["connect_timeout"])
             else:
-                error = describe_ssh_failure(child.stderr, status)
-            self.emit("failed", host=child.host, error=error)
+                error = describe_ssh_failure(stderr, status)
+            self.emit("failed", host=host, error=error)
         else:
-            self.emit("lost", host=child.host)
+            self.emit("lost", host=host)
 
     def check_children(self, now):
         stall = self.config["stall"]
         for child in list(self.children.values()):
             if child.ended:
                 continue
-            if child.process.poll() is not None and child.open_streams == 0:
-                self.end_child(child, killed=False)
-            elif now - child.last_seen > (stall if child.hello else stall + self.config["connect_timeout"]):
-                self.end_child(child, killed=True)
+            if now - child.last_seen > (stall if child.hello else stall + self.config["connect_timeout"]):
+                self.end_child(child.host, killed=True)
 
     def send_down(self, child, data):
-        if not child.ended and not write_all(child.process.stdin.fileno(), data):
-            self.end_child(child, killed=True)
+        if not child.ended and not self.io.send_down(child.host, data):
+            self.end_child(child.host, killed=True)
 
     def maybe_want(self):
         free = self.config["arity"] - len(self.children)
@@ -539,17 +440,9 @@ class Agent(object):
         elif op == "kill":
             self.shutdown(kill=True)
 
-    def on_parent_input(self, now):
-        try:
-            chunk = os.read(self.in_fd, READ_SIZE)
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self.parent_alive = False
-            self.shutdown(kill=True)
-            return
-        for line in self.in_lines.feed(chunk):
-            self.on_parent_line(line, now)
+    def on_parent_eof(self):
+        self.parent_alive = False
+        self.shutdown(kill=True)
 
     def shutdown(self, kill):
         self.quitting = True
@@ -557,26 +450,260 @@ class Agent(object):
             self.kill_command()
             for child in list(self.children.values()):
                 self.send_down(child, b'{"op":"kill"}\n')
-        self.stopping = True
+
+    # -- the clock ------------------------------------------------------------------------------
+
+    def tick(self, now):
+        """Timeouts, stalled children, asking for work; True when the agent is done."""
+        if self.command_running and self.deadline is not None and now >= self.deadline:
+            self.timed_out = True
+            self.kill_command()
+        self.check_children(now)
+        if not self.quitting:
+            self.maybe_want()
+            return False
+        if self.stop_deadline is None:
+            self.stop_deadline = now + self.config["stall"]
+        command_done = not self.command_running or self.reported or self.command_killed
+        return (not self.children and command_done) or now >= self.stop_deadline or not self.parent_alive
+
+    def close(self):
+        """The end: kill what is left of the command and of the children."""
+        self.kill_command()
+        for child in list(self.children.values()):
+            self.end_child(child.host, killed=True)
+
+
+class Child(object):
+    """One node this agent started: the ssh process running its agent."""
+
+    def __init__(self, host, process):
+        self.host = host
+        self.process = process
+        self.lines = LineBuffer()
+        self.stderr = b""
+        self.open_streams = 2
+
+
+class Command(object):
+    """This node's own command: process, captures, watchdog release pipe."""
+
+    def __init__(self, process, release, limit):
+        self.process = process
+        self.release = release
+        self.stdout = Capture(limit)
+        self.stderr = Capture(limit)
+        self.open_streams = 2
+        self.status = None
+        self.killed = False
+        self.done = False
+
+
+class Agent(object):
+    """A node's agent as a process: `Logic` over pipes, `sh` and `ssh` (selectors, no threads but the stdin feeder)."""
+
+    def __init__(self, config, out_fd=1, in_fd=0):
+        self.config = config
+        self.out_fd = out_fd
+        self.in_fd = in_fd
+        self.selector = selectors.DefaultSelector()
+        self.children = {}
+        self.command = None
+        self.in_lines = LineBuffer()
+        self.lock = None
+        self.ssh_options = None  # the algorithm preferences, read from ssh once, at the first child
+        self.logic = Logic(config, self)
+
+    # -- the io the logic uses ----------------------------------------------------------------
+
+    def send_up(self, data):
+        return write_all(self.out_fd, data)
+
+    def pid(self):
+        return os.getpid()
+
+    def take_lock(self):
+        path = lock_path(self.config["run"], self.config["host"], self.config.get("lock_dir", "/tmp"))
+        if not take_lock(path):
+            return False
+        self.lock = path
+        return True
+
+    def release_lock(self):
+        if self.lock is not None:
+            os.unlink(self.lock)
+            self.lock = None
+
+    def start_command(self, line, data, timeout):
+        stdin = subprocess.PIPE if data else subprocess.DEVNULL
+        release_r, release_w = os.pipe()
+
+        def prepare():
+            os.setpgrp()
+            os.dup2(release_r, 3)
+
+        try:
+            process = subprocess.Popen(["sh", "-c", WATCHDOG, "kadeploy", line],
+                                       stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       pass_fds=(3,), preexec_fn=prepare)
+        except OSError as exc:
+            os.close(release_r)
+            os.close(release_w)
+            return str(exc)
+        os.close(release_r)
+        self.command = Command(process, release_w, self.config["outputs_size"])
+        self.selector.register(process.stdout, selectors.EVENT_READ, ("cmd", "stdout"))
+        self.selector.register(process.stderr, selectors.EVENT_READ, ("cmd", "stderr"))
+        if data:
+            payload = base64.b64decode(data)
+            feeder = threading.Thread(target=self._feed, args=(process.stdin, payload), daemon=True)
+            feeder.start()
+        return None
+
+    @staticmethod
+    def _feed(stream, payload):
+        try:
+            stream.write(payload)
+            stream.close()
+        except OSError:
+            pass
+
+    def kill_command(self):
+        command = self.command
+        if command is None or command.killed:
+            return
+        command.killed = True
+        try:
+            os.killpg(command.process.pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+    def spawn(self, host, address, config_line):
+        remote = "exec %s -c %s" % (shlex.quote(self.config.get("python", "python3")),
+                                    shlex.quote(self.config["source"]))
+        if self.ssh_options is None:
+            self.ssh_options = ssh_preferences(self.config["ssh"], self.config.get("prefer"))
+        argv = list(self.config["ssh"]) + self.ssh_options + [address, remote]
+        try:
+            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+        except OSError as exc:
+            return str(exc)
+        child = Child(host, process)
+        self.children[host] = child
+        self.selector.register(process.stdout, selectors.EVENT_READ, ("child", child))
+        self.selector.register(process.stderr, selectors.EVENT_READ, ("child-err", child))
+        write_all(process.stdin.fileno(), config_line)
+        return None
+
+    def send_down(self, host, data):
+        child = self.children.get(host)
+        return child is not None and write_all(child.process.stdin.fileno(), data)
+
+    def close_child(self, host, kill):
+        child = self.children.pop(host, None)
+        if child is None:
+            return None, b""
+        if kill:
+            try:
+                child.process.kill()
+            except OSError:
+                pass
+        for fileobj in (child.process.stdout, child.process.stderr):
+            try:
+                self.selector.unregister(fileobj)
+            except (KeyError, ValueError):
+                pass
+            fileobj.close()
+        try:
+            child.process.stdin.close()
+        except OSError:
+            pass
+        try:
+            status = child.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            status = None
+        return status, child.stderr
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def on_command_output(self, which, fileobj):
+        command = self.command
+        try:
+            chunk = os.read(fileobj.fileno(), READ_SIZE)
+        except OSError:
+            chunk = b""
+        if chunk:
+            getattr(command, which).feed(chunk)
+            return
+        self.selector.unregister(fileobj)
+        fileobj.close()
+        command.open_streams -= 1
+
+    def poll_command(self):
+        command = self.command
+        if command is None or command.done:
+            return
+        if command.status is None:
+            status = command.process.poll()
+            if status is None:
+                return
+            command.status = status
+            if not command.killed:
+                # released: the watchdog exits without killing what the command left behind
+                write_all(command.release, b"x\n")
+        if command.open_streams == 0:
+            command.done = True
+            os.close(command.release)
+            self.logic.on_command_end(command.status, command.stdout.text(), command.stderr.text())
+
+    def on_child_output(self, child, fileobj, is_stderr, now):
+        try:
+            chunk = os.read(fileobj.fileno(), READ_SIZE)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.selector.unregister(fileobj)
+            fileobj.close()
+            child.open_streams -= 1
+            if child.open_streams == 0:
+                self.logic.end_child(child.host, killed=False)
+            return
+        self.logic.on_child_seen(child.host, now)
+        if is_stderr:
+            child.stderr = (child.stderr + chunk)[-4096:]
+            return
+        try:
+            lines = child.lines.feed(chunk)
+        except ValueError:
+            self.logic.end_child(child.host, killed=True)
+            return
+        for line in lines:
+            self.logic.on_child_line(child.host, line)
+
+    def on_parent_input(self, now):
+        try:
+            chunk = os.read(self.in_fd, READ_SIZE)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.logic.on_parent_eof()
+            return
+        for line in self.in_lines.feed(chunk):
+            self.logic.on_parent_line(line, now)
 
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self):
-        self.stopping = False
-        self.emit("hello", protocol=PROTOCOL, pid=os.getpid())
+        logic = self.logic
+        logic.begin(time.monotonic())
         self.selector.register(self.in_fd, selectors.EVENT_READ, ("parent", None))
-        self.start_command()
-        self.maybe_want()
         for line in self.in_lines.feed(b""):  # what came with the configuration
-            self.on_parent_line(line, time.monotonic())
+            logic.on_parent_line(line, time.monotonic())
         heartbeat = self.config["heartbeat"]
-        next_beat = time.monotonic() + heartbeat
-        stop_deadline = None
         while True:
-            now = time.monotonic()
-            if now >= next_beat:
-                self.emit("beat")
-                next_beat = now + heartbeat
+            logic.beat(time.monotonic())
             for key, _ in self.selector.select(timeout=min(0.2, heartbeat)):
                 kind, data = key.data
                 now = time.monotonic()
@@ -585,22 +712,12 @@ class Agent(object):
                 elif kind == "cmd":
                     self.on_command_output(data, key.fileobj)
                 elif kind in ("child", "child-err"):
-                    if not data.ended:
-                        self.on_child_output(data, key.fileobj, kind == "child-err")
-            now = time.monotonic()
-            self.poll_command(now)
-            self.check_children(now)
-            if not self.quitting:
-                self.maybe_want()
-            if self.quitting:
-                if stop_deadline is None:
-                    stop_deadline = now + self.config["stall"]
-                command_done = self.command is None or self.reported or self.command.killed
-                if (not self.children and command_done) or now >= stop_deadline or not self.parent_alive:
-                    break
-        self.kill_command()
-        for child in list(self.children.values()):
-            self.end_child(child, killed=True)
+                    if self.children.get(data.host) is data:  # not closed earlier in this batch
+                        self.on_child_output(data, key.fileobj, kind == "child-err", now)
+            self.poll_command()
+            if logic.tick(time.monotonic()):
+                break
+        logic.close()
 
 
 def read_config(fd=0):
