@@ -86,8 +86,9 @@ def dump(value: Any, libyaml: Libyaml = KADEPLOY3_LIBYAML) -> str:
     events: list[Event] = [StreamStartEvent(encoding="utf-8"), DocumentStartEvent(explicit=True)]
     _events(value, events)
     events += [DocumentEndEvent(explicit=False), StreamEndEvent()]
-    dumper = _PsychDumper if libyaml is Libyaml.V0_2_5 else _LegacyPsychDumper
-    return yaml.emit(events, Dumper=dumper, allow_unicode=True, width=80, indent=2)
+    # yaml.emit only feeds events to its Dumper: an Emitter is all it needs (no serializer, representer, resolver)
+    emitter = _PsychEmitter if libyaml is Libyaml.V0_2_5 else _LegacyPsychEmitter
+    return yaml.emit(events, Dumper=emitter, allow_unicode=True, width=80, indent=2)
 
 
 def ruby_float(number: float) -> str:
@@ -280,25 +281,3 @@ class _LegacyPsychEmitter(Emitter):
                 data = data.encode(self.encoding)
             self.stream.write(data)
         super().write_plain(text, split)
-
-
-class _PsychDumper(_PsychEmitter, yaml.serializer.Serializer, yaml.representer.Representer,
-                   yaml.resolver.Resolver):
-    def __init__(self, stream: Any, **kwargs: Any) -> None:
-        _PsychEmitter.__init__(self, stream, canonical=None, indent=kwargs.get("indent"),
-                               width=kwargs.get("width"), allow_unicode=kwargs.get("allow_unicode"),
-                               line_break=None)
-        yaml.serializer.Serializer.__init__(self)
-        yaml.representer.Representer.__init__(self)
-        yaml.resolver.Resolver.__init__(self)
-
-
-class _LegacyPsychDumper(_LegacyPsychEmitter, yaml.serializer.Serializer, yaml.representer.Representer,
-                         yaml.resolver.Resolver):
-    def __init__(self, stream: Any, **kwargs: Any) -> None:
-        _LegacyPsychEmitter.__init__(self, stream, canonical=None, indent=kwargs.get("indent"),
-                                     width=kwargs.get("width"), allow_unicode=kwargs.get("allow_unicode"),
-                                     line_break=None)
-        yaml.serializer.Serializer.__init__(self)
-        yaml.representer.Representer.__init__(self)
-        yaml.resolver.Resolver.__init__(self)
