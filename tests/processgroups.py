@@ -1,14 +1,16 @@
-"""Process-group checks shared by the tests of local commands (boot.process and the steps that use it).
+"""Process checks shared by the tests: process groups of local commands, and stopping a started server.
 
 A command under test writes its shell's pid (its process group id: it is started
 in its own session) and starts a child, as a command template that runs `ssh`
 or `ipmitool` in the background would; afterwards /proc must hold no live
-process of that group.
+process of that group. `stop_process` is how a test ends a server it started
+(kadeploy3d...): politely first, surely in the end, never waiting forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 
 CHILD_AND_WAIT = "echo $$ > {pidfile}; sleep 300 & sleep 300"
@@ -47,3 +49,18 @@ async def group_of(pidfile: Path) -> int:
             return int(pidfile.read_text())
         await asyncio.sleep(0.02)
     raise AssertionError("the command never started")
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """End `process`: SIGTERM, wait up to `timeout`; if it is still there, SIGKILL and wait again.
+
+    Why: a server stopped by a test gets its chance to clean up (SIGTERM), but a
+    hung one must not hold the test or leak (SIGKILL); each wait is bounded."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)

@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,11 +30,8 @@ from kadeploy_testbed.answering import NotAnswering, wait_answering
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "server"))
 from configdir import write_config_dir  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.ports import free_port  # noqa: E402
+from tests.processgroups import stop_process  # noqa: E402
 
 
 class Authority:
@@ -122,13 +117,8 @@ class Kadeploy3d:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
 
 
