@@ -94,35 +94,114 @@ esac
 exit 0
 """
 
-# PID 1 after /init: reaps orphans and keeps the marker port open.
-INIT_PROCESS = r'''"""PID 1 of the deployment environment: marker port 25300 and zombie reaping."""
+# PID 1 after /init: reaps orphans, keeps the marker port open, and switches root on request.
+# BootNewEnvPivotRoot writes the deployed root's mount point into the FIFO
+# /run/kadeploy/pivot-root (kadeploy.steps.commands.PIVOT_HOOK); only PID 1 may
+# switch_root, so the deployment environment's init does it, as an initramfs does:
+# stop every other process (sshd, the marker port), detach the mounts the new system
+# does not inherit, then exec util-linux's switch_root, which moves /dev /proc /sys
+# /run into the new root, frees this RAM root and execs the deployed system's init.
+INIT_PROCESS = r'''"""PID 1 of the deployment environment: marker port 25300, zombie reaping, switch-root hook."""
 import os
 import select
 import signal
 import socket
+import subprocess
+import time
 
-signal.signal(signal.SIGCHLD, lambda *_: None)
-server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind(("0.0.0.0", 25300))
-server.listen(64)
-while True:
+HOOK = "/run/kadeploy/pivot-root"
+SWITCH_ROOT = "/usr/sbin/switch_root"
+INHERITED = ("/", "/dev", "/proc", "/sys", "/run")
+
+
+def say(text):
     try:
-        ready, _, _ = select.select([server], [], [], 5.0)
-        if ready:
-            connection, _ = server.accept()
-            connection.close()
-    except InterruptedError:
-        pass
+        with open("/dev/console", "w") as console:
+            console.write(f"kadeploy-deploy-env: {text}\n")
     except OSError:
         pass
+
+
+def reap():
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            break
+            return
         if pid == 0:
-            break
+            return
+
+
+def stop_everything_else():
+    # kill(-1) reaches every process but PID 1 itself
+    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
+        try:
+            os.kill(-1, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                pass
+
+
+def detach_other_mounts(newroot):
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1].replace("\\040", " ") for line in mounts]
+    for point in reversed(points):
+        inherited = point in INHERITED or any(point.startswith(top + "/") for top in INHERITED[1:])
+        if not (inherited or point == newroot or point.startswith(newroot + "/")):
+            subprocess.run(["umount", "-l", point], check=False, timeout=30)
+
+
+def switch_root(newroot, server):
+    if not (newroot.startswith("/") and os.path.ismount(newroot) and os.access(SWITCH_ROOT, os.X_OK)):
+        say(f"switch-root request refused: {newroot!r} is not a mount point or {SWITCH_ROOT} is missing")
+        return
+    say(f"switching root to {newroot} and starting its /sbin/init (no reboot)")
+    server.close()
+    stop_everything_else()
+    detach_other_mounts(newroot)
+    os.sync()
+    try:
+        os.execv(SWITCH_ROOT, ["switch_root", newroot, "/sbin/init"])
+    except OSError as error:
+        say(f"switch_root failed: {error}; the node stays without network service")
+        while True:  # PID 1 must not exit (kernel panic): Kadeploy's wait times out and says so
+            time.sleep(3600)
+
+
+signal.signal(signal.SIGCHLD, lambda *_: None)
+os.makedirs(os.path.dirname(HOOK), exist_ok=True)
+if not os.path.exists(HOOK):
+    os.mkfifo(HOOK, 0o600)
+# read and write: the FIFO never reports end-of-file between two writers
+hook = os.open(HOOK, os.O_RDWR | os.O_NONBLOCK)
+server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", 25300))
+server.listen(64)
+pending = b""
+while True:
+    try:
+        ready, _, _ = select.select([server, hook], [], [], 5.0)
+        if server in ready:
+            connection, _ = server.accept()
+            connection.close()
+        if hook in ready:
+            pending += os.read(hook, 4096)
+            if b"\n" in pending:
+                line, _, pending = pending.partition(b"\n")
+                switch_root(line.decode(errors="replace").strip(), server)
+    except InterruptedError:
+        pass
+    except OSError:
+        pass
+    reap()
 '''
 
 # No init system in RAM: `reboot -f` and `poweroff` act on the kernel directly;
