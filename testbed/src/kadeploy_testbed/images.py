@@ -81,6 +81,8 @@ DEPLOY_PACKAGES = (
     "netcat-openbsd", "iproute2", "procps", "util-linux", "mount",
     # fsa images (Kadeploy3's deployment environment ships it too): decompress_environment's restfs
     "fsarchiver",
+    # BroadcastEnvBittorrent: the nodes' BitTorrent client (kadeploy/broadcast/btnode.py runs aria2c)
+    "aria2",
 )
 # systemd-sysv gives the image an init that starts the enabled ssh.service on real
 # hardware; the testbed itself starts the image's /usr/sbin/sshd directly.
