@@ -71,7 +71,11 @@ def _reclaim_stale_testbed() -> None:
 
 
 SESSION = pytest.StashKey[pytest.Session]()
-QEMU_DEPLOYMENTS = "tests/qemu/test_qemu_deploy.py"
+QEMU_DEPLOYMENTS = ("tests/qemu/test_qemu_deploy.py", "tests/qemu/test_qemu_pivot_root.py")
+
+
+def _qemu_deployment(item: pytest.Item) -> bool:
+    return any(path in str(item.fspath) for path in QEMU_DEPLOYMENTS)
 
 
 def pytest_configure(config):
@@ -89,18 +93,18 @@ def pytest_sessionstart(session):
 
 def pytest_collection_modifyitems(config, items):
     # QEMU under software emulation on 2 cores: each PXE method boots the deployment kernel
-    # in about a minute, the two deployments take about 12 minutes. They run every time;
+    # in about a minute, the four deployments take about 21 minutes. They run every time;
     # KADEPLOY_TEST_QEMU=0 skips the deployments for a quicker local run (refused under CI).
     if os.environ.get("KADEPLOY_TEST_QEMU") == "0" and not under_ci():
         skip_qemu = pytest.mark.skip(reason="QEMU deployment tests skipped (KADEPLOY_TEST_QEMU=0)")
         for item in items:
-            if QEMU_DEPLOYMENTS in str(item.fspath):
+            if _qemu_deployment(item):
                 item.add_marker(skip_qemu)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    if under_ci() and os.environ.get("KADEPLOY_TEST_QEMU") == "0" and QEMU_DEPLOYMENTS in str(item.fspath):
+    if under_ci() and os.environ.get("KADEPLOY_TEST_QEMU") == "0" and _qemu_deployment(item):
         pytest.fail("CI=true: KADEPLOY_TEST_QEMU=0 would skip the QEMU deployments; unset it in CI", pytrace=False)
     names = [name for mark in item.iter_markers("requires") for name in mark.args]
     if any(keyword in item.keywords for keyword in ("root", "testbed", "e2e")):
