@@ -156,11 +156,14 @@ def test_silent_bmc_does_not_answer(testbed: Testbed) -> None:
 
 def test_deploy_kernel_profile_opens_ssh_and_marker_port(testbed: Testbed) -> None:
     testbed.profile("10.200.1.1", DEPLOY_PROFILE)
+    before = boots(testbed, "node-1.c1.testbed")
     assert testbed.ipmi("node-1-bmc.c1.testbed", "on").returncode == 0
-    wait_ports("10.200.1.1", [22, 25300], [], FIRMWARE_DELAY + BOOT_MARGIN)
+    wait_booted(testbed, "node-1.c1.testbed", "10.200.1.1", "deploy-env", FIRMWARE_DELAY + BOOT_MARGIN + 3, before)
+    # the node shows deploy-env only once both listen
+    assert port_open("10.200.1.1", 22) and port_open("10.200.1.1", 25300)
+    assert testbed.status()["node-1.c1.testbed"]["detail"] == ""
     result = testbed.ssh("node-1.c1.testbed", "hostname; test -b /dev/sda && echo disk")
     assert result.stdout.decode().split() == ["node-1.c1.testbed", "disk"]
-    assert testbed.status()["node-1.c1.testbed"]["state"] == "deploy-env"
 
 
 def test_missing_kernel_leaves_node_unreachable(testbed: Testbed) -> None:

@@ -14,11 +14,31 @@
 #   KTB_PART      partition number to boot (partition mode)
 #   KTB_HOSTNAME  node FQDN
 #   KTB_KEY       public deploy key file (deploy mode)
+#   KTB_BOOT      the supervisor's number of this boot, echoed in the `booted` announcement
 # Exit status 3 means "hung": nothing bootable; the supervisor keeps the node on, unreachable.
+#
+# The node announces `booted KTB_BOOT [what is missing]` on the control fifo only once its
+# services listen (the marker port, then sshd): until then the supervisor shows it `booting`,
+# so a status of deploy-env or partition N means those ports accept connections.
 
 set -u
 say() { echo "[$(date +%H:%M:%S)] $*"; }
 hang() { say "boot failed: $*"; exit 3; }
+SERVICE_WAIT=300  # polls of 0.1 s: how long a service may take to listen on a loaded host
+# Whether something listens on TCP port $1 in this node's network namespace (/proc/net is per netns).
+listening() {
+  grep -Eq "^ *[0-9]+: [0-9A-F]+:$(printf %04X "$1") [0-9A-F]+:[0-9A-F]+ 0A " /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+# Wait until port $1 listens while process $2 lives; false if it died or never listened.
+wait_listening() {
+  n=0
+  until listening "$1"; do
+    kill -0 "$2" 2>/dev/null || return 1
+    n=$((n + 1)); [ "$n" -le "$SERVICE_WAIT" ] || return 1
+    sleep 0.1
+  done
+}
+announce() { echo "booted $KTB_BOOT${1:+ $1}" > "$KTB_RUN/ctl/ctl"; }
 
 hostname "$KTB_HOSTNAME" 2>/dev/null || true
 M="$KTB_RUN/mnt"
@@ -82,6 +102,7 @@ for name in reboot halt poweroff shutdown kexec; do
   done
 done
 
+missing=""
 if [ "$KTB_MODE" = deploy ]; then
   say "Deployment environment: sshd on 22, marker port 25300"
   # one listening socket for the whole life of the environment: `nc -lk` re-listens between
@@ -93,11 +114,20 @@ s.bind(("", 25300))
 s.listen(128)
 while True:
     s.accept()[0].close()' </dev/null >/dev/null 2>&1 &
+  # the marker listens before sshd starts: a deployment environment whose sshd answers
+  # without its marker would pass for a user's system (Kadeploy's wait_reboot, ports_down)
+  wait_listening 25300 $! || { say "marker port 25300 is not listening"; missing="marker port 25300 not listening"; }
 fi
 [ -x "$R/usr/sbin/sshd" ] || hang "no /usr/sbin/sshd in the booted system"
 chroot "$R" /usr/sbin/sshd -D -e &
 sshd=$!
-say "$KTB_HOSTNAME login: (sshd started)"
+if wait_listening 22 "$sshd"; then
+  say "$KTB_HOSTNAME login: (sshd listening on 22)"
+else
+  say "sshd is not listening on 22"
+  missing="${missing:+$missing, }sshd not listening on 22"
+fi
+announce "$missing"
 wait "$sshd"
 say "sshd exited with status $?; the system stays up without network service"
 while :; do sleep 3600; done

@@ -4,9 +4,11 @@ Why: this is the node's hardware. It is what the BMC powers, what the PXE ROM
 of a real node would do on power-on (fetch the profile over TFTP/HTTP, in the
 ROM's order, and boot what it names), and where `reboot`/`kexec` inside the
 node land. The running system itself is `nodeinit.sh` as PID 1 of the node's
-PID namespace: killing it is pulling the plug. All of it runs on the testbed
-daemon's event loop; the BMC thread calls the `PowerControl` methods, which only
-hand the action to the loop. Imports `layout`, `state`, `fetch`, `profiles`.
+PID namespace: killing it is pulling the plug. A started system shows as
+`booting` until its init announces that its services listen, so the state a
+node reports (deploy-env, partition N) is true of its ports when reported.
+All of it runs on the testbed daemon's event loop; the BMC thread calls the
+`PowerControl` methods, which only hand the action to the loop. Imports `layout`, `state`, `fetch`, `profiles`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ COMMAND_TIMEOUT = 15.0
 HUNG_EXIT = 3
 SHUTDOWN_DELAY = 1.0  # seconds between an in-node reboot/poweroff request and the power action
 DEPLOY_KERNEL = -1  # kexec target meaning "the deployment kernel", not a partition
+BOOTING = "booting"  # phase of a started system whose services do not all listen yet
+DETAIL_LIMIT = 200  # characters of a `booted` announcement's text kept as the detail
 
 
 @dataclass
@@ -97,6 +101,7 @@ class NodeSupervisor:
         self._process: asyncio.subprocess.Process | None = None
         self._fifo_fd: int | None = None
         self._fifo_buffer = b""
+        self._booting_into = ""  # the phase a `booting` system enters once nodeinit announces it
 
     # -- PowerControl (called from the BMC thread) ------------------------------------
     def power_on(self) -> None:
@@ -315,9 +320,11 @@ class NodeSupervisor:
             "KTB_LOWER": state.deploy_rootfs,
             "KTB_HOSTNAME": self.node.hostname,
             "KTB_KEY": str(state.path / "etc" / "keys" / "id_deploy.pub"),
+            "KTB_BOOT": str(self.boot_count),
             **env,
         }
-        self._set_phase(phase, "booting")
+        self._booting_into = phase
+        self._set_phase(BOOTING, phase)
         with open(self.run_dir / "console.log", "ab") as console:
             self._process = await asyncio.create_subprocess_exec(
                 "ip", "netns", "exec", self.node.netns,
@@ -325,7 +332,6 @@ class NodeSupervisor:
                 "/bin/sh", str(NODEINIT),
                 stdin=asyncio.subprocess.DEVNULL, stdout=console, stderr=console,
                 env=full_env, start_new_session=True)
-        self.detail = ""
         status = await self._process.wait()
         self._process = None
         await self._hang("nothing bootable" if status == HUNG_EXIT else f"node init exited with status {status}")
@@ -355,11 +361,24 @@ class NodeSupervisor:
         while b"\n" in self._fifo_buffer:
             line, self._fifo_buffer = self._fifo_buffer.split(b"\n", 1)
             request = line.decode(errors="replace").strip()
-            if request in ("reboot", "poweroff", "kexec") and self.powered:
+            if request.startswith("booted "):
+                self._booted(request)
+            elif request in ("reboot", "poweroff", "kexec") and self.powered:
                 self.console(f"{request} requested by the running system")
                 # a system takes a moment to go down: the command that asked returns first
                 delay = 0.0 if request == "kexec" else SHUTDOWN_DELAY
                 self.loop.call_later(delay, self._requested, request)
+
+    def _booted(self, announcement: str) -> None:
+        """nodeinit's `booted BOOT [missing]`: its services listen (or will not); the boot is over.
+
+        Only the announcement of the boot in progress counts: one written by a
+        system just killed must not pass the next boot off as ready.
+        """
+        words = announcement.split(" ", 2)
+        if self.phase != BOOTING or words[1] != str(self.boot_count):
+            return
+        self._set_phase(self._booting_into, words[2][:DETAIL_LIMIT] if len(words) > 2 else "")
 
     def _requested(self, action: str) -> None:
         if self.powered:  # not if the BMC powered the node off in the meantime

@@ -260,10 +260,12 @@ class FakeNode:
 
     # -- ports -----------------------------------------------------------------------------
     async def _open_ports(self, deploy: bool) -> None:
-        self._listeners.append(await self.context.start_sshd(self))
+        # the marker first: a deployment environment answering on SSH without it would
+        # pass for a user's system with the server's wait_reboot (25300 in ports_down)
         if deploy:
             self._listeners.append(await asyncio.start_server(_close_at_once, self.spec.ip,
                                                               self.context.settings.marker_port))
+        self._listeners.append(await self.context.start_sshd(self))
 
     async def _close_ports(self) -> None:
         listeners, self._listeners = self._listeners, []
