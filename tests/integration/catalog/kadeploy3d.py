@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +17,10 @@ import httpx
 import yaml
 
 from kadeploy_testbed.answering import NotAnswering, wait_answering
+from tests.ports import free_port
 
 NODES = [f"node-{i}.c1.test" for i in range(1, 5)]
 REPO = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Kadeploy3d:

@@ -9,7 +9,6 @@ and a half here); `KADEPLOY_FAKE_NODES` changes the count and
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterator
 
@@ -17,6 +16,7 @@ import pytest
 
 from kadeploy_testbed.fake import harness
 from kadeploy_testbed.fake.settings import FakeSettings
+from tests.ports import free_port
 
 NODES = int(os.environ.get("KADEPLOY_FAKE_NODES", "500"))
 WORKERS = int(os.environ["KADEPLOY_FAKE_WORKERS"]) if os.environ.get("KADEPLOY_FAKE_WORKERS") else None
@@ -24,12 +24,6 @@ BOOT_TIME = "1-2"
 DEPLOY_TIMEOUT = 120 + NODES / 5
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

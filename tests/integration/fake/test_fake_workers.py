@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -27,12 +26,7 @@ from kadeploy_testbed.cli import control
 from kadeploy_testbed.fake import harness
 from kadeploy_testbed.fake.configdir import envs_dir
 from kadeploy_testbed.fake.settings import FakeSettings, load_settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.ports import free_port
 
 
 def running(pid: int) -> bool:

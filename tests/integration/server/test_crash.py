@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ from kadeploy_testbed.answering import NotAnswering, wait_answering
 
 sys.path.insert(0, str(Path(__file__).parent))
 from configdir import NODES, write_config_dir  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 ENV = {"kind": "anonymous", "name": "e", "os": "linux", "filesystem": "ext4", "boot": {"kernel": "/vmlinuz"},
        "image": {"file": "/e.tgz", "kind": "tar", "compression": "gzip"}}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(tmp_path: Path, port: int, delay: float) -> subprocess.Popen:

@@ -23,6 +23,7 @@ from kadeploy.remote import Executor
 from kadeploy.steps.context import ClusterRun
 from kadeploy.steps.deploy import NodeSteps
 from kadeploy.steps.plan import DeployPlan
+from tests.ports import free_port
 
 N1, N2 = "node-1.c1.testbed", "node-2.c1.testbed"
 
@@ -44,18 +45,12 @@ def cluster_run(tmp_path: Path, *, hosts: dict[str, str], vlan_hosts: dict[str, 
         pxe_repository=tmp_path / "tftpboot", deploy_kernel="kernels/deploy-vmlinuz",
         deploy_initrd="kernels/deploy-initrd", deploy_kernel_params="rw",
         reboot_timeout=lambda n: 5.0, kexec_timeout=lambda n: 5.0, sleep_before_ping=0.0, probe_interval=0.1,
-        check_window=10, ssh_port=ssh_port, deploy_env_port=_free_port(), vlan_command=vlan_command,
+        check_window=10, ssh_port=ssh_port, deploy_env_port=free_port(), vlan_command=vlan_command,
         vlan_hosts=vlan_hosts, reboot_kind=reboot_kind)
 
 
 def context(macro: str, implementation: str, micro: str, kind: str = "Deploy") -> MicroContext:
     return MicroContext("D-1", "c1", kind, macro, implementation, micro, 0, None, ListOutput(), 10.0)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def profiles(tmp_path: Path) -> list[str]:
