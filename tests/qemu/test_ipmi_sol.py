@@ -29,6 +29,9 @@ from kadeploy_testbed.layout import NodeSpec
 from kadeploy_testbed.qemu import bmcsim
 from kadeploy_testbed.qemu.layout import run_dir
 from tests.integration.server.configdir import write_config_dir
+from tests.ports import free_port
+from tests.processgroups import stop_process
+from tests.qemu.ipmivm import ipmi_bmc_args, kill_bmc_and_vm
 from tests.ptyconsole import detach, read_until, reap
 from tests.requirements import requires
 
@@ -38,12 +41,6 @@ USER, PASSWORD = "admin", "s3cret"
 ADDRESS = "127.0.0.1"
 MENU = b"Select boot device"
 CONNECT_TIMEOUT = 30.0  # ipmi_sim retries its SOL connection every 10 s until the VM's port answers
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind((ADDRESS, 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -72,16 +69,15 @@ class Machine:
 def machine(tmp_path: Path) -> Iterator[Machine]:
     """A VM behind ipmi_sim, powered on through IPMI, its serial port linked to the BMC's SOL."""
     node = NodeSpec(index=1, cluster="qemu", ip="10.202.1.1", mac="02:00:0a:ca:01:01", bmc_ip=ADDRESS)
-    ipmi_port, vm_port, sol_port = (_free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM),
-                                    _free_port(socket.SOCK_STREAM))
+    ipmi_port, vm_port, sol_port = (free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM),
+                                    free_port(socket.SOCK_STREAM))
     run = run_dir(tmp_path, node)
     run.mkdir(parents=True)
     (run / "sercon-port").write_bytes((0x3F8).to_bytes(8, "little"))  # SeaBIOS: console on COM1
     qemu = ["qemu-system-x86_64", "-name", "sol-test", "-machine", "pc", "-accel", "tcg", "-m", "64", "-nodefaults",
             "-display", "none", "-device", "VGA", "-fw_cfg", f"name=etc/sercon-port,file={run / 'sercon-port'}",
             "-boot", "menu=on,splash-time=60000", *bmcsim.sol_chardev(ADDRESS, sol_port),
-            "-chardev", f"socket,id=ipmi0,host={ADDRESS},port={vm_port},reconnect=1",
-            "-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0", "-device", "isa-ipmi-kcs,bmc=bmc0",
+            *ipmi_bmc_args(ADDRESS, vm_port),
             "-pidfile", str(run / "qemu.pid")]
     bmcsim.write_bmc_files(tmp_path, node, qemu, USER, PASSWORD, ipmi_port=ipmi_port, vm_port=vm_port,
                            sol_port=sol_port)
@@ -92,16 +88,7 @@ def machine(tmp_path: Path) -> Iterator[Machine]:
         machine.wait_sol_link()
         yield machine
     finally:
-        victims = [pid]
-        try:
-            victims.append(int((run / "qemu.pid").read_text()))
-        except (OSError, ValueError):
-            pass
-        for victim in victims:
-            try:
-                os.kill(victim, 9)
-            except ProcessLookupError:
-                pass
+        kill_bmc_and_vm(pid, tmp_path, node)
 
 
 def test_lan_conf_connects_sol_to_the_vms_serial_port(tmp_path: Path) -> None:
@@ -131,7 +118,7 @@ def test_ipmitool_sol_activate_types_into_and_reads_the_vms_serial_console(machi
 
 
 def test_kaconsole3_reaches_the_console_through_ipmi_sol(machine: Machine, tmp_path: Path) -> None:
-    port = _free_port(socket.SOCK_STREAM)
+    port = free_port(socket.SOCK_STREAM)
     etc = write_config_dir(tmp_path / "kadeploy", port, tmp_path / "kadeploy" / "kadeploy.db")
     cluster = yaml.safe_load((etc / "c1.conf").read_text())
     # the administrator's console command: the node's BMC's Serial-over-LAN (one BMC here for every node)
@@ -163,9 +150,4 @@ def test_kaconsole3_reaches_the_console_through_ipmi_sol(machine: Machine, tmp_p
         finally:
             reap(pid, fd)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=30)
+        stop_process(server)

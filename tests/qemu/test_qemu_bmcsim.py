@@ -7,7 +7,6 @@ on/off/cycle/reset/status) and that the process is the power state.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -20,15 +19,11 @@ from kadeploy_testbed.layout import NodeSpec
 from kadeploy_testbed.qemu import bmcsim
 from kadeploy_testbed.qemu.layout import qmp_socket, run_dir
 from kadeploy_testbed.qemu.vm import vm_status
+from tests.ports import free_port
+from tests.qemu.ipmivm import ipmi_bmc_args, kill_bmc_and_vm, qemu_pid, wait_until
 from tests.requirements import require
 
 USER, PASSWORD = "admin", "s3cret"
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _node() -> NodeSpec:
@@ -65,43 +60,19 @@ def test_power_refuses_an_unknown_action() -> None:
 def bmc(tmp_path: Path) -> Iterator[tuple[Path, NodeSpec, int]]:
     require("ipmi_sim", "ipmitool", "qemu")
     node = _node()
-    ipmi_port, vm_port = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
+    ipmi_port, vm_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     run = run_dir(tmp_path, node)
     run.mkdir(parents=True)
     qemu = ["qemu-system-x86_64", "-name", "bmc-test", "-machine", "pc", "-accel", "tcg", "-m", "64", "-nodefaults",
             "-display", "none",
-            "-chardev", f"socket,id=ipmi0,host=127.0.0.1,port={vm_port},reconnect=1",
-            "-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0", "-device", "isa-ipmi-kcs,bmc=bmc0",
+            *ipmi_bmc_args("127.0.0.1", vm_port),
             "-qmp", f"unix:{qmp_socket(tmp_path, node)},server=on,wait=off", "-pidfile", str(run / "qemu.pid")]
     bmcsim.write_bmc_files(tmp_path, node, qemu, USER, PASSWORD, ipmi_port=ipmi_port, vm_port=vm_port)
     pid = bmcsim.start_bmc(tmp_path, node, USER, PASSWORD, ipmi_port=ipmi_port)
     try:
         yield tmp_path, node, ipmi_port
     finally:
-        for victim in (pid, _qemu_pid(tmp_path, node)):
-            if victim:
-                try:
-                    os.kill(victim, 9)
-                except ProcessLookupError:
-                    pass
-
-
-def _qemu_pid(directory: Path, node: NodeSpec) -> int | None:
-    try:
-        pid = int((run_dir(directory, node) / "qemu.pid").read_text())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
-
-
-def _wait(predicate, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"not {what} after {timeout:.0f}s")
+        kill_bmc_and_vm(pid, tmp_path, node)
 
 
 def test_ipmitool_powers_the_vm_through_ipmi_sim(bmc: tuple[Path, NodeSpec, int]) -> None:
@@ -113,23 +84,23 @@ def test_ipmitool_powers_the_vm_through_ipmi_sim(bmc: tuple[Path, NodeSpec, int]
     with pytest.raises(KadeployError, match="power reset"):
         bmcsim.power("127.0.0.1", USER, PASSWORD, "reset", port=port)
     time.sleep(1)
-    assert status() == "off" and _qemu_pid(directory, node) is None
+    assert status() == "off" and qemu_pid(directory, node) is None
 
     bmcsim.power("127.0.0.1", USER, PASSWORD, "on", port=port)
-    _wait(lambda: vm_status(directory, node) == "running", "running after power on")
+    wait_until(lambda: vm_status(directory, node) == "running", "running after power on")
     assert status() == "on"
-    first = _qemu_pid(directory, node)
+    first = qemu_pid(directory, node)
 
     bmcsim.power("127.0.0.1", USER, PASSWORD, "reset", port=port)  # in place: same process
     time.sleep(1)
-    assert _qemu_pid(directory, node) == first and status() == "on"
+    assert qemu_pid(directory, node) == first and status() == "on"
 
     bmcsim.power("127.0.0.1", USER, PASSWORD, "cycle", port=port)  # off then on: a new process
-    _wait(lambda: _qemu_pid(directory, node) not in (None, first), "restarted by power cycle")
-    _wait(lambda: vm_status(directory, node) == "running", "running after power cycle")
+    wait_until(lambda: qemu_pid(directory, node) not in (None, first), "restarted by power cycle")
+    wait_until(lambda: vm_status(directory, node) == "running", "running after power cycle")
 
     bmcsim.power("127.0.0.1", USER, PASSWORD, "off", port=port)
-    _wait(lambda: _qemu_pid(directory, node) is None, "stopped by power off", timeout=bmcsim.POWEROFF_WAIT + 10)
+    wait_until(lambda: qemu_pid(directory, node) is None, "stopped by power off", timeout=bmcsim.POWEROFF_WAIT + 10)
     assert status() == "off" and vm_status(directory, node) == "off"
 
 

@@ -11,7 +11,6 @@ on a machine that is off comes back as a Redfish error.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -27,18 +26,14 @@ from kadeploy_testbed.qemu.layout import qmp_socket, run_dir
 from kadeploy_testbed.qemu.redfishbmc import BMCPower, start_qemu_redfish
 from kadeploy_testbed.qemu.vm import vm_status
 from kadeploy_testbed.redfish import ensure_certificate
+from tests.ports import free_port
+from tests.qemu.ipmivm import ipmi_bmc_args, kill_bmc_and_vm, qemu_pid, wait_until
 from tests.requirements import requires
 
 pytestmark = requires("ipmi_sim", "ipmitool", "qemu")
 
 USER, PASSWORD = "admin", "s3cret"
 ADDRESS = "127.0.0.1"
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind((ADDRESS, 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -48,32 +43,18 @@ class Bench:
     driver: RedfishDriver
 
     def qemu_pid(self) -> int | None:
-        try:
-            pid = int((run_dir(self.directory, self.node) / "qemu.pid").read_text())
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError):
-            return None
-
-    def wait(self, predicate, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.2)
-        pytest.fail(f"not {what} after {timeout:.0f}s")
+        return qemu_pid(self.directory, self.node)
 
 
 @pytest.fixture
 def bench(tmp_path: Path) -> Iterator[Bench]:
     node = NodeSpec(index=1, cluster="qemu", ip="10.202.1.1", mac="02:00:0a:ca:01:01", bmc_ip=ADDRESS)
-    ipmi_port, vm_port = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
+    ipmi_port, vm_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     run = run_dir(tmp_path, node)
     run.mkdir(parents=True)
     qemu = ["qemu-system-x86_64", "-name", "redfish-test", "-machine", "pc", "-accel", "tcg", "-m", "64",
             "-nodefaults", "-display", "none",
-            "-chardev", f"socket,id=ipmi0,host={ADDRESS},port={vm_port},reconnect=1",
-            "-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0", "-device", "isa-ipmi-kcs,bmc=bmc0",
+            *ipmi_bmc_args(ADDRESS, vm_port),
             "-qmp", f"unix:{qmp_socket(tmp_path, node)},server=on,wait=off", "-pidfile", str(run / "qemu.pid")]
     bmcsim.write_bmc_files(tmp_path, node, qemu, USER, PASSWORD, ipmi_port=ipmi_port, vm_port=vm_port)
     pid = bmcsim.start_bmc(tmp_path, node, USER, PASSWORD, ipmi_port=ipmi_port)
@@ -86,12 +67,7 @@ def bench(tmp_path: Path) -> Iterator[Bench]:
         yield bench
     finally:
         service.stop()
-        for victim in (pid, bench.qemu_pid()):
-            if victim:
-                try:
-                    os.kill(victim, 9)
-                except ProcessLookupError:
-                    pass
+        kill_bmc_and_vm(pid, tmp_path, node)
 
 
 def test_redfish_powers_the_vm_through_its_ipmi_sim(bench: Bench) -> None:
@@ -103,7 +79,7 @@ def test_redfish_powers_the_vm_through_its_ipmi_sim(bench: Bench) -> None:
     assert bench.qemu_pid() is None
 
     asyncio.run(bench.driver.power("on", timeout=60))
-    bench.wait(lambda: vm_status(bench.directory, bench.node) == "running", "running after On")
+    wait_until(lambda: vm_status(bench.directory, bench.node) == "running", "running after On")
     assert status() == "On"
     first = bench.qemu_pid()
 
@@ -112,8 +88,8 @@ def test_redfish_powers_the_vm_through_its_ipmi_sim(bench: Bench) -> None:
     assert bench.qemu_pid() == first and status() == "On"
 
     asyncio.run(bench.driver.power("cycle", timeout=60))  # PowerCycle: off then on, a new process
-    bench.wait(lambda: bench.qemu_pid() not in (None, first), "restarted by PowerCycle")
+    wait_until(lambda: bench.qemu_pid() not in (None, first), "restarted by PowerCycle")
 
     asyncio.run(bench.driver.power("off", timeout=60))
-    bench.wait(lambda: bench.qemu_pid() is None, "stopped by ForceOff", timeout=bmcsim.POWEROFF_WAIT + 10)
+    wait_until(lambda: bench.qemu_pid() is None, "stopped by ForceOff", timeout=bmcsim.POWEROFF_WAIT + 10)
     assert status() == "Off"
