@@ -23,17 +23,12 @@ import pytest
 from kadeploy_testbed import cli
 from kadeploy_testbed.answering import wait_answering
 from kadeploy_testbed.layout import SERVER_IP
+from tests.processgroups import stop_process
+from tests.testbed.deployrootfs import deploy_rootfs
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
 
 NODES = [f"node-{k}.c1.testbed" for k in range(1, 5)]
-
-
-def deploy_rootfs() -> Path:
-    if os.environ.get("KADEPLOY_TESTBED_DEPLOY_ROOTFS"):
-        return Path(os.environ["KADEPLOY_TESTBED_DEPLOY_ROOTFS"])
-    from kadeploy_testbed import images
-    return images.ensure_deploy_rootfs()
 
 
 class Site:
@@ -76,12 +71,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield site
     finally:
         if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(timeout=30)
+            stop_process(server)
         cli.main(["--dir", str(directory), "down"])
 
 

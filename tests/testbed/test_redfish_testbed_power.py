@@ -26,6 +26,8 @@ from kadeploy_testbed import cli
 from kadeploy_testbed.answering import wait_answering
 from kadeploy_testbed.configdir import redfish_tls_paths
 from kadeploy_testbed.layout import REDFISH_PORT, SERVER_IP
+from tests.processgroups import stop_process
+from tests.testbed.deployrootfs import deploy_rootfs
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
 
@@ -60,13 +62,6 @@ class Bed:
                 return seen
             time.sleep(0.2)
         pytest.fail(f"{node}: no boot after #{after} within {timeout}s ({self.status(node)})")
-
-
-def deploy_rootfs() -> Path:
-    if os.environ.get("KADEPLOY_TESTBED_DEPLOY_ROOTFS"):
-        return Path(os.environ["KADEPLOY_TESTBED_DEPLOY_ROOTFS"])
-    from kadeploy_testbed import images
-    return images.ensure_deploy_rootfs()
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +130,4 @@ def test_kapower3_powers_nodes_through_redfish(bed: Bed) -> None:
         assert bed.status(NODE_2)["power"] == "off"
         assert f"{NODE_2}: Off" in kapower("--status").stdout
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=30)
+        stop_process(server)

@@ -24,6 +24,7 @@ import pytest
 from kadeploy.boot.nbp import LocalBootEnv
 from kadeploy.boot.pxe import BootTarget, PXEMethodSettings, PXEProfiles
 from kadeploy_testbed import cli
+from tests.testbed.deployrootfs import deploy_rootfs
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
 
@@ -103,13 +104,6 @@ def wait_booted(testbed: Testbed, host: str, ip: str, state: str, timeout: float
             return
         time.sleep(0.2)
     pytest.fail(f"{host}: not running {state!r} (boot > {after}) with sshd up within {timeout}s (last {seen!r})")
-
-
-def deploy_rootfs() -> Path:
-    if os.environ.get("KADEPLOY_TESTBED_DEPLOY_ROOTFS"):
-        return Path(os.environ["KADEPLOY_TESTBED_DEPLOY_ROOTFS"])
-    from kadeploy_testbed import images
-    return images.ensure_deploy_rootfs()
 
 
 @pytest.fixture(scope="module")
