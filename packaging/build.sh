@@ -47,7 +47,17 @@ stage=$work/stage
 pip() { PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip --disable-pip-version-check --no-input "$@"; }
 
 step "wheels of the product and the testbed ($version)"
-pip wheel -qq --no-deps -w "$work/wheels" "$top" "$top/testbed"
+# from copies of the sources: setuptools builds in the tree it is given, and a stale build/
+# directory there (or an editable install's egg-info) would leak old files into the wheel
+copy_sources() {  # copy_sources FROM TO: pyproject.toml, README.md and src/ without build litter
+    mkdir -p "$2"
+    cp "$1/pyproject.toml" "$2/"
+    if [ -f "$1/README.md" ]; then cp "$1/README.md" "$2/"; fi
+    tar -C "$1" --exclude='*.egg-info' --exclude=__pycache__ --exclude='*.pyc' -cf - src | tar -C "$2" -xf -
+}
+copy_sources "$top" "$work/sources/product"
+copy_sources "$top/testbed" "$work/sources/testbed"
+pip wheel -qq --no-deps -w "$work/wheels" "$work/sources/product" "$work/sources/testbed"
 product_wheel=$(ls "$work"/wheels/kadeploy-[0-9]*.whl)
 testbed_wheel=$(ls "$work"/wheels/kadeploy_testbed-*.whl)
 
@@ -175,6 +185,7 @@ rpmbuild -bb --quiet \
     --define "_topdir $rpmtop" \
     --define "kversion $version" \
     --define "_build_id_links none" \
+    --define "_binary_payload w6.gzdio" \
     "$here/rpm/kadeploy3.spec" > "$work/rpmbuild.log" 2>&1 || { cat "$work/rpmbuild.log" >&2; exit 1; }
 find "$rpmtop/RPMS" -name '*.rpm' -exec cp {} "$out/" \;
 ls -1 "$out"

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,17 +82,18 @@ def _root_tarball() -> Path:
         return tarball
     CACHE.mkdir(parents=True, exist_ok=True)
     scratch = CACHE / f"build-{key}-{os.getpid()}"
+    partial = tarball.with_suffix(f".partial-{os.getpid()}")  # renamed into place whole: readers never see half
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         made = _run(["debootstrap", "--variant=minbase", f"--include={','.join(ROOT_PACKAGES)}", "bookworm",
                      str(scratch), mirror], timeout=1200)
         assert made.returncode == 0, f"debootstrap from {mirror} failed:\n{made.stdout[-3000:]}{made.stderr[-3000:]}"
-        partial = tarball.with_suffix(".partial")
         packed = _run(["tar", "-C", str(scratch), "--numeric-owner", "-cf", str(partial), "."], timeout=600)
         assert packed.returncode == 0, packed.stderr
         partial.rename(tarball)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        partial.unlink(missing_ok=True)
     return tarball
 
 
@@ -180,19 +182,23 @@ def test_debs_split_and_conffiles(packages: Path) -> None:
     assert f"kadeploy3-common (= {DEBVERSION})" in field("kadeploy3-server", "Depends")
     assert "python3.11" in field("kadeploy3-common", "Depends")
     assert field("kadeploy3-common", "Architecture") != "all"  # compiled wheels inside
+    assert "socat" in field("kadeploy3-testbed", "Depends")  # the fake mode's BMC script
 
 
 @pytest.fixture(scope="module")
-def deb_root(packages: Path, root_tarball: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def deb_root(packages: Path, root_tarball: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh Debian 12 root with the four .deb files installed by dpkg (the tests below share it, in order)."""
     root = _fresh_root(root_tarball, tmp_path_factory.mktemp("debroot") / "root")
-    incoming = root / "tmp" / "debs"
-    incoming.mkdir(parents=True)
-    for deb in _debs(packages).values():
-        shutil.copy(deb, incoming)
-    assert not (root / "usr/lib/kadeploy3").exists() and not any(root.glob("**/pyproject.toml"))
-    _ok(_in_root(root, "dpkg -i /tmp/debs/*.deb"), "dpkg -i")
-    return root
+    try:
+        incoming = root / "tmp" / "debs"
+        incoming.mkdir(parents=True)
+        for deb in _debs(packages).values():
+            shutil.copy(deb, incoming)
+        assert not (root / "usr/lib/kadeploy3").exists() and not any(root.glob("**/pyproject.toml"))
+        _ok(_in_root(root, "dpkg -i /tmp/debs/*.deb"), "dpkg -i")
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # a root is 300 MB; nothing is mounted in it outside _in_root
 
 
 def test_debs_install_make_the_user_key_and_byte_code(deb_root: Path) -> None:
@@ -329,6 +335,13 @@ def test_rpms_list_require_and_install_into_a_scratch_root(packages: Path, root_
     assert "/etc/kadeploy3/server.conf" in configs
 
     root = _fresh_root(root_tarball, tmp_path / "root")
+    try:
+        _check_rpm_install(root, rpms)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _check_rpm_install(root: Path, rpms: dict[str, Path]) -> None:
     _ok(_run(["rpm", "--root", str(root), "--initdb"], timeout=120), "rpm --initdb")
     installed = _run(["rpm", "--root", str(root), "-i", "--nodeps", *map(str, rpms.values())], timeout=900)
     _ok(installed, "rpm --root -i --nodeps")
