@@ -53,6 +53,28 @@ TREE_INPUT_LIMIT = 1024 * 1024
 MAX_EVENT_LINE = 16 * 1024 * 1024
 
 
+#: the environment variable that moves the crossing (benchmarks/scale.py compares both modes at any N)
+TREE_FROM_VARIABLE = "KADEPLOY_TREE_FROM"
+
+
+def tree_from_environment(environ: Mapping[str, str]) -> int:
+    """The node count from which runs go through the tree: TREE_CROSSING, or KADEPLOY_TREE_FROM.
+
+    Why a variable and not a server.conf key: Kadeploy3 has no such key (TakTuk
+    was used at every size); this is for measuring both modes at one size.
+    """
+    value = environ.get(TREE_FROM_VARIABLE)
+    if value is None or value == "":
+        return TREE_CROSSING
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"{TREE_FROM_VARIABLE} must be a node count of at least 1, not {value!r}")
+    return count
+
+
 @dataclass(frozen=True)
 class TreeOptions:
     """How a tree run is shaped and watched."""

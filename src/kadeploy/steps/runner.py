@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from kadeploy.catalog.cache import Priority
 from kadeploy.catalog.files import fetcher_from_config
 from kadeploy.catalog.environment import ArchiveSpec, EnvironmentDescription
 from kadeploy.catalog.grab import grab_environment
+from kadeploy.errors import KadeployError
 from kadeploy.engine import (
     ImplementationSpec,
     MicroStepConf,
@@ -45,7 +47,7 @@ from kadeploy.engine import (
 )
 from kadeploy.engine.model import CustomOperation as EngineCustomOperation
 from kadeploy.remote import Executor
-from kadeploy.remote.tree import DEFAULT_ARITY, TreeOptions
+from kadeploy.remote.tree import DEFAULT_ARITY, TreeOptions, tree_from_environment
 from kadeploy.operations import (
     DeployRequest,
     NodeOutcome,
@@ -81,10 +83,14 @@ class EngineRunner:
         self.cfg = cfg
         server = cfg.server
         taktuk = server.external.taktuk  # Kadeploy3's TakTuk keys shape the executor's tree mode
+        try:
+            tree_from = tree_from_environment(os.environ)
+        except ValueError as exc:
+            raise KadeployError(0, str(exc)) from None
         self.executor = Executor(Path(server.ssh_private_key), port=server.network.ports.ssh,
                                  connect_timeout=10.0, output_limit=taktuk.outputs_size,
                                  tree=TreeOptions(arity=taktuk.tree_arity or DEFAULT_ARITY)
-                                 if taktuk.auto_propagate else None)
+                                 if taktuk.auto_propagate else None, tree_from=tree_from)
         self.reboot_window = RebootWindow(server.windows.reboot.size)
         bmc = server.windows.bmc
         self.gate = MinIntervalGate(bmc.interval, sessions=bmc.sessions,

@@ -89,11 +89,8 @@ def fake_server_conf(settings: FakeSettings, private_key: Path) -> dict[str, Any
                   "probe_interval": round(max(0.5, min(5.0, boot.low / 4)), 2)},
     }
     conf["windows"] = {"reboot": {"size": 50, "sleep_time": 1}, "check": {"size": 50}}
-    # Fake nodes do not run the executor's tree agent (they emulate commands, not python3):
-    # every command runs flat, whatever the node count, until they relay with the real agent code.
-    external = dict(conf.get("external") or {})
-    external["taktuk"] = {**dict(external.get("taktuk") or {}), "auto_propagate": False}
-    conf["external"] = external
+    # the executor's tree mode as configured by default (auto_propagate, tree_arity 0): fake nodes
+    # host the real agent's logic (fake/agenthost.py)
     conf["pxe"]["dhcp"]["export"]["server"] = SERVER_ADDRESS  # type: ignore[index]
     environments = dict(conf.get("environments") or {})
     environments["server_dirs"] = [*environments.get("server_dirs", []), str(envs_dir(settings))]

@@ -71,9 +71,21 @@ class FakeContext:
         self._indexes: dict[str, FileIndex | None] = {}
         self._kernel_digests: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.nodes_by_address: dict[str, FakeNode] = {}
+        self._deploy_key: asyncssh.SSHKey | None = None
 
     def draw(self, node: int, event: str, count: int) -> float:
         return draw(self.settings.seed, node, event, count)
+
+    def local_node(self, address: str) -> FakeNode | None:
+        """The node of this process at `address` (None: another worker serves it, or no node is there)."""
+        return self.nodes_by_address.get(address)
+
+    def deploy_key(self) -> asyncssh.SSHKey:
+        """The deployment key: a tree agent reaching a node of another worker logs in with it, as ssh -A would."""
+        if self._deploy_key is None:
+            self._deploy_key = asyncssh.read_private_key(self.settings.path / "etc" / "keys" / "id_deploy")
+        return self._deploy_key
 
     def pgid(self) -> int:
         self._next_pgid += 1
@@ -117,6 +129,7 @@ class FakeTestbed:
         for node in self.nodes.values():
             for name in (node.hostname, node.spec.short_name, node.spec.ip):
                 self._by_name[name] = node
+            self.context.nodes_by_address[node.spec.ip] = node
         self.stopped = asyncio.Event()
         self.control: asyncio.AbstractServer | None = None  # the control socket, when this process has it
         self._stopping = False

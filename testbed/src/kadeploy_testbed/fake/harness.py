@@ -131,10 +131,13 @@ class Server:
                 self.process.wait(timeout=10)
 
 
-def start_server(settings: FakeSettings, *, timeout: float = 90.0) -> Server:
-    """Start `kadeploy3d` (python -m kadeploy.server.daemon) on the testbed's etc/ and wait for /version."""
+def start_server(settings: FakeSettings, *, timeout: float = 90.0, env: dict[str, str] | None = None) -> Server:
+    """Start `kadeploy3d` (python -m kadeploy.server.daemon) on the testbed's etc/ and wait for /version.
+
+    `env`: more environment variables for the server (e.g. KADEPLOY_TREE_FROM).
+    """
     directory = settings.path
-    env = {**os.environ, "KADEPLOY3_CONFIG_DIR": str(directory / "etc"),
+    env = {**os.environ, **(env or {}), "KADEPLOY3_CONFIG_DIR": str(directory / "etc"),
            "KADEPLOY3_LOG_DIR": str(directory / "server-log"), "KADEPLOY3_RUN_DIR": str(directory / "server-run")}
     process = subprocess.Popen([sys.executable, "-m", "kadeploy.server.daemon"], env=env,
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -213,3 +216,56 @@ def node_status(settings: FakeSettings) -> dict[str, dict[str, Any]]:
 
 def fake_stats(settings: FakeSettings) -> dict[str, Any]:
     return control(settings.path, {"op": "stats"}, timeout=60)
+
+
+class SshConnectionSampler:
+    """The SSH connections the server holds to the nodes, sampled with `ss` (peak and samples).
+
+    Why sampled from outside: the count is what the kernel sees the server
+    process hold, whatever the executor believes. A connection counts as held
+    when two consecutive samples (`period` apart) show it: the server's port
+    probes (wait_reboot's TCP connects to the SSH port) last milliseconds and
+    are not SSH connections. A thread, so that the caller's blocking `deploy`
+    is left alone.
+    """
+
+    def __init__(self, server: Server, ssh_port: int, period: float = 0.5) -> None:
+        import threading
+        self.pid = server.process.pid
+        self.port = ssh_port
+        self.period = period
+        self.samples: list[tuple[float, int]] = []   # (wall time, connections held)
+        self._previous: set[tuple[str, str]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ssh-sampler", daemon=True)
+
+    def connections(self) -> set[tuple[str, str]]:
+        """(local, peer) of the server's established connections to the nodes' SSH port."""
+        answer = subprocess.run(["ss", "-tnpH", "state", "established", f"( dport = :{self.port} )"],
+                                capture_output=True, text=True, timeout=30, check=False)
+        needle = f"pid={self.pid},"
+        found = set()
+        for line in answer.stdout.splitlines():
+            words = line.split()
+            if needle in line and len(words) >= 4:
+                found.add((words[2], words[3]))
+        return found
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            when = time.time()
+            current = self.connections()
+            self.samples.append((when, len(current & self._previous)))
+            self._previous = current
+
+    @property
+    def peak(self) -> int:
+        return max((count for _, count in self.samples), default=0)
+
+    def __enter__(self) -> SshConnectionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)

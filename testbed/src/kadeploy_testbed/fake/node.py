@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from kadeploy_testbed.fake.agenthost import AGENT_SOURCE, HostedAgent
 from kadeploy_testbed.fake.relay import FakeRelay
 from kadeploy_testbed.fake.shell import FakeCommand, parse_sink, partition_number
 from kadeploy_testbed.fake.sinks import FileIndex, ImageSink
@@ -108,6 +109,9 @@ class FakeNode:
         self.connections: set[Any] = set()
         self.image_bytes = 0
         self.relay: FakeRelay | None = None         # the broadcast this node is taking part in, if any
+        self.agent_locks: set[tuple[str, str]] = set()  # tree agents' run locks (the node's /tmp)
+        self.agent_runs = 0                         # tree agents this node hosted (the server's or a relay's)
+        self.first_relay_at: float | None = None     # wall time of this node's first broadcast relay
         self._boot_task: asyncio.Task[None] | None = None
         self._listeners: list[Any] = []
         self._lock = asyncio.Lock()
@@ -186,6 +190,7 @@ class FakeNode:
         self.mounted.clear()
         self.kexec_loaded = None
         self.put_files.clear()
+        self.agent_locks.clear()
         self._set_phase("off")
 
     # -- boot ------------------------------------------------------------------------------
@@ -283,6 +288,11 @@ class FakeNode:
         args = command.args
         if kind == "relay":
             return await self._relay(args["config"], channel)  # type: ignore[arg-type]
+        if kind == "agent":
+            if args["source"] != AGENT_SOURCE:
+                return CommandOutcome(127, "fake node: the tree agent sent is not this checkout's "
+                                           "(kadeploy/remote/agent.py): it would not run what was sent")
+            return CommandOutcome(await HostedAgent(self, channel).run())
         if kind == "kill":
             pgid = int(args["pgid"])  # type: ignore[arg-type]
             task = self.sessions.get(pgid)
@@ -371,6 +381,8 @@ class FakeNode:
         sink_spec = parse_sink(str(config.get("sink", "")))
         if sink_spec is None:
             return CommandOutcome(127, f"sh: fake node cannot run the image pipeline {config.get('sink')!r}")
+        if self.first_relay_at is None:
+            self.first_relay_at = time.time()
         failing = self._fails("image")
         if "link-rate" in self.overrides:
             config = {**config, "limit_rate": parse_fault("link-rate", self.overrides["link-rate"])}
@@ -393,6 +405,17 @@ class FakeNode:
             log.debug("%s: injected image failure", self.hostname)
         return CommandOutcome(status)
 
+    async def agent_session(self, channel: Channel) -> int:
+        """A tree agent started on this node by another node's agent of this process (its ssh session)."""
+        pgid = self.context.pgid()
+        task = asyncio.current_task()
+        assert task is not None
+        self.sessions[pgid] = task
+        try:
+            return await HostedAgent(self, channel).run()
+        finally:
+            self.sessions.pop(pgid, None)
+
     def status(self) -> dict[str, Any]:
         partition = int(self.phase.split()[1]) if self.phase.startswith("partition") else None
         return {
@@ -401,6 +424,8 @@ class FakeNode:
             "address": self.spec.ip, "boots": [[kind, round(seconds, 3)] for kind, seconds in self.boots],
             "digest": self.partitions.get(partition, Partition()).digest if partition else "",
             "image_bytes": self.image_bytes + (self.relay.received if self.relay is not None else 0),
+            "agent_runs": self.agent_runs,
+            "first_relay_at": self.first_relay_at,
         }
 
 

@@ -24,6 +24,8 @@ _TEST_E = re.compile(r"test -e ('(?:[^']|'\"'\"')*'|\S+) \|\| \{ echo ('(?:[^']|
 _RESOLVED = re.compile(r"(?:^|; )([ki])=('(?:[^']|'\"'\"')*'|[^\s;]+); while")
 _DEVICE = re.compile(r"^/dev/\S*?(\d+)$")
 
+#: text only the executor's tree agent source holds (its docstring's first line)
+AGENT_MARK = "Tree-mode agent: runs ON A NODE"
 DECOMPRESSORS = {"gzip -cd": "gzip", "bzip2 -cd": "bzip2", "xz -cd": "xz", "zstd -cd": "zstd", "cat": "none"}
 
 
@@ -126,6 +128,21 @@ def _kexec(command: str) -> FakeCommand:
     return FakeCommand("kexec", {"kernel": kernel, "initrd": initrd, "params": params})
 
 
+def is_agent_command(text: str) -> bool:
+    return text.startswith("exec ") and " -c " in text and AGENT_MARK in text
+
+
+def agent_source_of(text: str) -> str | None:
+    """The source in `exec python3 -c '<source>'`, None when the line is not that."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return None
+    if len(words) != 4 or words[0] != "exec" or words[2] != "-c":
+        return None
+    return words[3]
+
+
 def classify(command: str) -> FakeCommand:
     """What `command` (already unwrapped) asks of the node."""
     text = command.strip()
@@ -135,6 +152,9 @@ def classify(command: str) -> FakeCommand:
         except (ValueError, IndexError):
             return FakeCommand("unknown")
         return FakeCommand("relay", {"config": config})
+    if is_agent_command(text):
+        source = agent_source_of(text)
+        return FakeCommand("agent", {"source": source}) if source is not None else FakeCommand("unknown")
     if match := _KILL.match(text):
         return FakeCommand("kill", {"pgid": int(match.group(1))})
     if text.startswith("tmp=$(mktemp) && chmod 755 \"$tmp\" && cat - > \"$tmp\" && "):
