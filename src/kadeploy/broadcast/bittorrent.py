@@ -18,13 +18,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import hashlib
-import json
 import logging
 import math
 import os
-import shlex
 import shutil
 import socket
 import tempfile
@@ -35,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from kadeploy.boot.process import kill_group, run_process
+from kadeploy.broadcast import agents
 from kadeploy.broadcast.result import BroadcastResult
-from kadeploy.broadcast.source import file_digest
 from kadeploy.cancelling import cancel_and_wait
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.remote import ConnectError, Executor, RemoteProcess
+from kadeploy.remote import Executor, RemoteProcess
 
 log = logging.getLogger("kadeploy.broadcast")
 
@@ -136,22 +133,9 @@ def free_port(address: str) -> int:
     raise KadeployError(ErrorCode.EXECUTE_ERROR, f"No free port on {address} for the BitTorrent tracker")
 
 
-@functools.lru_cache(maxsize=1)
-def _quoted_agent_source() -> str:
-    return shlex.quote(AGENT_SOURCE.read_text())
-
-
 def agent_command(config: Mapping[str, Any]) -> str:
     """The node command that starts the agent: its whole source as a quoted argument."""
-    return f"exec python3 -c {_quoted_agent_source()} {shlex.quote(json.dumps(dict(config)))}"
-
-
-def _parse(line: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return {}
-    return event if isinstance(event, dict) else {}
+    return agents.agent_command(AGENT_SOURCE, config)
 
 
 @dataclass
@@ -184,11 +168,7 @@ class BittorrentBroadcast:
 
     async def run(self, timeout: float | None) -> BroadcastResult:
         started = time.monotonic()
-        if self._given_digest is not None:
-            self._expected = asyncio.get_running_loop().create_future()
-            self._expected.set_result(self._given_digest)
-        else:
-            self._expected = asyncio.ensure_future(file_digest(self._image, self._options.digest))
+        self._expected = agents.expected_digest(self._image, self._given_digest, self._options.digest)
         try:
             await asyncio.wait_for(self._swarm(), timeout)
         except asyncio.TimeoutError:
@@ -203,10 +183,7 @@ class BittorrentBroadcast:
         digest = await self._expected
         result = BroadcastResult(seconds=time.monotonic() - started, digest=digest, node_cpu_seconds=self._node_cpu)
         for node in self._nodes:
-            if node.reason == "":
-                result.ok.append(node.hostname)
-            else:
-                result.ko[node.hostname] = node.reason or "Broadcast did not complete"
+            result.record(node.hostname, node.reason == "", node.reason)
         return result
 
     def _pending(self) -> list[_Node]:
@@ -219,13 +196,7 @@ class BittorrentBroadcast:
             self._decided.set()
 
     async def _swarm(self) -> None:
-        window = asyncio.Semaphore(max(1, self._options.start_window))
-
-        async def start(node: _Node) -> None:
-            async with window:
-                await self._start_agent(node)
-
-        await asyncio.gather(*(start(node) for node in self._nodes))
+        await agents.start_all(self._nodes, self._options.start_window, self._start_agent)
         ready = self._pending()
         if not ready:
             return  # every store refused (or unreachable): nothing was transferred
@@ -242,27 +213,18 @@ class BittorrentBroadcast:
                                   "stall": self._options.stall, "digest": self._options.digest,
                                   "address": node.address, "announce": self._options.announce}
         config.update(self._options.node_options.get(node.hostname, {}))
-        try:
-            node.process = await asyncio.wait_for(
-                self._executor.start(node.hostname, node.address, agent_command(config)), self._options.start_timeout)
-            while True:
-                line = await asyncio.wait_for(node.process.stdout.readline(), self._options.start_timeout)
-                if not line:
-                    raise ConnectError(f"BitTorrent agent did not start: {await self._stderr_tail(node)}")
-                event = _parse(line)
-                if event.get("ev") == "ready":
-                    interval = max(1.0, self._options.stall / 3)
-                    node.process.watch_liveness(interval, 2)
-                    return
-                if event.get("ev") == "refused":
-                    self._decide(node, f"Not enough room for the image: {event.get('message')}")
-                    return
-        except asyncio.TimeoutError:
-            self._decide(node, "BitTorrent agent start-up timeout")
-        except ConnectError as exc:
-            self._decide(node, exc.reason)
-        except Exception as exc:  # noqa: BLE001 - any failure of one node is that node's KO
-            self._decide(node, f"BitTorrent agent start-up failed: {exc}")
+        first = await agents.start_agent(self._executor, node, agent_command(config), self._options.start_timeout,
+                                         "BitTorrent agent", until=("ready", "refused"))
+        if isinstance(first, str):
+            self._decide(node, first)
+        elif first["ev"] == "refused":
+            self._decide(node, f"Not enough room for the image: {first.get('message')}")
+        else:
+            assert node.process is not None
+            try:
+                node.process.watch_liveness(max(1.0, self._options.stall / 3), 2)
+            except Exception as exc:  # noqa: BLE001 - any failure of one node is that node's KO
+                self._decide(node, f"BitTorrent agent start-up failed: {exc}")
 
     async def _serve(self, address: str) -> bytes:
         """Torrent, tracker and seed on the server; returns the torrent's bytes."""
@@ -325,14 +287,7 @@ class BittorrentBroadcast:
 
     async def _watch(self, node: _Node) -> None:
         assert node.process is not None
-        while True:
-            try:
-                line = await node.process.stdout.readline()
-            except Exception:  # noqa: BLE001 - connection lost (keepalive, reset)
-                line = b""
-            if not line:
-                break
-            event = _parse(line)
+        async for event in agents.events(node):
             kind = event.get("ev")
             if kind == "progress":
                 node.progress = int(event.get("written", 0) or 0)
@@ -343,46 +298,20 @@ class BittorrentBroadcast:
                 await node.process.kill()
                 return
         if node.reason is None:
-            tail = await self._stderr_tail(node)
-            status = node.process.exit_status
-            why = f"exit status {status}" if status is not None else "its connection was lost"
-            self._decide(node, f"BitTorrent agent died ({why}){': ' + tail if tail else ''}")
+            self._decide(node, await agents.death_reason(node.process, "BitTorrent agent"))
 
     async def _finished(self, node: _Node, event: Mapping[str, Any]) -> None:
         assert self._expected is not None
         self._node_cpu += float(event.get("cpu", 0.0) or 0.0)
         expected = await self._expected
-        if int(event.get("received", -1)) != self._total:
-            self._decide(node, f"Incomplete stream: {event.get('received')} of {self._total} bytes")
-        elif event.get("digest") != expected:
-            self._decide(node, f"Digest mismatch: the node computed {event.get('digest')}, the server {expected}")
-        elif int(event.get("sink_status", 1)) != 0:
-            self._decide(node, f"Local pipeline failed (exit status {event.get('sink_status')}): "
-                               f"{event.get('sink_error') or 'no error output'}")
-        else:
-            self._decide(node, "")
+        self._decide(node, agents.verdict(event, self._total, expected))
 
     def _send(self, node: _Node, command: Mapping[str, Any]) -> None:
-        if node.process is None:
-            return
-        with contextlib.suppress(Exception):
-            node.process.stdin.write((json.dumps(command) + "\n").encode())
+        agents.send(node.process, command)
 
     async def _stop(self) -> None:
         """Everyone decided (or the broadcast ended): agents stop seeding, then the seed and tracker."""
-        for node in self._nodes:
-            if node.process is not None:
-                with contextlib.suppress(Exception):
-                    node.process.stdin.write_eof()
-
-        async def stop(node: _Node) -> None:
-            assert node.process is not None
-            try:
-                await asyncio.wait_for(node.process.process.wait_closed(), 5.0)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
-                await node.process.kill()
-
-        await asyncio.gather(*(stop(node) for node in self._nodes if node.process is not None))
+        await agents.stop_agents(node.process for node in self._nodes)
         for process in self._services:
             kill_group(process)
         for process in self._services:
@@ -390,12 +319,3 @@ class BittorrentBroadcast:
                 await asyncio.wait_for(process.wait(), 5.0)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
-
-    async def _stderr_tail(self, node: _Node) -> str:
-        if node.process is None:
-            return ""
-        try:
-            data = await asyncio.wait_for(node.process.stderr.read(65536), 2.0)
-        except (asyncio.TimeoutError, Exception):  # noqa: BLE001
-            data = b""
-        return (node.process.first_stderr + data).decode("utf-8", "replace").strip()[-500:]

@@ -1,8 +1,9 @@
 """BitTorrent node agent: runs ON A NODE for the `bittorrent` broadcast method.
 
 Like relay.py, this file is sent over the SSH channel and started with
-`python3 -c <source> <json config>`: ONE stdlib-only file (python3 >= 3.9),
-importing nothing from kadeploy. It drives `aria2c` (Debian's aria2), the
+`python3 -c <source> <json config>`, after nodecommon.py's source (emit,
+new_digest): stdlib-only (python3 >= 3.9), importing nothing from kadeploy on
+a node. It drives `aria2c` (Debian's aria2), the
 BitTorrent client that does the transfer; this agent only checks room, starts
 it, watches it, and feeds the finished file to the local pipeline.
 
@@ -28,7 +29,6 @@ before the end, is `failed` {message}; the agent then exits.
 
 import base64
 import ctypes
-import hashlib
 import json
 import os
 import shlex
@@ -39,40 +39,15 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
+
+# Shipped to a node, this source follows nodecommon.py's (agents.shipped_source), which defines
+# these names; imported as a module, it takes them from there.
+if "new_digest" not in globals():
+    from kadeploy.broadcast.nodecommon import commands, emit, new_digest  # noqa: F401
 
 CHUNK = 4 * 1024 * 1024
 PR_SET_PDEATHSIG = 1
 TORRENT_NAME = "kadeploy-image"  # the name the server gives the torrent's single file
-_emit_lock = threading.Lock()
-
-
-def emit(event, **fields):
-    fields["ev"] = event
-    line = json.dumps(fields) + "\n"
-    with _emit_lock:
-        try:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-        except (BrokenPipeError, ValueError):
-            pass
-
-
-class Crc32:
-    """The same cheap stream check as relay.py's, for `--digest crc32`."""
-
-    def __init__(self):
-        self.value = 0
-
-    def update(self, data):
-        self.value = zlib.crc32(data, self.value)
-
-    def hexdigest(self):
-        return "%08x" % self.value
-
-
-def new_digest(name):
-    return Crc32() if name == "crc32" else hashlib.new(name)
 
 
 def store_room(store, total):
@@ -247,12 +222,7 @@ def main():
     if not agent.prepare():
         return
     try:
-        for line in sys.stdin:
-            try:
-                command = json.loads(line)
-            except ValueError:
-                emit("error", message="bad command line: %r" % line[:200])
-                continue
+        for command in commands():
             if command.get("op") == "start" and agent.aria is None:
                 agent.start(command["torrent"])
     finally:

@@ -14,22 +14,19 @@ offset. Without it (`chain`), the nodes below a dead node are failed at once
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import json
 import logging
-import shlex
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kadeploy.broadcast import agents
 from kadeploy.broadcast.result import BroadcastResult
 from kadeploy.cancelling import cancel_and_wait
-from kadeploy.broadcast.source import SourceSender, Target, file_digest
+from kadeploy.broadcast.source import SourceSender, Target
 from kadeploy.broadcast.topology import descendants, tree_children
-from kadeploy.remote import ConnectError, Executor, RemoteProcess
+from kadeploy.remote import Executor, RemoteProcess
 from kadeploy.states import BroadcastState
 
 log = logging.getLogger("kadeploy.broadcast")
@@ -53,15 +50,9 @@ LIVENESS_PROBES = 2
 DEFAULT_RING = 32 * 1024 * 1024
 
 
-@functools.lru_cache(maxsize=1)
-def _quoted_relay_source() -> str:
-    """Read and quoted once per process: it is the same ~18 kB for every node of every broadcast."""
-    return shlex.quote(RELAY_SOURCE.read_text())
-
-
 def relay_command(config: Mapping[str, Any]) -> str:
     """The node command that starts the relay: its whole source as a quoted argument."""
-    return f"exec python3 -c {_quoted_relay_source()} {shlex.quote(json.dumps(dict(config)))}"
+    return agents.agent_command(RELAY_SOURCE, config)
 
 
 @dataclass
@@ -122,11 +113,7 @@ class Pipeline:
 
     async def run(self, timeout: float | None) -> BroadcastResult:
         started = time.monotonic()
-        if self._given_digest is not None:
-            self._digest_task = asyncio.get_running_loop().create_future()
-            self._digest_task.set_result(self._given_digest)
-        else:
-            self._digest_task = asyncio.ensure_future(file_digest(self._image, self._options.digest))
+        self._digest_task = agents.expected_digest(self._image, self._given_digest, self._options.digest)
         tasks = self._tasks
         try:
             await asyncio.wait_for(self._stream(), timeout)
@@ -142,20 +129,11 @@ class Pipeline:
         digest = await self._digest_task
         result = BroadcastResult(seconds=time.monotonic() - started, digest=digest, node_cpu_seconds=self._node_cpu)
         for node in self._nodes:
-            if node.state == BroadcastState.OK:
-                result.ok.append(node.hostname)
-            else:
-                result.ko[node.hostname] = node.reason or "Broadcast did not complete"
+            result.record(node.hostname, node.state == BroadcastState.OK, node.reason)
         return result
 
     async def _stream(self) -> None:
-        window = asyncio.Semaphore(max(1, self._options.start_window))
-
-        async def start(node: _Node) -> None:
-            async with window:
-                await self._start_relay(node)
-
-        await asyncio.gather(*(start(node) for node in self._nodes))
+        await agents.start_all(self._nodes, self._options.start_window, self._start_relay)
         live = [node for node in self._nodes if node.state == BroadcastState.PENDING]
         if not live:
             return
@@ -174,24 +152,17 @@ class Pipeline:
             "digest": self._options.digest, "port": self._options.port,
         }
         config.update(self._options.relay_options.get(node.hostname, {}))
+        ready = await agents.start_agent(self._executor, node, relay_command(config), self._options.start_timeout,
+                                         "Relay")
+        if isinstance(ready, str):
+            self._set(node, BroadcastState.KO, ready)
+            return
+        assert node.process is not None
         try:
-            node.process = await asyncio.wait_for(
-                self._executor.start(node.hostname, node.address, relay_command(config)), self._options.start_timeout)
-            while True:
-                line = await asyncio.wait_for(node.process.stdout.readline(), self._options.start_timeout)
-                if not line:
-                    raise ConnectError(f"Relay did not start: {await self._stderr_tail(node)}")
-                event = _parse(line)
-                if event.get("ev") == "ready":
-                    node.port = int(event["port"])
-                    # a node that loses power is silent: its channel must close within `stall`
-                    interval = max(1.0, self._options.stall / (LIVENESS_PROBES + 1))
-                    node.process.watch_liveness(interval, LIVENESS_PROBES)
-                    return
-        except asyncio.TimeoutError:
-            self._set(node, BroadcastState.KO, "Relay start-up timeout")
-        except ConnectError as exc:
-            self._set(node, BroadcastState.KO, exc.reason)
+            node.port = int(ready["port"])
+            # a node that loses power is silent: its channel must close within `stall`
+            interval = max(1.0, self._options.stall / (LIVENESS_PROBES + 1))
+            node.process.watch_liveness(interval, LIVENESS_PROBES)
         except Exception as exc:  # noqa: BLE001 - any failure of one node is that node's KO
             self._set(node, BroadcastState.KO, f"Relay start-up failed: {exc}")
 
@@ -262,15 +233,7 @@ class Pipeline:
     async def _watch(self, node: _Node) -> None:
         """Read one relay's events until its channel closes."""
         assert node.process is not None
-        while True:
-            try:
-                line = await node.process.stdout.readline()
-            except Exception as exc:  # noqa: BLE001 - the connection was lost (keepalive, reset)
-                log.info("broadcast: channel to %s lost: %s", node.hostname, exc)
-                line = b""
-            if not line:
-                break
-            event = _parse(line)
+        async for event in agents.events(node, lambda message: log.info("broadcast: %s", message)):
             kind = event.get("ev")
             if kind == "done":
                 await self._finished(node, event)
@@ -285,10 +248,7 @@ class Pipeline:
         if not self._decided.is_set():
             # A channel that closes mid-broadcast is a dead relay: KO if it had not
             # finished, and routed around in any case (its successors still need data).
-            tail = await self._stderr_tail(node)
-            status = node.process.exit_status
-            why = f"exit status {status}" if status is not None else "its connection was lost"
-            self._failed(node.hostname, f"Relay died ({why}){': ' + tail if tail else ''}")
+            self._failed(node.hostname, await agents.death_reason(node.process, "Relay"))
 
     async def _finished(self, node: _Node, event: Mapping[str, Any]) -> None:
         assert self._digest_task is not None
@@ -296,15 +256,8 @@ class Pipeline:
         expected = await self._digest_task
         if node.state != BroadcastState.PENDING:
             return
-        if int(event.get("received", -1)) != self._total:
-            self._set(node, BroadcastState.KO, f"Incomplete stream: {event.get('received')} of {self._total} bytes")
-        elif event.get("digest") != expected:
-            self._set(node, BroadcastState.KO, f"Digest mismatch: the node computed {event.get('digest')}, the server {expected}")
-        elif int(event.get("sink_status", 1)) != 0:
-            self._set(node, BroadcastState.KO, f"Local pipeline failed (exit status {event.get('sink_status')}): "
-                                  f"{event.get('sink_error') or 'no error output'}")
-        else:
-            self._set(node, BroadcastState.OK)
+        reason = agents.verdict(event, self._total, expected)
+        self._set(node, BroadcastState.KO if reason else BroadcastState.OK, reason)
 
     def _failed(self, hostname: str, reason: str) -> None:
         """A node is dead or unreachable from its parent: KO it and route around it."""
@@ -365,10 +318,7 @@ class Pipeline:
             self._decided.set()
 
     def _send(self, node: _Node, command: Mapping[str, Any]) -> None:
-        if node.process is None:
-            return
-        with contextlib.suppress(Exception):
-            node.process.stdin.write((json.dumps(command) + "\n").encode())
+        agents.send(node.process, command)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -381,36 +331,6 @@ class Pipeline:
 
     async def _stop_relays(self) -> None:
         """End of the broadcast: close every control channel, kill what does not exit."""
-        for node in self._nodes:
-            if node.process is not None:
-                with contextlib.suppress(Exception):
-                    node.process.stdin.write_eof()
-
-        async def stop(node: _Node) -> None:
-            assert node.process is not None
-            try:
-                await asyncio.wait_for(node.process.process.wait_closed(), 5.0)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
-                await node.process.kill()
-
-        await asyncio.gather(*(stop(node) for node in self._nodes if node.process is not None))
+        await agents.stop_agents(node.process for node in self._nodes)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-
-    async def _stderr_tail(self, node: _Node) -> str:
-        if node.process is None:
-            return ""
-        try:
-            data = await asyncio.wait_for(node.process.stderr.read(65536), 2.0)
-        except (asyncio.TimeoutError, Exception):  # noqa: BLE001
-            data = b""
-        data = node.process.first_stderr + data
-        return data.decode("utf-8", "replace").strip()[-500:]
-
-
-def _parse(line: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return {}
-    return event if isinstance(event, dict) else {}

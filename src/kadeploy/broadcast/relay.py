@@ -2,8 +2,9 @@
 pipeline and forwards it to the next node(s).
 
 This file is sent over the SSH channel and started with `python3 -c <source>
-<json config>`: it must stay ONE stdlib-only file, compatible with python3 >= 3.9,
-importing nothing from kadeploy. The server talks to it through the SSH
+<json config>`, its source after nodecommon.py's (the helpers it shares with
+btnode.py): both stay stdlib-only, compatible with python3 >= 3.9, importing
+nothing from kadeploy on a node. The server talks to it through the SSH
 channel: JSON lines on stdin (commands) and on stdout (events).
 
 Data path: upstream TCP socket -> ring buffer (recv_into, the one copy; the
@@ -43,7 +44,6 @@ ResumeError, describe, new_digest, the defaults), so that it is stated once.
 """
 
 import errno
-import hashlib
 import json
 import mmap
 import os
@@ -55,7 +55,11 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
+
+# Shipped to a node, this source follows nodecommon.py's (agents.shipped_source), which defines
+# these names; imported as a module, it takes them from there.
+if "new_digest" not in globals():
+    from kadeploy.broadcast.nodecommon import Crc32, commands, emit, event_line, new_digest  # noqa: F401
 
 OFFSET = struct.Struct("!Q")
 CHUNK = 4 * 1024 * 1024
@@ -79,26 +83,6 @@ DEFAULT_RING = MIN_RING
 DEFAULT_STALL = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 F_SETPIPE_SZ = 1031
-_emit_lock = threading.Lock()
-
-
-def event_line(event, **fields):
-    """One event as the server reads it: a JSON object naming itself in "ev", on one line."""
-    fields["ev"] = event
-    return json.dumps(fields) + "\n"
-
-
-def emit(event, **fields):
-    """Write one event line for the server (stdout is the SSH channel)."""
-    line = event_line(event, **fields)
-    with _emit_lock:
-        try:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-        except (BrokenPipeError, ValueError):
-            pass
-
-
 class Ring:
     """A circular buffer over the stream: offsets are absolute stream positions.
 
@@ -203,34 +187,6 @@ def memfd_buffer(size):
 
 class ResumeError(Exception):
     pass
-
-
-class Crc32:
-    """zlib.crc32 behind hashlib's update/hexdigest: a cheap stream check, opt-in.
-
-    Every relay hashes every byte. With 16 relays sharing 2 cores, CRC-32
-    (3-4 GB/s) instead of sha256 (1.1 GB/s with SHA-NI, ~0.4 without) cut the
-    chain's CPU by a quarter (benchmarks/broadcast.py --digest crc32). It
-    catches accidents (a relay dropping, repeating or shifting bytes on resume,
-    a flipped byte) but not a forger: anyone on the network can rewrite the
-    relay-to-relay TCP stream and keep its CRC. sha256 stays the default.
-    """
-
-    name = "crc32"
-
-    def __init__(self):
-        self.value = 0
-
-    def update(self, data):
-        self.value = zlib.crc32(data, self.value)
-
-    def hexdigest(self):
-        return "%08x" % self.value
-
-
-def new_digest(name):
-    """A hashlib object for `name`, or Crc32 for "crc32"."""
-    return Crc32() if name == "crc32" else hashlib.new(name)
 
 
 class Relay:
@@ -610,12 +566,7 @@ def main():
     thread(relay.accept_loop, listener)
     thread(relay.receive_loop)
     emit("ready", port=listener.getsockname()[1], pid=os.getpid())
-    for line in sys.stdin:
-        try:
-            command = json.loads(line)
-        except ValueError:
-            emit("error", message="bad command line: %r" % line[:200])
-            continue
+    for command in commands():
         if command.get("op") == "start":
             repair = bool(command.get("repair"))
             relay.below = command.get("below") or {}

@@ -19,3 +19,10 @@ class BroadcastResult:
     seconds: float = 0.0
     digest: str = ""
     node_cpu_seconds: float = 0.0  # CPU used by the relays and local pipelines of all nodes (benchmarks)
+
+    def record(self, hostname: str, ok: bool, reason: str | None) -> None:
+        """One node's outcome: in `ok`, or in `ko` with its reason (a node never decided did not complete)."""
+        if ok:
+            self.ok.append(hostname)
+        else:
+            self.ko[hostname] = reason or "Broadcast did not complete"

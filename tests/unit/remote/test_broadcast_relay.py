@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from kadeploy.broadcast import relay
+from kadeploy.broadcast.agents import shipped_source
 from kadeploy.broadcast.pipeline import RELAY_SOURCE, relay_command
 from tests.requirements import optional
 
@@ -112,7 +113,7 @@ def test_relay_resumes_a_new_upstream_at_the_offset_it_reached(tmp_path):
     data = os.urandom(3 * 1024 * 1024 + 5)
     out = tmp_path / "out"
     config = {"total": len(data), "sink": f"cat > {out}", "stall": 5, "ring": 1 << 20}
-    process = subprocess.Popen([sys.executable, "-c", RELAY_SOURCE.read_text(), json.dumps(config)],
+    process = subprocess.Popen([sys.executable, "-c", shipped_source(RELAY_SOURCE), json.dumps(config)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         ready = json.loads(process.stdout.readline())
@@ -143,7 +144,7 @@ def test_tree_relay_adopts_the_children_of_a_dead_child_at_their_own_offset(tmp_
     data = os.urandom(3 * 1024 * 1024 + 7)
     resume_at = 123_457
     config = {"total": len(data), "sink": "cat > /dev/null", "stall": 5, "ring": 8 << 20}
-    process = subprocess.Popen([sys.executable, "-c", RELAY_SOURCE.read_text(), json.dumps(config)],
+    process = subprocess.Popen([sys.executable, "-c", shipped_source(RELAY_SOURCE), json.dumps(config)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     child, grandchild = socket.create_server(("127.0.0.1", 0)), socket.create_server(("127.0.0.1", 0))
     child.settimeout(10)
@@ -179,6 +180,18 @@ def test_tree_relay_adopts_the_children_of_a_dead_child_at_their_own_offset(tmp_
         process.wait(timeout=5)
 
 
+def test_the_shipped_relay_runs_without_kadeploy(tmp_path):
+    """What a node runs is self-contained: with no site-packages (-S) nor this checkout (-I, another
+    cwd), emit and new_digest come from the prepended nodecommon source."""
+    config = {"total": 5, "sink": f"cat > {tmp_path / 'out'}", "mode": "stdin", "digest": "crc32"}
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", shipped_source(RELAY_SOURCE), json.dumps(config)],
+                          input=b"hello", capture_output=True, timeout=30, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    event = json.loads(done.stdout.decode().splitlines()[-1])
+    assert (event["ev"], event["received"], event["digest"]) == ("done", 5, "%08x" % zlib.crc32(b"hello"))
+    assert (tmp_path / "out").read_bytes() == b"hello"
+
+
 def test_relay_command_quotes_its_config():
     command = relay_command({"sink": "tar -C '/mnt/dest' -xzf -; echo $HOME"})
     completed = subprocess.run(["sh", "-c", command.replace("exec python3 -c", "printf '%s\\n'", 1)],
@@ -212,7 +225,7 @@ class _RelayProcess:
     """A relay started as the server starts it, with its events read by a thread (timeouts)."""
 
     def __init__(self, config: dict, python: str = sys.executable) -> None:
-        self.process = subprocess.Popen([python, "-c", RELAY_SOURCE.read_text(), json.dumps(config)],
+        self.process = subprocess.Popen([python, "-c", shipped_source(RELAY_SOURCE), json.dumps(config)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.events: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import sys
 
 import pytest
 
 from kadeploy.broadcast import METHODS, bittorrent, btnode
+from kadeploy.broadcast.agents import shipped_source
 from tests.requirements import require
 
 
@@ -57,8 +59,19 @@ def test_the_agent_command_quotes_every_value():
     config = {"sink": "tar -C '/mnt/dest' -xf - ; echo $(id)", "store": "/tmp/a b", "total": 3}
     words = shlex.split(bittorrent.agent_command(config))
     assert words[:3] == ["exec", "python3", "-c"]
-    assert words[3] == bittorrent.AGENT_SOURCE.read_text()
+    assert words[3] == shipped_source(bittorrent.AGENT_SOURCE)
     assert json.loads(words[4]) == config
+
+
+def test_the_shipped_agent_runs_without_kadeploy_and_refuses_a_missing_store(tmp_path):
+    """What a node runs is self-contained: with no site-packages (-S) nor this checkout (-I, another
+    cwd), the shared helpers come from the prepended nodecommon source."""
+    config = {"total": 1, "sink": "cat", "store": str(tmp_path / "nope"), "address": "127.0.0.1"}
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", shipped_source(bittorrent.AGENT_SOURCE),
+                           json.dumps(config)], capture_output=True, text=True, timeout=30, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"ev": "refused", "free": 0,
+                                       "message": f"the store {tmp_path / 'nope'} does not exist on the node"}
 
 
 def test_bittorrent_is_a_declared_method_whose_node_name_matches_the_server_s():
