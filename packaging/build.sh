@@ -151,6 +151,13 @@ while read -r name module function; do
         *) dest=$client/usr/bin/$name ;;
     esac
     launcher "$dest" "$module" "$function"
+    # its manual page, from its own --help (section 8 for the daemon in /usr/sbin; -B: no byte-code
+    # left in the staged trees by the imports)
+    case $dest in */sbin/*) section=8 ;; *) section=1 ;; esac
+    pkgroot=${dest%/usr/*}
+    COLUMNS=80 "$PYTHON" -I -B "$here/manpage.py" "$pkgroot/usr/share/man/man$section/$name.$section.gz" "$section" "$version" \
+        "$name" "$module" "$function" "$venv/lib/python$PYVER/site-packages" "$testbed$TBPREFIX" 2>"$work/manpage.log" || {
+        cat "$work/manpage.log" >&2; echo "build.sh: no manual page for $name" >&2; exit 1; }
 done < "$work/scripts.txt"
 for needed in "$server/usr/sbin/kadeploy3d" "$client/usr/bin/kadeploy3" "$testbed/usr/bin/kadeploy-testbed"; do
     [ -x "$needed" ] || { echo "build.sh: no console script for $needed in the wheels' metadata" >&2; exit 1; }

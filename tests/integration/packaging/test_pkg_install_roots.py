@@ -167,8 +167,10 @@ def test_debs_split_and_conffiles(packages: Path) -> None:
     server, client, common, testbed = (contents(p) for p in ("kadeploy3-server", "kadeploy3-client",
                                                                   "kadeploy3-common", "kadeploy3-testbed"))
     assert "./usr/sbin/kadeploy3d" in server and "./lib/systemd/system/kadeploy3d.service" in server
+    assert "./usr/share/man/man8/kadeploy3d.8.gz" in server
     for tool in CLIENTS + ("kadeploy-capture",):
         assert f"./usr/bin/{tool}\n" in client, tool
+        assert f"./usr/share/man/man1/{tool}.1.gz\n" in client, tool  # made from the tool's --help
         assert f"/usr/bin/{tool}" not in server + common
     assert "./usr/lib/kadeploy3/venv/lib/python3.11/site-packages/kadeploy/server/daemon.py" in common
     assert "./usr/lib/kadeploy3/venv/lib/python3.11/site-packages/sqlalchemy/" in common
