@@ -4,55 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from kadeploy.broadcast import broadcast
 from kadeploy.errors import KadeployError
+from tests.integration.broadcast.broadcastlab import IMAGE_SIZE, hosts, sha256_of
 
 pytestmark = pytest.mark.root
 
-IMAGE_SIZE = 64 * 1024 * 1024
 SINK = (
     'if [ -e "$KBT_NODE_DIR/fail" ]; then head -c 1000 >/dev/null; echo "disk full" >&2; exit 1; fi; '
     'cat > "$KBT_NODE_DIR/out"'
 )
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory) -> tuple[Path, str]:
-    path = tmp_path_factory.mktemp("image") / "image.bin"
-    data = os.urandom(IMAGE_SIZE)
-    path.write_bytes(data)
-    return path, hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def lab(broadcast_lab):
-    for node in broadcast_lab.nodes:
-        for name in ("out", "fail"):
-            (node.directory / name).unlink(missing_ok=True)
-    return broadcast_lab
-
-
-def _hosts(lab) -> list[tuple[str, str]]:
-    return [(node.hostname, node.address) for node in lab.nodes]
-
-
-def _sha256(path: Path) -> str | None:
-    if not path.exists():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        while chunk := source.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _written(node) -> int:
@@ -99,24 +67,24 @@ async def _power_back_on(node, frozen: list[int]) -> None:
 @pytest.mark.parametrize("method", ["kascade", "chain", "tree", "flat"])
 async def test_image_reaches_every_node_byte_exact(lab, broadcast_executor, image, method):
     path, expected = image
-    result = await broadcast(path, _hosts(lab), SINK, method=method, executor=broadcast_executor,
+    result = await broadcast(path, hosts(lab), SINK, method=method, executor=broadcast_executor,
                              timeout=120, tree_arity=2)
     assert result.ko == {}
     assert sorted(result.ok) == sorted(lab.hosts)
     assert result.digest == expected
     for node in lab.nodes:
-        assert _sha256(node.directory / "out") == expected, node.hostname
+        assert sha256_of(node.directory / "out") == expected, node.hostname
 
 
 async def test_relays_without_zero_copy_deliver_byte_exact(lab, broadcast_executor, image):
     """The path of a node without memfd, splice or sendfile (write and send from the ring)."""
     path, expected = image
     no_zero_copy = {node.hostname: {"zero_copy": False} for node in lab.nodes}
-    result = await broadcast(path, _hosts(lab), SINK, method="kascade", executor=broadcast_executor,
+    result = await broadcast(path, hosts(lab), SINK, method="kascade", executor=broadcast_executor,
                              timeout=120, ring=IMAGE_SIZE // 2, relay_options=no_zero_copy)
     assert result.ko == {}
     for node in lab.nodes:
-        assert _sha256(node.directory / "out") == expected, node.hostname
+        assert sha256_of(node.directory / "out") == expected, node.hostname
 
 
 @pytest.mark.parametrize("zero_copy", [True, False], ids=["zero-copy", "no-zero-copy"])
@@ -132,7 +100,7 @@ async def test_node_killed_mid_stream_is_bypassed_and_the_others_complete(lab, b
     # the first node takes 16 MiB/s from the server: the whole chain runs at that pace
     options = {node.hostname: {"zero_copy": zero_copy} for node in lab.nodes}
     options[first.hostname] = {"zero_copy": zero_copy, "limit_rate": 16 << 20}
-    result = await broadcast(path, _hosts(lab), SINK, method="kascade", executor=broadcast_executor,
+    result = await broadcast(path, hosts(lab), SINK, method="kascade", executor=broadcast_executor,
                              timeout=120, stall=3, ring=ring, relay_options=options)
     await asyncio.wait_for(killer, 1)
     assert time.monotonic() - started < 60
@@ -141,7 +109,7 @@ async def test_node_killed_mid_stream_is_bypassed_and_the_others_complete(lab, b
     assert sorted(result.ok) == sorted(h for h in lab.hosts if h != victim.hostname)
     for node in lab.nodes:
         if node is not victim:
-            assert _sha256(node.directory / "out") == expected, node.hostname
+            assert sha256_of(node.directory / "out") == expected, node.hostname
 
 
 async def test_slow_successor_of_a_killed_node_resumes_from_a_wrapping_ring(lab, broadcast_executor, image):
@@ -153,21 +121,21 @@ async def test_slow_successor_of_a_killed_node_resumes_from_a_wrapping_ring(lab,
     victim, successor = lab.nodes[3], lab.nodes[4]
 
     killer = asyncio.ensure_future(_kill_relay_when(victim, lambda: _written(victim) >= IMAGE_SIZE // 2))
-    result = await broadcast(path, _hosts(lab), SINK, method="kascade", executor=broadcast_executor,
+    result = await broadcast(path, hosts(lab), SINK, method="kascade", executor=broadcast_executor,
                              timeout=120, stall=3, ring=IMAGE_SIZE // 2,
                              relay_options={successor.hostname: {"limit_rate": 16 << 20}})
     await asyncio.wait_for(killer, 1)
     assert list(result.ko) == [victim.hostname], result.ko
     for node in lab.nodes:
         if node is not victim:
-            assert _sha256(node.directory / "out") == expected, node.hostname
+            assert sha256_of(node.directory / "out") == expected, node.hostname
 
 
 async def test_chain_without_repair_fails_the_nodes_after_a_dead_one(lab, broadcast_executor, image):
     path, _expected = image
     victim = lab.nodes[5]
     killer = asyncio.ensure_future(_kill_relay_when(victim, lambda: _written(victim) >= IMAGE_SIZE // 2))
-    result = await broadcast(path, _hosts(lab), SINK, method="chain", executor=broadcast_executor,
+    result = await broadcast(path, hosts(lab), SINK, method="chain", executor=broadcast_executor,
                              timeout=120, stall=3, relay_options={lab.nodes[0].hostname: {"limit_rate": 16 << 20}})
     await asyncio.wait_for(killer, 1)
     assert set(result.ko) == {node.hostname for node in lab.nodes[5:]}
@@ -179,19 +147,19 @@ async def test_failing_local_pipeline_is_ko_but_keeps_forwarding(lab, broadcast_
     path, expected = image
     broken = lab.nodes[2]
     (broken.directory / "fail").touch()
-    result = await broadcast(path, _hosts(lab), SINK, method="kascade", executor=broadcast_executor, timeout=120)
+    result = await broadcast(path, hosts(lab), SINK, method="kascade", executor=broadcast_executor, timeout=120)
     assert list(result.ko) == [broken.hostname]
     assert "Local pipeline failed (exit status 1)" in result.ko[broken.hostname]
     assert "disk full" in result.ko[broken.hostname]
     for node in lab.nodes[3:]:  # its successors got everything through it
-        assert _sha256(node.directory / "out") == expected, node.hostname
+        assert sha256_of(node.directory / "out") == expected, node.hostname
 
 
 @pytest.mark.parametrize("algorithm", ["sha256", "crc32"])
 async def test_corrupted_stream_is_detected_by_the_digest(lab, broadcast_executor, image, algorithm):
     path, _expected = image
     corrupted = lab.nodes[4]
-    result = await broadcast(path, _hosts(lab), SINK, method="kascade", executor=broadcast_executor,
+    result = await broadcast(path, hosts(lab), SINK, method="kascade", executor=broadcast_executor,
                              timeout=120, relay_options={corrupted.hostname: {"corrupt_at": 12345}},
                              digest_algorithm=algorithm)
     assert corrupted.hostname in result.ko
@@ -207,7 +175,7 @@ async def test_unreachable_node_is_ko_and_the_others_complete(lab, broadcast_exe
     victim = lab.nodes[1]
     lab.stop_sshd(victim)
     try:
-        result = await broadcast(path, _hosts(lab), SINK, method="kascade", executor=broadcast_executor, timeout=120)
+        result = await broadcast(path, hosts(lab), SINK, method="kascade", executor=broadcast_executor, timeout=120)
     finally:
         lab.start_sshd(victim)
         lab.wait_port(victim)
@@ -215,12 +183,12 @@ async def test_unreachable_node_is_ko_and_the_others_complete(lab, broadcast_exe
     assert len(result.ok) == len(lab.nodes) - 1
     for node in lab.nodes:
         if node is not victim:
-            assert _sha256(node.directory / "out") == expected
+            assert sha256_of(node.directory / "out") == expected
 
 
 async def test_unreadable_image_fails_before_touching_any_node(lab, broadcast_executor, tmp_path):
     with pytest.raises(KadeployError, match="Cannot read the environment image"):
-        await broadcast(tmp_path / "missing.tgz", _hosts(lab), SINK, executor=broadcast_executor)
+        await broadcast(tmp_path / "missing.tgz", hosts(lab), SINK, executor=broadcast_executor)
     assert not any((node.directory / "out").exists() for node in lab.nodes)
 
 
@@ -234,14 +202,14 @@ async def test_node_dying_after_it_has_the_whole_stream_still_gets_its_successor
     killer = asyncio.ensure_future(_kill_relay_when(first, lambda: _first_is_ahead(first, second)))
     started = time.monotonic()
     # a ring of the whole image, so that the first node can get all of it ahead of the second
-    result = await broadcast(path, _hosts(lab), SINK, method="kascade", executor=broadcast_executor,
+    result = await broadcast(path, hosts(lab), SINK, method="kascade", executor=broadcast_executor,
                              timeout=120, stall=3, ring=IMAGE_SIZE,
                              relay_options={second.hostname: {"limit_rate": 16 << 20}})
     await asyncio.wait_for(killer, 1)
     assert time.monotonic() - started < 60
     assert set(result.ok) >= {h for h in lab.hosts if h != first.hostname}, result.ko
     for node in lab.nodes[1:]:
-        assert _sha256(node.directory / "out") == expected, node.hostname
+        assert sha256_of(node.directory / "out") == expected, node.hostname
 
 
 async def test_node_powered_off_silently_after_it_has_the_whole_stream(lab, broadcast_executor, image):
@@ -254,7 +222,7 @@ async def test_node_powered_off_silently_after_it_has_the_whole_stream(lab, broa
     killer = asyncio.ensure_future(_power_off_when(first, lambda: _first_is_ahead(first, second), frozen))
     started = time.monotonic()
     try:
-        result = await broadcast(path, _hosts(lab), SINK, method="kascade", executor=broadcast_executor,
+        result = await broadcast(path, hosts(lab), SINK, method="kascade", executor=broadcast_executor,
                                  timeout=120, stall=3, ring=IMAGE_SIZE,  # as above
                                  relay_options={second.hostname: {"limit_rate": 16 << 20}})
         elapsed = time.monotonic() - started
@@ -267,7 +235,7 @@ async def test_node_powered_off_silently_after_it_has_the_whole_stream(lab, broa
     # the first node had written the whole image before its power cut: OK or KO, both are right
     assert set(result.ok) >= {h for h in lab.hosts if h != first.hostname}, result.ko
     for node in lab.nodes[1:]:
-        assert _sha256(node.directory / "out") == expected, node.hostname
+        assert sha256_of(node.directory / "out") == expected, node.hostname
 
 
 # Tree repair. Binary tree over the 8 nodes in order (heap layout): the server feeds 0 and 1,
@@ -283,7 +251,7 @@ async def test_tree_inner_node_killed_mid_stream_its_parent_feeds_its_children(l
     killer = asyncio.ensure_future(_kill_relay_when(victim, lambda: _written(victim) >= IMAGE_SIZE // 2))
     started = time.monotonic()
     # node 0 takes 16 MiB/s from the server: its whole subtree runs at that pace
-    result = await broadcast(path, _hosts(lab), SINK, method="tree", tree_arity=2, executor=broadcast_executor,
+    result = await broadcast(path, hosts(lab), SINK, method="tree", tree_arity=2, executor=broadcast_executor,
                              timeout=120, stall=3, ring=ring,
                              relay_options={parent.hostname: {"limit_rate": 16 << 20}})
     await asyncio.wait_for(killer, 1)
@@ -293,7 +261,7 @@ async def test_tree_inner_node_killed_mid_stream_its_parent_feeds_its_children(l
     assert sorted(result.ok) == sorted(h for h in lab.hosts if h != victim.hostname)
     for node in lab.nodes:
         if node is not victim:
-            assert _sha256(node.directory / "out") == expected, node.hostname
+            assert sha256_of(node.directory / "out") == expected, node.hostname
 
 
 async def test_tree_inner_node_powered_off_silently_the_server_feeds_its_subtree(lab, broadcast_executor, image):
@@ -305,7 +273,7 @@ async def test_tree_inner_node_powered_off_silently_the_server_feeds_its_subtree
     killer = asyncio.ensure_future(_power_off_when(victim, lambda: _written(victim) >= IMAGE_SIZE // 2, frozen))
     started = time.monotonic()
     try:
-        result = await broadcast(path, _hosts(lab), SINK, method="tree", tree_arity=2,
+        result = await broadcast(path, hosts(lab), SINK, method="tree", tree_arity=2,
                                  executor=broadcast_executor, timeout=120, stall=3,
                                  relay_options={victim.hostname: {"limit_rate": 16 << 20}})
         elapsed = time.monotonic() - started
@@ -318,4 +286,4 @@ async def test_tree_inner_node_powered_off_silently_the_server_feeds_its_subtree
     assert list(result.ko) == [victim.hostname]
     assert sorted(result.ok) == sorted(h for h in lab.hosts if h != victim.hostname)
     for node in lab.nodes[1:]:
-        assert _sha256(node.directory / "out") == expected, node.hostname
+        assert sha256_of(node.directory / "out") == expected, node.hostname

@@ -8,7 +8,6 @@ directory under the store.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import signal
 import subprocess
@@ -17,40 +16,11 @@ from pathlib import Path
 import pytest
 
 from kadeploy.broadcast import broadcast
+from tests.integration.broadcast.broadcastlab import hosts, sha256_of
 
 pytestmark = pytest.mark.root
 
-IMAGE_SIZE = 64 * 1024 * 1024
 SINK = 'cat > "$KBT_NODE_DIR/out"'
-
-
-@pytest.fixture(scope="module")
-def bt_image(tmp_path_factory) -> tuple[Path, str]:
-    path = tmp_path_factory.mktemp("btimage") / "image.bin"
-    data = os.urandom(IMAGE_SIZE)
-    path.write_bytes(data)
-    return path, hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def bt_lab(broadcast_lab):
-    for node in broadcast_lab.nodes:
-        (node.directory / "out").unlink(missing_ok=True)
-    return broadcast_lab
-
-
-def _hosts(lab) -> list[tuple[str, str]]:
-    return [(node.hostname, node.address) for node in lab.nodes]
-
-
-def _sha256(path: Path) -> str | None:
-    if not path.exists():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        while chunk := source.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _own_processes(name: str) -> set[int]:
@@ -73,28 +43,28 @@ def _in_node_mounts(node, *command: str, check: bool = True) -> str:
     return done.stdout
 
 
-async def test_bittorrent_reaches_8_nodes_byte_exact_and_leaves_nothing_behind(bt_lab, broadcast_executor, bt_image,
+async def test_bittorrent_reaches_8_nodes_byte_exact_and_leaves_nothing_behind(lab, broadcast_executor, image,
                                                                              tmp_path):
-    path, expected = bt_image
+    path, expected = image
     before = _own_processes("aria2c") | _own_processes("opentracker")
-    result = await broadcast(path, _hosts(bt_lab), SINK, method="bittorrent", executor=broadcast_executor,
+    result = await broadcast(path, hosts(lab), SINK, method="bittorrent", executor=broadcast_executor,
                              timeout=180, store=str(tmp_path))
     assert result.ko == {}
-    assert sorted(result.ok) == sorted(bt_lab.hosts)
+    assert sorted(result.ok) == sorted(lab.hosts)
     assert result.digest == expected
-    for node in bt_lab.nodes:
-        assert _sha256(node.directory / "out") == expected, node.hostname
+    for node in lab.nodes:
+        assert sha256_of(node.directory / "out") == expected, node.hostname
     assert list(tmp_path.iterdir()) == []  # every node's stored copy removed once all had finished
     await asyncio.sleep(0.5)
     assert (_own_processes("aria2c") | _own_processes("opentracker")) - before == set()  # seeds, tracker killed
-    assert _sha256(path) == expected  # the seed did not touch the cached image
+    assert sha256_of(path) == expected  # the seed did not touch the cached image
 
 
-async def test_a_node_killed_mid_swarm_is_ko_with_its_reason_and_the_others_finish(bt_lab, broadcast_executor,
-                                                                                 bt_image, tmp_path):
-    path, expected = bt_image
-    victim = bt_lab.nodes[3]
-    slow = {node.hostname: {"limit_rate": 6 * 1024 * 1024} for node in bt_lab.nodes}  # ~10 s each: time to kill
+async def test_a_node_killed_mid_swarm_is_ko_with_its_reason_and_the_others_finish(lab, broadcast_executor,
+                                                                                 image, tmp_path):
+    path, expected = image
+    victim = lab.nodes[3]
+    slow = {node.hostname: {"limit_rate": 6 * 1024 * 1024} for node in lab.nodes}  # ~10 s each: time to kill
 
     async def kill_when_downloading() -> None:
         while True:
@@ -111,56 +81,56 @@ async def test_a_node_killed_mid_swarm_is_ko_with_its_reason_and_the_others_fini
 
     killer = asyncio.ensure_future(kill_when_downloading())
     try:
-        result = await broadcast(path, _hosts(bt_lab), SINK, method="bittorrent", executor=broadcast_executor,
+        result = await broadcast(path, hosts(lab), SINK, method="bittorrent", executor=broadcast_executor,
                                  timeout=180, store=str(tmp_path), relay_options=slow)
     finally:
         killer.cancel()
     assert killer.done() and not killer.cancelled(), "the victim was never seen downloading"
     assert set(result.ko) == {victim.hostname}
     assert "BitTorrent agent died" in result.ko[victim.hostname]
-    assert sorted(result.ok) == sorted(h for h in bt_lab.hosts if h != victim.hostname)
-    for node in bt_lab.nodes:
+    assert sorted(result.ok) == sorted(h for h in lab.hosts if h != victim.hostname)
+    for node in lab.nodes:
         if node is not victim:
-            assert _sha256(node.directory / "out") == expected, node.hostname
+            assert sha256_of(node.directory / "out") == expected, node.hostname
 
 
-async def test_an_image_too_large_for_the_store_is_refused_before_any_transfer(bt_lab, broadcast_executor,
-                                                                             bt_image, tmp_path):
-    path, _ = bt_image
+async def test_an_image_too_large_for_the_store_is_refused_before_any_transfer(lab, broadcast_executor,
+                                                                             image, tmp_path):
+    path, _ = image
     store = tmp_path / "small"
     store.mkdir()
-    for node in bt_lab.nodes:  # each node's own 16 MiB "tmp partition", in its sshd's mount namespace
+    for node in lab.nodes:  # each node's own 16 MiB "tmp partition", in its sshd's mount namespace
         _in_node_mounts(node, "mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(store))
     try:
         before = _own_processes("aria2c") | _own_processes("opentracker") | _own_processes("mktorrent")
-        result = await broadcast(path, _hosts(bt_lab), SINK, method="bittorrent", executor=broadcast_executor,
+        result = await broadcast(path, hosts(lab), SINK, method="bittorrent", executor=broadcast_executor,
                                  timeout=60, store=str(store))
         assert result.ok == []
-        assert set(result.ko) == set(bt_lab.hosts)
+        assert set(result.ko) == set(lab.hosts)
         for reason in result.ko.values():
             assert reason.startswith("Not enough room for the image: the image (67108864 bytes) does not fit in "
                                      f"{store} on the node: "), reason
-        for node in bt_lab.nodes:
+        for node in lab.nodes:
             assert _in_node_mounts(node, "ls", "-A", str(store)) == ""
             assert not (node.directory / "out").exists()
         # nothing started on the server either: no torrent, tracker or seed
         assert (_own_processes("aria2c") | _own_processes("opentracker")) - before == set()
     finally:
-        for node in bt_lab.nodes:
+        for node in lab.nodes:
             _in_node_mounts(node, "umount", str(store), check=False)
 
 
-async def test_a_missing_store_is_refused_with_its_path(bt_lab, broadcast_executor, bt_image, tmp_path):
-    path, _ = bt_image
-    result = await broadcast(path, _hosts(bt_lab)[:2], SINK, method="bittorrent", executor=broadcast_executor,
+async def test_a_missing_store_is_refused_with_its_path(lab, broadcast_executor, image, tmp_path):
+    path, _ = image
+    result = await broadcast(path, hosts(lab)[:2], SINK, method="bittorrent", executor=broadcast_executor,
                              timeout=60, store=str(tmp_path / "absent"))
     assert result.ok == []
     assert all(f"the store {tmp_path / 'absent'} does not exist on the node" in r for r in result.ko.values())
 
 
 async def test_a_server_side_failure_fails_every_node_with_its_reason_and_cleans_the_stores(
-        bt_lab, broadcast_executor, bt_image, tmp_path, monkeypatch):
-    path, _ = bt_image
+        lab, broadcast_executor, image, tmp_path, monkeypatch):
+    path, _ = image
     tools = tmp_path / "bin"
     tools.mkdir()
     (tools / "mktorrent").write_text("#!/bin/sh\necho 'cannot hash: disk error' >&2\nexit 3\n")
@@ -168,7 +138,7 @@ async def test_a_server_side_failure_fails_every_node_with_its_reason_and_cleans
     monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")  # the server's mktorrent only; nodes use sshd's PATH
     store = tmp_path / "store"
     store.mkdir()
-    result = await broadcast(path, _hosts(bt_lab)[:2], SINK, method="bittorrent", executor=broadcast_executor,
+    result = await broadcast(path, hosts(lab)[:2], SINK, method="bittorrent", executor=broadcast_executor,
                              timeout=60, store=str(store))
     assert result.ok == []
     assert set(result.ko.values()) == {"BitTorrent broadcast failed on the server: mktorrent failed: "
