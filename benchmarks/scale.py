@@ -12,6 +12,13 @@ time. `--model` runs the seeds' scenario instead: boot delays 60-120 s,
 a few percent of reboot failures, windows of 50, with and without
 automatic retry (`--retry-failed 1`).
 
+The real deployments run once per executor mode (`--modes`, default flat and
+tree), each with its own kadeploy3d on the same testbed (KADEPLOY_TREE_FROM:
+N+1 for flat, 2 for tree; the fake nodes host the real agent's logic), so that
+the server's CPU and peak RSS are its own; the SSH connections the server
+holds are sampled with `ss`. The closing table lists both modes at every N,
+and `--png` draws the per-node server CPU and memory against N.
+
     python3 benchmarks/scale.py --nodes 100 1000 --boot-time 2-4
     python3 benchmarks/scale.py --nodes 4000 --boot-time 60-120 --model
 """
@@ -28,8 +35,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from kadeploy.remote.tree import TREE_FROM_VARIABLE
 from kadeploy_testbed.fake import harness
 
 TARGET_CPU_MS = 20.0
@@ -59,7 +68,7 @@ def breakdown(records: dict[str, dict[str, str]]) -> str:
     return "; ".join(parts)
 
 
-def run(nodes: int, args: argparse.Namespace) -> None:
+def run(nodes: int, args: argparse.Namespace, figures: list[Figure]) -> None:
     if args.dir is not None:
         # a fixed directory (and ports) lets several benchmarks share a machine without colliding
         directory = args.dir
@@ -73,7 +82,21 @@ def run(nodes: int, args: argparse.Namespace) -> None:
                           seed=args.seed, failure_rate=args.failure_rate, fail=fail,
                           inspect_images=not args.no_inspect, ssh_port=args.ssh_port,
                           marker_port=args.marker_port, workers=args.fake_workers)
-    server = harness.start_server(settings)
+    try:
+        for mode in args.modes:
+            run_mode(nodes, mode, settings, args, figures)
+    finally:
+        harness.down(directory)
+        if not args.keep:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def run_mode(nodes: int, mode: str, settings: harness.FakeSettings, args: argparse.Namespace,
+             figures: list[Figure]) -> None:
+    """One server process with the executor in `mode` (its own CPU and peak RSS), its deployments."""
+    # flat: the tree never reached (its crossing above N); tree: every run of 2 nodes or more
+    tree_from = str(nodes + 1) if mode == "flat" else "2"
+    server = harness.start_server(settings, env={TREE_FROM_VARIABLE: tree_from})
     if args.profile:
         profiler = subprocess.Popen(["py-spy", "record", "--nonblocking", "-r", "50", "-f", "raw", "-o",
                                      str(args.profile), "--pid", str(server.process.pid)],
@@ -81,7 +104,7 @@ def run(nodes: int, args: argparse.Namespace) -> None:
     try:
         environment, _ = harness.tiny_environment(settings)
         hostnames = (settings.path / "nodes").read_text().split()
-        kinds = [("dummy", harness.DUMMY_AUTOMATA, {})] if not args.model else []
+        kinds = [("dummy", harness.DUMMY_AUTOMATA, {})] if not args.model and mode == args.modes[0] else []
         if not args.dummy_only:
             if args.model:
                 kinds += [("model, no retry", None, {}), ("model, retry 1", None, {"retry_failed": 1})]
@@ -91,8 +114,9 @@ def run(nodes: int, args: argparse.Namespace) -> None:
             rows_before = db_rows(settings.path / "kadeploy.db")
             cpu_before = server.cpu_seconds()
             boots_before = {n: len(s["boots"]) for n, s in harness.node_status(settings).items()}
-            result = harness.deploy(server, hostnames, environment, timeout=args.timeout, automata=automata,
-                                    extra=extra)
+            with harness.SshConnectionSampler(server, settings.ssh_port) as sampler:
+                result = harness.deploy(server, hostnames, environment, timeout=args.timeout,
+                                        automata=automata, extra=extra)
             cpu = server.cpu_seconds() - cpu_before
             rss, peak = server.rss_kib()
             # "done" is answered before the stats rows are committed and the claims released: wait for both
@@ -103,10 +127,13 @@ def run(nodes: int, args: argparse.Namespace) -> None:
                 if (len(records) >= nodes and rows.get("node_claims", 0) <= 0) or time.monotonic() > settle:
                     break
                 time.sleep(0.5)
-            line = (f"N={nodes:<5} {label:<16} wall {result.seconds:7.1f}s  ok {len(result.ok)}/{nodes}  "
+            if label != "dummy":
+                figures.append(Figure(nodes, mode, label, result.seconds, 1000 * cpu / nodes, peak / nodes,
+                                      sampler.peak))
+            line = (f"N={nodes:<5} {mode + ' ' + label:<21} wall {result.seconds:7.1f}s  ok {len(result.ok)}/{nodes}  "
                     f"server CPU {cpu:6.1f}s = {1000 * cpu / nodes:5.1f} ms/node (target <= {TARGET_CPU_MS:g})  "
                     f"peak RSS {peak / 1024:6.0f} MiB = {peak / nodes:6.0f} KiB/node, now {rss / 1024:.0f} MiB  "
-                    f"DB rows inserted {sum(rows.values())} {rows}")
+                    f"server SSH connections peak {sampler.peak}  DB rows inserted {sum(rows.values())} {rows}")
             print(line, flush=True)
             print(f"        steps: {breakdown(records)}", flush=True)
             if label != "dummy":
@@ -140,9 +167,49 @@ def run(nodes: int, args: argparse.Namespace) -> None:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=60)
         server.stop()
-        harness.down(directory)
-        if not args.keep:
-            shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One deployment's per-node server costs (for the table and the PNG)."""
+
+    nodes: int
+    mode: str
+    label: str
+    wall: float
+    cpu_ms_per_node: float
+    rss_kib_per_node: float
+    connections: int
+
+
+def summary(figures: list[Figure]) -> str:
+    lines = ["| N | mode | deployment | wall s | server CPU ms/node | peak RSS KiB/node | server SSH connections (peak) |",
+             "|---|---|---|---|---|---|---|"]
+    for f in figures:
+        lines.append(f"| {f.nodes} | {f.mode} | {f.label} | {f.wall:.1f} | {f.cpu_ms_per_node:.1f} | "
+                     f"{f.rss_kib_per_node:.0f} | {f.connections} |")
+    return "\n".join(lines)
+
+
+def draw(figures: list[Figure], path: Path) -> None:
+    """Per-node server CPU and peak memory against N, one line per mode (matplotlib, the test extra)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (cpu_axis, rss_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for mode in sorted({f.mode for f in figures}):
+        points = sorted((f.nodes, f.cpu_ms_per_node, f.rss_kib_per_node) for f in figures if f.mode == mode)
+        xs = [p[0] for p in points]
+        cpu_axis.plot(xs, [p[1] for p in points], marker="o", label=mode)
+        rss_axis.plot(xs, [p[2] for p in points], marker="o", label=mode)
+    for axis, title in ((cpu_axis, "server CPU per node (ms)"), (rss_axis, "server peak RSS per node (KiB)")):
+        axis.set_xscale("log")
+        axis.set_xlabel("nodes (N)")
+        axis.set_title(title)
+        axis.legend()
+        axis.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,16 +233,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="fake testbed worker processes (default: one per CPU; 1: one process for every node)")
     parser.add_argument("--model", action="store_true",
                         help="the seeds' run: 60-120 s boots, 3%% boot failures, with and without --retry-failed")
+    parser.add_argument("--modes", nargs="+", choices=("flat", "tree"), default=["flat", "tree"],
+                        help="executor modes, each with its own server process on the same testbed")
+    parser.add_argument("--png", type=Path, default=Path("scale.png"),
+                        help="per-node server CPU and memory against N (default: scale.png)")
     args = parser.parse_args(argv)
     if args.model:
         if args.boot_time == "2-4":
             args.boot_time = "60-120"
         if not args.failure_rate:
             args.failure_rate = 0.03
+    figures: list[Figure] = []
     for nodes in args.nodes:
         started = time.monotonic()
-        run(nodes, args)
+        run(nodes, args, figures)
         print(f"N={nodes}: benchmark done in {time.monotonic() - started:.0f}s", flush=True)
+    print(summary(figures), flush=True)
+    if args.png and figures:
+        draw(figures, args.png)
+        print(f"figure: {args.png}", flush=True)
     return 0
 
 
