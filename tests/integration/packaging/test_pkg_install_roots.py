@@ -32,27 +32,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.requirements import require
+
 REPO = Path(__file__).resolve().parents[3]
 BUILD = REPO / "packaging" / "build.sh"
 CACHE = Path("/var/cache/kadeploy-packaging")
 # what the packages depend on (socat: the testbed's fake BMC), so that dpkg -i needs no network in the test
 ROOT_PACKAGES = ("python3.11", "adduser", "openssh-client", "socat")
 CLIENTS = ("kadeploy3", "kareboot3", "kapower3", "kaconsole3", "kanodes3", "kaenv3", "kastat3", "karights3")
-TOOLS_NEEDED = ("debootstrap", "dpkg-deb", "dpkg-shlibdeps", "lintian", "rpmbuild", "rpm", "unshare", "chroot", "ip")
 VERSION = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)  # type: ignore[union-attr]
 DEBVERSION = f"{VERSION}-1"
-
-
-def _under_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
-
-
-def _need(condition: bool, why: str) -> None:
-    """Root and the packaging tools are installed by scripts/install.sh: absent under CI is a failure."""
-    if not condition:
-        if _under_ci():
-            pytest.fail(f"{why} (./scripts/install.sh installs the packaging tools; the suite runs as root)")
-        pytest.skip(why)
 
 
 def _run(argv: list[str], timeout: float, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -124,9 +113,7 @@ def _ok(result: subprocess.CompletedProcess[str], what: str) -> str:
 
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    _need(os.geteuid() == 0, "the package installs need root (chroot, namespaces)")
-    absent = [tool for tool in TOOLS_NEEDED if shutil.which(tool) is None]
-    _need(not absent, f"{', '.join(absent)} not on PATH")
+    require("root", "debootstrap", "dpkg-dev", "lintian", "rpm")  # chroots and namespaces need root
     prebuilt = os.environ.get("KADEPLOY_PACKAGES_DIR")  # packages build.sh made earlier, to rerun only the checks
     if prebuilt:
         return Path(prebuilt)
