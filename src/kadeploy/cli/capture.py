@@ -41,6 +41,7 @@ from kadeploy.cli.common import (
     generic_from_args,
     new_parser,
     open_session,
+    parse_or_finish,
     run_tool,
 )
 
@@ -148,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = new_parser("kadeploy-capture", "Archive a deployed node's system into an image and a description")
     add_generic_options(parser)
     group = parser.add_argument_group("capture options")
-    group.add_argument("-m", "--machine", required=True, help="The node to capture")
-    group.add_argument("-o", "--output", required=True, type=Path, help="Image file to write (.tgz or .tzst)")
+    group.add_argument("-m", "--machine", help="The node to capture (required)")
+    group.add_argument("-o", "--output", type=Path, help="Image file to write, .tgz or .tzst (required)")
     group.add_argument("-z", "--compression", choices=sorted(COMPRESSORS), help="gzip or zstd (default: from -o)")
     group.add_argument("-n", "--name", help="Name of the new environment (default: <deployed name>-captured)")
     group.add_argument("-d", "--description-file", type=Path, help="Where to write the description "
@@ -165,7 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def body(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parsed = parse_or_finish(build_parser(), argv)
+    if parsed is None:  # --completion, -v or -I answered (they need no node)
+        return 0
+    args, _ = parsed
+    missing = [option for option, value in (("-m/--machine", args.machine), ("-o/--output", args.output)) if not value]
+    if missing:
+        raise OptionError(f"the following arguments are required: {', '.join(missing)}")
     output = args.output.expanduser().resolve()
     compression = compression_of(output, args.compression)
     if args.env_file is not None:

@@ -63,3 +63,17 @@ def test_bash_loads_the_completion_script(tool: str) -> None:
     assert lines[0] == f"complete -o default -F _{tool} {tool}"
     assert lines[1] == "--help"
     assert loaded.stderr == ""
+
+
+def test_kadeploy_capture_answers_help_and_version_without_its_required_options(fake_server, capsys) -> None:
+    """Our own tool too: -m and -o are required for a capture, not for --help or --version."""
+    from kadeploy.cli import capture
+
+    with pytest.raises(SystemExit) as finished:
+        capture.main(["--help"])
+    assert finished.value.code == 0 and capsys.readouterr().out.startswith("usage: kadeploy-capture")
+    fake_server(["n1.c1"])
+    assert capture.main(["--version"]) == 0
+    assert capsys.readouterr().out == "Kadeploy version: 3.3.11.stable\n"
+    assert capture.main(["-m", "n1.c1"]) != 0
+    assert "-o/--output" in capsys.readouterr().err
