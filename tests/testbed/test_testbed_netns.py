@@ -404,7 +404,8 @@ def test_link_delay_where_the_kernel_has_netem(testbed: Testbed, two_deploy_node
     assert delayed is not None and delayed >= 0.3, delayed
     assert testbed.cli("fault", "node-4", "netem-delay", "off") == 0
     again = _connect_seconds("10.200.1.4")
-    assert again is not None and again < 0.3
+    # relative to the delayed connect just measured: the 300 ms netem added is gone (half of it is margin for load)
+    assert again is not None and again < delayed - 0.15, (delayed, again)
 
 
 def test_status_cli_prints_every_node(testbed: Testbed, capsys: pytest.CaptureFixture[str]) -> None:
