@@ -10,7 +10,6 @@ broadcast, whose relays the server still starts itself, one connection per node.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -18,17 +17,13 @@ import pytest
 from kadeploy.remote.tree import DEFAULT_ARITY, TREE_CROSSING
 from kadeploy_testbed.fake import harness
 from kadeploy_testbed.fake.settings import FakeSettings
+from tests.ports import free_port
 
 NODES = max(TREE_CROSSING, int(os.environ.get("KADEPLOY_FAKE_TREE_NODES", "1000")))
 DEPLOY_TIMEOUT = 120 + NODES / 5
 
 pytestmark = pytest.mark.slow
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ tree is deeper than its first level.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -18,15 +17,11 @@ from kadeploy.remote import Executor
 from kadeploy.remote.tree import TreeOptions
 from kadeploy_testbed.fake import harness
 from kadeploy_testbed.fake.settings import FakeSettings, fake_layout
+from tests.ports import free_port
 
 NODES = 40
 ARITY = 4
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
