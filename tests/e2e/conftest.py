@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from kadeploy_testbed.answering import wait_answering
+from tests.processgroups import stop_process
 
 E2E_DIR = Path(os.environ.get("KADEPLOY_E2E_DIR", "/var/lib/kadeploy-testbed-e2e"))
 # 6 nodes: the scenarios use the first 4; the reboot-window check needs more nodes than the window
@@ -83,13 +84,9 @@ class Site:
             return
         if crash:
             self.server.kill()
+            self.server.wait(timeout=30)
         else:
-            self.server.terminate()
-        try:
-            self.server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.server.kill()
-            self.server.wait(timeout=30)
+            stop_process(self.server)
 
     @contextlib.contextmanager
     def other_server(self, name: str, port: int,
@@ -120,12 +117,7 @@ class Site:
                            capture_output=True, timeout=120)
             yield env
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
     def api(self, method: str, path: str, *, user: str = "root", **kwargs) -> httpx.Response:
         """A direct HTTP request to kadeploy3d (what the tools do), for polling a workflow's state."""
