@@ -83,15 +83,19 @@ class Executor:
         raise AssertionError("unreachable")
 
     async def run(self, hosts: Mapping[str, str], command: str, *, input: bytes | Path | None = None,
-                  timeout: float | None = None, env: Mapping[str, str] | None = None) -> dict[str, CommandResult]:
+                  timeout: float | None = None, env: Mapping[str, str] | None = None,
+                  relay: bool = True) -> dict[str, CommandResult]:
         """Run `command` on every host (`hostname -> address`); one result per hostname.
 
         `input` is sent to every node's stdin (bytes, or a file streamed in
         chunks); stdin is closed otherwise. `timeout` bounds each node's command
         (connection included) and kills its process group when it expires.
+        `relay=False` for a command that takes its node down (kexec, reboot,
+        switch_root): a node running it must not be a relay of the tree, whose
+        subtree it would cut, so such a run is always flat.
         """
         wrap_command(command, env)  # validates env once, before any node is touched
-        mode = self.mode_for(len(hosts), input)
+        mode = self.mode_for(len(hosts), input) if relay else "flat"
         self.last_mode = mode
         return await MODES.get(mode)(self, hosts, command, input=input, timeout=timeout, env=env)
 

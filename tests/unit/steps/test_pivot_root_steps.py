@@ -117,7 +117,7 @@ class KernelExecutor:
     def __init__(self) -> None:
         self.commands: dict[str, list[str]] = {N1: [], N2: []}
 
-    async def run(self, hosts, command, *, input=None, timeout=None, env=None) -> dict[str, CommandResult]:
+    async def run(self, hosts, command, *, input=None, timeout=None, env=None, relay=True) -> dict[str, CommandResult]:
         results = {}
         for node in hosts:
             self.commands[node].append(command)

@@ -66,6 +66,6 @@ async def kexec(run: KexecRun, ctx: MicroContext, nodes: list[str]) -> StepResul
         command = commands.kexec_load(plan.env_kernel, plan.env_initrd, params, plan.extraction_dir)
     for node in nodes:
         ctx.set_state(node, NodeState.REBOOT_IN_PROGRESS)
-    result = await remote(run, nodes, command, timeout=60)
+    result = await remote(run, nodes, command, timeout=60, relay=False)  # the node goes down
     run.executor.forget(nodes)
     return result

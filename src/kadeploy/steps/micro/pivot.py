@@ -51,6 +51,7 @@ async def check_same_kernel(run: PivotRun, ctx: MicroContext, nodes: list[str]) 
 async def switch_root(run: PivotRun, ctx: MicroContext, nodes: list[str]) -> StepResult:
     for node in nodes:
         ctx.set_state(node, NodeState.REBOOT_IN_PROGRESS)
-    result = await remote(run, nodes, commands.switch_root_request(run.plan), timeout=60)
+    result = await remote(run, nodes, commands.switch_root_request(run.plan), timeout=60,
+                          relay=False)  # the deployment environment ends
     run.executor.forget(nodes)
     return result

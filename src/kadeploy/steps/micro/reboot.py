@@ -85,7 +85,8 @@ async def reboot_from_deploy_env(run: RebootRun, ctx: MicroContext, nodes: list[
     for node in nodes:
         ctx.set_state(node, NodeState.REBOOT_IN_PROGRESS)
     async with run.reboot_window.slot():
-        result = await remote(run, nodes, commands.reboot_from_deploy_env(), timeout=30)
+        result = await remote(run, nodes, commands.reboot_from_deploy_env(), timeout=30,
+                              relay=False)  # the node goes down
     run.executor.forget(nodes)
     return result
 

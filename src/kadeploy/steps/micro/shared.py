@@ -75,10 +75,13 @@ class DeploymentKernel(Protocol):
 
 
 async def remote(run: NodeShell, nodes: list[str], command: str, *, input: bytes | Path | None = None,
-                 timeout: float | None = None, env: dict[str, str] | None = None) -> StepResult:
-    """Run a command on nodes; exit status 0 is OK, anything else KO with its stderr."""
+                 timeout: float | None = None, env: dict[str, str] | None = None,
+                 relay: bool = True) -> StepResult:
+    """Run a command on nodes; exit status 0 is OK, anything else KO with its stderr.
+
+    `relay=False`: the command takes its node down, so it never goes through the executor's tree."""
     results = await run.executor.run(run.subset(nodes), command, input=input,
-                                     timeout=timeout or DEFAULT_COMMAND_TIMEOUT, env=env)
+                                     timeout=timeout or DEFAULT_COMMAND_TIMEOUT, env=env, relay=relay)
     _debug(run, command, results)
     return verdict(nodes, results)
 
