@@ -275,7 +275,18 @@ def http_error(method: str, path: str, response: httpx.Response) -> ClientError:
         return ClientError(f"Resource not found {path.split('?')[0]}", EXIT_GENERIC)
     if response.status_code == 500:
         return ClientError(f"[Internal Server Error]\n{body}".rstrip(), EXIT_SERVER_ERROR)  # common/http.rb
-    return ClientError(f"{body}\n[HTTP Error #{response.status_code} on {method} {path}]".lstrip(), EXIT_HTTP_ERROR)
+    # Net::HTTPRequest#path, which http.rb prints here, keeps the query string (the 404 above drops it)
+    return ClientError(f"{body}\n[HTTP Error #{response.status_code} on {method} {_path_and_query(path, response)}]"
+                       .lstrip(), EXIT_HTTP_ERROR)
+
+
+def _path_and_query(path: str, response: httpx.Response) -> str:
+    """The request's path with its query string, as the server received it."""
+    try:
+        query = response.request.url.query
+    except RuntimeError:  # a response built without its request
+        return path
+    return f"{path.split('?')[0]}?{query.decode()}" if query else path
 
 
 def _decode_info(info: str) -> str:

@@ -192,6 +192,9 @@ def test_http_errors_map_as_kadeploy3_and_unreachable_server_is_one_line(fake_se
         with pytest.raises(ClientError) as info:
             session.primary.get("/conflict")
         assert info.value.exit_status == 2 and info.value.message == "busy\n[HTTP Error #409 on GET /conflict]"
+        with pytest.raises(ClientError) as info:  # Net::HTTPRequest#path keeps the query string
+            session.primary.get("/conflict", {"user": "a b", "last": "true"})
+        assert info.value.message == "busy\n[HTTP Error #409 on GET /conflict?user=a+b&last=true]"
     (tmp_path / "client.conf").write_text("default: x\nservers:\n- {name: x, hostname: 127.0.0.1, port: 1, secure: false}\n")
     with pytest.raises(ClientError, match="Unable to reach the server x") as info:
         Session(GenericOptions()).open()
