@@ -116,17 +116,23 @@ async def _first_relay_with_agent(executor: Executor, lab: SshLab, deadline: flo
     raise AssertionError("no first-level agent appeared")
 
 
+async def _first_relay_with_children(executor: Executor, lab: SshLab) -> SshNode:
+    """A first-level relay that has said hello and been granted children (each wait bounded to 20 s)."""
+    victim = await _first_relay_with_agent(executor, lab, time.monotonic() + 20)
+    deadline = time.monotonic() + 20
+    ledger = executor.last_tree.ledger
+    while time.monotonic() < deadline and not ledger.children.get(victim.hostname):
+        await asyncio.sleep(0.02)
+    return victim
+
+
 async def test_a_relay_killed_mid_command_loses_no_node_and_runs_none_twice(tree_lab, tmp_path):
     executor = _tree_executor(tree_lab, tmp_path, heartbeat=0.3, stall=3.0)
     command = 'echo x >> "$KBT_NODE_DIR/runs-killed"; sleep 1.5; echo done'
     try:
         task = asyncio.ensure_future(executor.run(tree_lab.hosts, command))
-        victim = await _first_relay_with_agent(executor, tree_lab, time.monotonic() + 20)
-        # wait until its own command runs and it has started children: then kill the agent alone
-        deadline = time.monotonic() + 20
-        ledger = executor.last_tree.ledger
-        while time.monotonic() < deadline and not ledger.children.get(victim.hostname):
-            await asyncio.sleep(0.02)
+        # once its own command runs and it has started children: then kill the agent alone
+        victim = await _first_relay_with_children(executor, tree_lab)
         for pid in _agents(victim):
             os.kill(pid, signal.SIGKILL)
         results = await asyncio.wait_for(task, 60)
@@ -173,13 +179,9 @@ async def test_a_stalled_relay_is_overtaken_within_the_stall_bound(tree_lab, tmp
         assert all(result.ok for result in baseline.values())
 
         task = asyncio.ensure_future(executor.run(tree_lab.hosts, 'echo x >> "$KBT_NODE_DIR/runs-stalled"'))
-        victim = await _first_relay_with_agent(executor, tree_lab, time.monotonic() + 20)
         # once it has said hello and been granted children (before that, its silence limit also
         # holds the connect timeout, which is about ssh and python start-up rather than stalls)
-        deadline = time.monotonic() + 20
-        ledger = executor.last_tree.ledger
-        while time.monotonic() < deadline and not ledger.children.get(victim.hostname):
-            await asyncio.sleep(0.02)
+        victim = await _first_relay_with_children(executor, tree_lab)
         for pid in _agents(victim):
             os.kill(pid, signal.SIGSTOP)
             stopped.append(pid)
