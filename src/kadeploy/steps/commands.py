@@ -195,14 +195,23 @@ def check_kernel_files(plan: DeployPlan) -> str:
     return "; ".join(checks) or "true"
 
 
+#: Links followed when resolving a kernel or initrd inside an image (Linux's MAXSYMLINKS).
+MAX_SYMLINKS = 40
+
+
 def _resolve_in_root(variable: str, root: str, path: str) -> str:
     """Set the shell variable `variable` to `path` under `root`, its symlinks resolved inside `root`.
 
     Why: symlinks like /vmlinuz -> boot/vmlinuz-6.1 (or an absolute target)
-    must resolve inside the image, not on the system that reads it.
+    must resolve inside the image, not on the system that reads it. The image
+    is the user's, so a link loop fails after MAX_SYMLINKS hops, as the kernel
+    would, instead of spinning until the step's timeout.
     """
     v = variable
-    return (f"{v}={q(f'{root}/{path.lstrip(chr(47))}')}; while [ -L \"${v}\" ]; do t=$(readlink \"${v}\"); "
+    loop = q(f"{path}: too many levels of symbolic links in the image")
+    return (f"{v}n=0; {v}={q(f'{root}/{path.lstrip(chr(47))}')}; while [ -L \"${v}\" ]; do "
+            f"{v}n=$(({v}n + 1)); [ ${v}n -le {MAX_SYMLINKS} ] || {{ echo {loop} >&2; exit 1; }}; "
+            f"t=$(readlink \"${v}\"); "
             f"case \"$t\" in /*) {v}={q(root)}\"$t\";; *) {v}=$(dirname \"${v}\")/\"$t\";; esac; done; ")
 
 

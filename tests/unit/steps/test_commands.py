@@ -63,3 +63,23 @@ def test_kexec_load_resolves_links_inside_the_image():
     cmd = commands.kexec_load("/vmlinuz", "/initrd.img", "root=/dev/sda3 ro", "/mnt/dest")
     assert "readlink" in cmd and "--append='root=/dev/sda3 ro'" in cmd
     shlex.split(cmd)  # well-formed shell words
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_kernel_links_resolve_inside_the_image_and_a_loop_fails_fast(tmp_path, loop):
+    """A chain of links resolves inside the image; a loop (the user's image) fails naming the path."""
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "boot" / "vmlinuz-6.1").write_text("k")
+    (tmp_path / "boot" / "current").symlink_to("vmlinuz-6.1")
+    (tmp_path / "vmlinuz").symlink_to("/boot/current")  # absolute: inside the image, not the host's /boot
+    if loop:
+        (tmp_path / "boot" / "current").unlink()
+        (tmp_path / "boot" / "current").symlink_to("../vmlinuz")
+    script = commands._resolve_in_root("k", str(tmp_path), "/vmlinuz") + 'echo "$k"'
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=10)
+    if loop:
+        assert result.returncode == 1
+        assert result.stderr == "/vmlinuz: too many levels of symbolic links in the image\n"
+    else:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"{tmp_path}/boot/vmlinuz-6.1\n"
