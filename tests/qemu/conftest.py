@@ -2,6 +2,7 @@
 
 `qemu_site(nodes, method)` brings a QEMU testbed up (`kadeploy-testbed up --mode
 qemu`), starts kadeploy3d on the configuration it wrote, registers debian12-min
+(unless `environments=False`: a site that deploys nothing needs no user image)
 and tears everything down afterwards. Only one QEMU testbed exists at a time
 (one bridge `ktq0`), so sites are created one after the other.
 """
@@ -30,7 +31,7 @@ SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/
 SERVER_URL = "http://10.202.0.1:25300"
 
 
-QEMU_REQUIREMENTS = ("root", "qemu", "dnsmasq", "ipmitool", "ipmi_sim", "grub", "kadeploy3d", "cpio", "images",
+QEMU_REQUIREMENTS = ("root", "qemu", "dnsmasq", "ipmitool", "ipmi_sim", "grub", "kadeploy3d", "cpio",
                      "qemu-bridge-free")
 
 
@@ -89,9 +90,12 @@ def _testbed(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @contextmanager
-def qemu_site(nodes: int, method: str = "PXElinux", server: bool = True) -> Iterator[QemuSite]:
-    require(*QEMU_REQUIREMENTS)
-    up = _testbed("up", "--mode", "qemu", "--nodes", str(nodes), "--pxe-method", method)
+def qemu_site(nodes: int, method: str = "PXElinux", server: bool = True, *, power_method: str = "ipmi",
+              environments: bool = True) -> Iterator[QemuSite]:
+    require(*QEMU_REQUIREMENTS, *(("images",) if environments else ()),
+            *(("sushy-tools",) if power_method == "redfish" else ()))
+    up = _testbed("up", "--mode", "qemu", "--nodes", str(nodes), "--pxe-method", method,
+                  "--power-method", power_method)
     if up.returncode != 0:
         _testbed("down", "--mode", "qemu")
         pytest.fail(f"kadeploy-testbed up --mode qemu failed:\n{up.stdout}\n{up.stderr}")
@@ -116,7 +120,8 @@ def qemu_site(nodes: int, method: str = "PXElinux", server: bool = True) -> Iter
                 if site.server.poll() is not None or time.monotonic() > deadline:
                     pytest.fail("kadeploy3d did not start on the QEMU configuration")
                 time.sleep(1)
-            site.tool("kaenv3", "-a", str(CACHE / "user-images" / "debian12-min.yaml"))
+            if environments:
+                site.tool("kaenv3", "-a", str(CACHE / "user-images" / "debian12-min.yaml"))
         yield site
     finally:
         if site.server is not None and site.server.poll() is None:

@@ -65,4 +65,4 @@ def test_an_unknown_power_method_is_refused(tmp_path: Path) -> None:
 def test_other_modes_refuse_a_power_method_they_do_not_have(tmp_path: Path, capsys) -> None:
     assert cli.main(["--dir", str(tmp_path / "fake"), "up", "--mode", "fake", "--nodes", "2",
                      "--power-method", "redfish"]) != 0
-    assert "--power-method redfish: only netns mode has a Redfish service" in capsys.readouterr().err
+    assert "--power-method redfish: fake mode has no Redfish service nor PDU (ipmi only)" in capsys.readouterr().err

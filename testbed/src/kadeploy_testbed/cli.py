@@ -118,18 +118,21 @@ def _fake_dir(args: argparse.Namespace) -> Path | None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    if args.power_method != "ipmi" and args.mode != "netns":
+    if args.power_method != "ipmi" and args.mode == "fake":  # QEMU mode checks its own (qemu.configdir)
         raise KadeployError(ErrorCode.INVALID_OPTION,
-                            f"--power-method {args.power_method}: only netns mode has a Redfish service")
+                            f"--power-method {args.power_method}: fake mode has no Redfish service nor PDU (ipmi only)")
     if args.mode == "fake":  # in-process SSH nodes on loopback: no root needed
         from kadeploy_testbed.fake import cli as fake_cli
         args.dir = _fake_dir(args)
         return fake_cli.up(args)
-    require_root()
     if args.mode == "qemu":
         from kadeploy_testbed.qemu import cli as qemu_cli
+        from kadeploy_testbed.qemu.configdir import check_power_method
+        check_power_method(args.power_method)  # refused before anything else, root or not
+        require_root()
         args.dir = _qemu_dir(args)
         return qemu_cli.cmd_up(args)
+    require_root()
     directory: Path = args.dir
     hostsetup.refuse_existing(directory)
     layout = build_layout(args.nodes, args.clusters)
@@ -307,9 +310,11 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--boot-failure-rate", type=float, default=0.0)
     up.add_argument("--seed", type=int, default=None)
     up.add_argument("--power-method", choices=POWER_METHODS, default="ipmi",
-                    help="netns mode: how the cluster files power the nodes: ipmi (ipmitool), redfish "
-                         "(the redfish driver against the daemon's sushy-tools emulator; very_hard stays IPMI) "
-                         "or pdu (IPMI, and the PDU's outlets by snmpset as grouped very_hard commands)")
+                    help="how the cluster files power the nodes: ipmi (ipmitool), redfish "
+                         "(the redfish driver against a sushy-tools Redfish service: the daemon's in netns mode, "
+                         "one in front of the VMs' ipmi_sim BMCs in qemu mode; very_hard stays IPMI) "
+                         "or pdu (netns mode only: IPMI, and the PDU's outlets by snmpset as grouped very_hard "
+                         "commands); fake mode: ipmi only")
     up.add_argument("--deploy-rootfs", type=Path, default=None,
                     help="use this deployment rootfs instead of building one (images.ensure_deploy_rootfs)")
     from kadeploy_testbed.fake import cli as fake_cli

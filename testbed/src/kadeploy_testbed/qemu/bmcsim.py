@@ -19,8 +19,8 @@ ipmi_sim connects to the VM's serial port made a TCP server (`sol_chardev`)
 and `ipmitool ... sol activate` reaches the console both ways. ipmi_sim opens
 that connection itself, at start and every 10 s after a failure (the VM off),
 so a session started right after power on may wait that long for output.
-The QEMU testbed's own VMs keep their console on a Unix socket (kaconsole3
-through socat); tests/qemu/test_ipmi_sol.py wires a VM this way.
+The QEMU testbed's VMs are wired this way (`SOL_PORT`, `vm.qemu_command`), and
+their cluster's console command is `ipmitool ... sol activate`.
 
 Each BMC listens on its node's BMC address (`10.202.64.k`, UDP 623) and takes
 the VM's connection on the same address (TCP `VM_PORT`), so nothing binds
@@ -41,6 +41,7 @@ from kadeploy_testbed.layout import NodeSpec
 from kadeploy_testbed.qemu.layout import run_dir
 
 VM_PORT = 9002
+SOL_PORT = 9003      # the VM's serial port (a TCP server of QEMU's), which the BMC's SOL connects to
 IPMI_PORT = 623
 POWEROFF_WAIT = 10   # seconds for QEMU to exit on a graceful power off before SIGTERM
 KILL_WAIT = 5        # then before SIGKILL
@@ -55,9 +56,14 @@ mc_enable 0x20
 _UNSAFE = set('"\\\n\r')
 
 
-def sol_chardev(address: str, port: int) -> list[str]:
-    """QEMU arguments making the VM's first serial port a TCP server that the BMC's SOL connects to."""
-    return ["-chardev", f"socket,id=sol0,host={address},port={port},server=on,wait=off", "-serial", "chardev:sol0"]
+def sol_chardev(address: str, port: int, logfile: Path | None = None) -> list[str]:
+    """QEMU arguments making the VM's first serial port a TCP server that the BMC's SOL connects to.
+
+    With `logfile`, QEMU also appends everything the guest writes on that port to
+    the file, whether or not the BMC is connected (input typed through SOL is not logged)."""
+    log = f",logfile={logfile},logappend=on" if logfile is not None else ""
+    return ["-chardev", f"socket,id=sol0,host={address},port={port},server=on,wait=off{log}",
+            "-serial", "chardev:sol0"]
 
 
 def start_script(directory: Path, node: NodeSpec) -> Path:

@@ -3,9 +3,19 @@
 Why a variant of `kadeploy_testbed.configdir`: the firmware here is real, so
 the cluster file must say what real sites say — the deploy kernel boots from
 `kernels/`, the bootloader script really runs grub-install on the deploy
-partition (Kadeploy3's install_grub2), the console is the VM's serial port and
-the reboot timeouts fit emulated machines. The netns writer's key generation,
-partitioning script and clusters.conf are reused as they are.
+partition (Kadeploy3's install_grub2), the console is the VM's serial port
+through its BMC's Serial-over-LAN (`ipmitool ... sol activate`) and the reboot
+timeouts fit emulated machines. The netns writer's key generation,
+partitioning script, clusters.conf and Redfish certificate paths are reused as
+they are.
+
+Power (`POWER_METHODS`): `ipmi` is ipmitool against each VM's ipmi_sim;
+`redfish` is the server's `redfish` driver against the testbed's sushy-tools
+service (`redfishbmc`, on SERVER_IP:REDFISH_PORT, which acts through the same
+ipmi_sim), with IPMI's off-pause-on kept as very_hard. Redfish's hard reboot is
+ForceRestart, a reset in place, which ipmi_sim refuses on a VM that is off: that
+node escalates to very_hard (the `ipmi` method's hard reboot is a cycle instead).
+The netns mode's `pdu` is refused: no PDU agent serves the QEMU nodes.
 """
 
 from __future__ import annotations
@@ -25,12 +35,16 @@ from kadeploy_testbed.configdir import (
     ConfigPaths,
     clusters_conf,
     generate_deploy_key,
+    redfish_tls_paths,
 )
+from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy_testbed.images import DEFAULT_CACHE
-from kadeploy_testbed.layout import Layout
+from kadeploy_testbed.layout import REDFISH_PORT, Layout
 from kadeploy_testbed.qemu.layout import CLUSTER, HTTP_PORT, SERVER_IP
 
 PXE_METHODS = ("PXElinux", "IPXE", "GrubPXE")
+#: how the `qemu` cluster file powers the VMs (module docstring); the netns mode's `pdu` is not here
+POWER_METHODS = ("ipmi", "redfish")
 SERIAL = "console=ttyS0,115200n8"
 DEPLOY_KERNEL_PARAMS = f"{SERIAL} rw quiet"
 USER_KERNEL_PARAMS = f"{SERIAL} rw"
@@ -95,6 +109,35 @@ def _ipmitool(bmc_user: str, bmc_password: str, action: str) -> str:
             f"-U {shlex.quote(bmc_user)} -P {shlex.quote(bmc_password)} chassis power {action}")
 
 
+def _bmc_options(bmc_user: str, bmc_password: str) -> str:
+    return (f"-I lanplus -C 3 -H HOSTNAME_SHORT-bmc.{CLUSTER}.testbed "
+            f"-U {shlex.quote(bmc_user)} -P {shlex.quote(bmc_password)}")
+
+
+def sol_console(bmc_user: str, bmc_password: str) -> str:
+    """The console command: the node's BMC's Serial-over-LAN (`~.` leaves the session).
+
+    Why deactivate first: the server ends a console by SIGKILL of the command's group, so
+    ipmitool never deactivates its payload, and ipmi_sim (as real BMCs) refuses the next
+    `sol activate` with "SOL payload already active on another session" until its session
+    expires. Sites' console commands do the same: the console belongs to the last who asked."""
+    options = _bmc_options(bmc_user, bmc_password)
+    return f"ipmitool {options} sol deactivate >/dev/null 2>&1; exec ipmitool {options} sol activate"
+
+
+def redfish_url() -> str:
+    """Each VM's system on the testbed's Redfish service (`redfishbmc`)."""
+    return f"https://{SERVER_IP}:{REDFISH_PORT}/redfish/v1/Systems/HOSTNAME_SHORT"
+
+
+def check_power_method(power_method: str) -> str:
+    """`power_method` if this mode implements it, else a KadeployError naming the ones it does."""
+    if power_method not in POWER_METHODS:
+        raise KadeployError(ErrorCode.INVALID_OPTION, f"--power-method {power_method}: QEMU mode powers its VMs "
+                            f"by {' or '.join(POWER_METHODS)} (no PDU agent serves them)")
+    return power_method
+
+
 def pxe_section(method: str, directory: Path) -> dict[str, object]:
     profiles_dir, filename, export = PROFILE_LAYOUT[method]
     server = SERVER_IP if export == "tftp" else f"{SERVER_IP}:{HTTP_PORT}"
@@ -127,14 +170,50 @@ def server_conf(directory: Path, private_key: Path, method: str) -> dict[str, ob
     }
 
 
+def _redfish_op(name: str, bmc_user: str, bmc_password: str, ca_file: Path) -> dict[str, object]:
+    # the driver's action follows the kind: reboot ForceRestart, power_on On, power_off ForceOff
+    return {"name": name, "driver": "redfish", "address": redfish_url(), "user": bmc_user, "password": bmc_password,
+            "ca_file": str(ca_file)}
+
+
+def _remoteops(directory: Path, ssh: str, bmc_user: str, bmc_password: str, power_method: str) -> dict[str, object]:
+    very_hard = {"name": "very_hard", "cmd": (f"{_ipmitool(bmc_user, bmc_password, 'off')}; sleep 5; "
+                                              f"{_ipmitool(bmc_user, bmc_password, 'on')}")}
+    soft_reboot = {"name": "soft", "cmd": f"{ssh} /sbin/reboot"}
+    soft_off = {"name": "soft", "cmd": f"{ssh} 'nohup /sbin/poweroff >/dev/null 2>&1 &'"}
+    if check_power_method(power_method) == "redfish":
+        ca_file = redfish_tls_paths(directory)[0]
+        return {
+            "reboot": [soft_reboot, _redfish_op("hard", bmc_user, bmc_password, ca_file), very_hard],
+            "power_on": [_redfish_op("hard", bmc_user, bmc_password, ca_file)],
+            "power_off": [soft_off, _redfish_op("hard", bmc_user, bmc_password, ca_file)],
+            "power_status": [_redfish_op("soft", bmc_user, bmc_password, ca_file)],
+        }
+    return {
+        "reboot": [
+            soft_reboot,
+            # a BMC resets a running machine only (ipmi_sim refuses `reset` when off, as
+            # many real BMCs do), and the escalation judges exit statuses, not reboots: hard
+            # is a power cycle, which also starts a node that is off (reference 6.1's
+            # `lanpower -c cycle`); very_hard a "safety cycle", off, a pause, on
+            {"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, "cycle")},
+            very_hard,
+        ],
+        "power_on": [{"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, "on")}],
+        "power_off": [soft_off, {"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, "off")}],
+        "power_status": [{"name": "soft", "cmd": _ipmitool(bmc_user, bmc_password, "status")}],
+    }
+
+
 def cluster_conf(directory: Path, private_key: Path, bmc_user: str, bmc_password: str,
-                 reboot_timeout: str) -> dict[str, object]:
+                 reboot_timeout: str, power_method: str = "ipmi") -> dict[str, object]:
     """The `qemu` cluster file (reference 3.3)."""
     scripts = directory / "etc" / "scripts"
     # keepalives: a node that reboots under the ssh session must not leave it hanging
     ssh = (f"ssh -i {shlex.quote(str(private_key))} {SSH_OPTIONS} -o ServerAliveInterval=3 "
            f"-o ServerAliveCountMax=3 root@HOSTNAME_FQDN")
-    console = f"socat -,raw,echo=0 UNIX-CONNECT:{shlex.quote(str(directory / 'run'))}/HOSTNAME_SHORT/console.sock"
+    remoteops = _remoteops(directory, ssh, bmc_user, bmc_password, power_method)
+    remoteops["console"] = [{"name": "soft", "cmd": sol_console(bmc_user, bmc_password)}]
     return {
         "partitioning": {"block_device": "/dev/sda", "partitions": dict(PARTITIONS),
                          "script": str(scripts / "partitioning")},
@@ -148,25 +227,7 @@ def cluster_conf(directory: Path, private_key: Path, bmc_user: str, bmc_password
             },
         },
         "timeouts": {"reboot": reboot_timeout, "kexec": 120},
-        "remoteops": {
-            "reboot": [
-                {"name": "soft", "cmd": f"{ssh} /sbin/reboot"},
-                # a BMC resets a running machine only (ipmi_sim refuses `reset` when off, as
-                # many real BMCs do), and the escalation judges exit statuses, not reboots: hard
-                # is a power cycle, which also starts a node that is off (reference 6.1's
-                # `lanpower -c cycle`); very_hard a "safety cycle", off, a pause, on
-                {"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, "cycle")},
-                {"name": "very_hard", "cmd": (f"{_ipmitool(bmc_user, bmc_password, 'off')}; sleep 5; "
-                                              f"{_ipmitool(bmc_user, bmc_password, 'on')}")},
-            ],
-            "power_on": [{"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, "on")}],
-            "power_off": [
-                {"name": "soft", "cmd": f"{ssh} 'nohup /sbin/poweroff >/dev/null 2>&1 &'"},
-                {"name": "hard", "cmd": _ipmitool(bmc_user, bmc_password, "off")},
-            ],
-            "power_status": [{"name": "soft", "cmd": _ipmitool(bmc_user, bmc_password, "status")}],
-            "console": [{"name": "soft", "cmd": console}],
-        },
+        "remoteops": remoteops,
         "automata": {"macrosteps": {
             "SetDeploymentEnv": [{"type": "Untrusted", "timeout": 1200, "retries": 1}],
             "BroadcastEnv": [{"type": "Kascade", "timeout": 1200, "retries": 1}],
@@ -181,8 +242,11 @@ def _write_yaml(path: Path, data: object) -> None:
 
 
 def write_config(directory: Path, layout: Layout, bmc_user: str, bmc_password: str, method: str = "PXElinux",
-                 reboot_timeout: str = "600 + 60 * n") -> ConfigPaths:
-    """Write `<dir>/etc` and the node files for the QEMU cluster; returns their paths."""
+                 reboot_timeout: str = "600 + 60 * n", power_method: str = "ipmi") -> ConfigPaths:
+    """Write `<dir>/etc` and the node files for the QEMU cluster; returns their paths.
+
+    With `power_method` redfish, the cluster file names the Redfish service's
+    certificate (`redfish_tls_paths`) as its CA file: `up` makes it."""
     etc = directory / "etc"
     scripts = etc / "scripts"
     scripts.mkdir(parents=True, exist_ok=True)
@@ -194,7 +258,7 @@ def write_config(directory: Path, layout: Layout, bmc_user: str, bmc_password: s
     _write_yaml(etc / "server.conf", server_conf(directory, private_key, method))
     _write_yaml(etc / "clusters.conf", clusters_conf(layout))
     _write_yaml(etc / f"{CLUSTER}.conf", cluster_conf(directory, private_key, bmc_user, bmc_password,
-                                                      reboot_timeout))
+                                                      reboot_timeout, power_method))
     (etc / "command.conf").write_text("{}\n")
     _write_yaml(etc / "client.conf", {
         "default": "qemu",

@@ -52,7 +52,7 @@ configfile (pxe)/grub.cfg/${net_default_ip}
 # Paths `up` creates under --dir; `down` removes only these.
 CREATED = ("etc", "run", "disks", "tftpboot", "cache", "nodes", "nodes-qemu", "state.json", "kadeploy.db",
            "kadeploy.db-shm", "kadeploy.db-wal", "kadeploy.db-journal",
-           "dnsmasq.log", "dnsmasq.leases", "http.log")
+           "dnsmasq.log", "dnsmasq.leases", "http.log", "redfish.log")
 
 
 def bridge_exists() -> bool:
@@ -185,11 +185,12 @@ def _cmdline(pid: int) -> str:
 
 
 def our_processes(directory: Path) -> list[int]:
-    """BMC, QEMU, dnsmasq and HTTP processes of this testbed, found by their command line.
+    """Redfish service, BMC, QEMU, dnsmasq and HTTP processes of this testbed, found by their command line.
 
-    BMCs come first: once they are gone nothing can power a VM on during the teardown."""
+    The Redfish service and the BMCs come first: once they are gone nothing can power a VM on
+    during the teardown."""
     marker = str(directory) + "/"
-    kinds = ("ipmi_sim", "qemu-system-x86_64", "dnsmasq", "http.server")
+    kinds = ("kadeploy_testbed.qemu.redfishbmc", "ipmi_sim", "qemu-system-x86_64", "dnsmasq", "http.server")
     found: list[tuple[int, int]] = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

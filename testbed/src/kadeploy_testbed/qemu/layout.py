@@ -42,7 +42,7 @@ def tap_name(node: NodeSpec) -> str:
 
 
 def run_dir(directory: Path, node: NodeSpec) -> Path:
-    """The VM's runtime files: QMP socket, serial console socket and log, pid file."""
+    """The VM's runtime files: QMP socket, serial console log, pid file, BMC files."""
     return directory / "run" / node.short_name
 
 
@@ -50,11 +50,8 @@ def qmp_socket(directory: Path, node: NodeSpec) -> Path:
     return run_dir(directory, node) / "qmp.sock"
 
 
-def console_socket(directory: Path, node: NodeSpec) -> Path:
-    return run_dir(directory, node) / "console.sock"
-
-
 def console_log(directory: Path, node: NodeSpec) -> Path:
+    """What the VM wrote on its serial console (the SOL line's chardev logs it)."""
     return run_dir(directory, node) / "console.log"
 
 

@@ -28,10 +28,12 @@ class QemuState:
     method: str = "PXElinux"
     disk_size: str = "6G"
     accel: str = "auto"
+    power_method: str = "ipmi"   # configdir.POWER_METHODS; "redfish": the Redfish service runs (pids["redfish"])
     mode: str = "qemu"
     bmc_user: str = "admin"
     bmc_password: str = "testbed"
-    pids: dict[str, int] = field(default_factory=dict)   # "dnsmasq", "http", "node-<k>-bmc" (ipmi_sim) -> pid
+    # "dnsmasq", "http", "node-<k>-bmc" (ipmi_sim), "redfish" (sushy-tools) -> pid
+    pids: dict[str, int] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:

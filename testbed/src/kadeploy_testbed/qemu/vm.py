@@ -4,8 +4,18 @@ A VM's process is owned by its BMC (`bmcsim`: OpenIPMI's ipmi_sim runs the
 start script on power on, QEMU exits on power off), so a powered-off node has
 no QEMU at all. The VM's NIC is an e1000 with QEMU's iPXE ROM on a tap of the
 testbed bridge, its disk a sparse raw file on the IDE bus (`/dev/sda`, BIOS
-disk hd0), its console the serial port on a Unix socket (logged to a file), its
-BMC link QEMU's `ipmi-bmc-extern` (with a KCS interface the guest can use).
+disk hd0), its BMC link QEMU's `ipmi-bmc-extern` (with a KCS interface the
+guest can use).
+
+Console: the first serial port is a TCP server on the BMC's address
+(`bmcsim.SOL_PORT`) that the node's ipmi_sim connects to as its Serial-over-LAN
+device, so `ipmitool ... sol activate` (the cluster's console command) reaches
+it, as on a real server. A QEMU chardev takes one client, so there is no second
+socket beside it; the same chardev's `logfile` keeps what the guest writes in
+`run/<node>/console.log` (for the tests' boot-time checks), written whether or
+not the BMC is connected. SeaBIOS redirects the firmware's screen (its own and
+the iPXE ROM's messages) to that serial port (`etc/sercon-port`), as a real
+server's BIOS console redirection does, so the console shows the boot from power on.
 `QMPClient` is a small synchronous client: `status` asks each VM its run state.
 """
 
@@ -19,11 +29,10 @@ from typing import Any
 
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy_testbed.layout import NodeSpec
-from kadeploy_testbed.qemu.bmcsim import VM_PORT
+from kadeploy_testbed.qemu.bmcsim import SOL_PORT, VM_PORT, sol_chardev
 from kadeploy_testbed.qemu.layout import (
     MEMORY_MIB,
     console_log,
-    console_socket,
     disk_path,
     qmp_socket,
     run_dir,
@@ -31,6 +40,15 @@ from kadeploy_testbed.qemu.layout import (
 )
 
 QMP_TIMEOUT = 5.0
+COM1 = 0x3F8
+
+
+def sercon_port_file(directory: Path, node: NodeSpec) -> Path:
+    """SeaBIOS's `etc/sercon-port` (the I/O port of its serial console, 8 bytes little-endian): COM1."""
+    path = run_dir(directory, node) / "sercon-port"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(COM1.to_bytes(8, "little"))
+    return path
 
 
 def kvm_usable() -> bool:
@@ -50,9 +68,10 @@ def kvm_usable() -> bool:
 
 
 def qemu_command(directory: Path, node: NodeSpec, accel: str = "auto") -> list[str]:
-    """The QEMU command line of `node`: network boot first, serial console on a socket, BMC link.
+    """The QEMU command line of `node`: network boot first, serial console for the BMC's SOL, BMC link.
 
-    No `-S`/`-no-shutdown`: the process is the power state (the BMC starts it on power on)."""
+    No `-S`/`-no-shutdown`: the process is the power state (the BMC starts it on power on).
+    Writes the node's `sercon-port` file, which the command line names."""
     if accel == "auto":
         accel = "kvm" if kvm_usable() else "tcg"
     run = run_dir(directory, node)
@@ -66,9 +85,9 @@ def qemu_command(directory: Path, node: NodeSpec, accel: str = "auto") -> list[s
         "-device", f"e1000,netdev=net0,mac={node.mac},bootindex=1",
         "-drive", f"file={disk_path(directory, node)},format=raw,if=none,id=disk0,cache=unsafe,discard=unmap",
         "-device", "ide-hd,drive=disk0,bus=ide.0,bootindex=2",
-        "-chardev", (f"socket,id=serial0,path={console_socket(directory, node)},server=on,wait=off,"
-                     f"logfile={console_log(directory, node)},logappend=on"),
-        "-serial", "chardev:serial0",
+        *sol_chardev(node.bmc_ip, SOL_PORT, logfile=console_log(directory, node)),
+        # QEMU warns that the name lacks "opt/": SeaBIOS reads exactly this one
+        "-fw_cfg", f"name=etc/sercon-port,file={sercon_port_file(directory, node)}",
         "-chardev", f"socket,id=ipmi0,host={node.bmc_ip},port={VM_PORT},reconnect=2",
         "-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0",
         "-device", "isa-ipmi-kcs,bmc=bmc0",
