@@ -10,14 +10,20 @@ wheels, dpkg-deb, lintian, rpmbuild), then:
   `kadeploy3d --check-config` accepts the sample configuration as the deploy
   user, the installed kadeploy3d serves it and every client answers `--help`
   and `--version` (the version is asked of that server, as Kadeploy3's
-  clients do), a reinstall keeps a locally edited conffile, and a purge
-  removes everything but the deploy user;
+  clients do), the installed server and client deploy onto the installed
+  fake testbed and, once, the debian12-min image onto 2 nodes of the netns
+  virtual testbed (brought up from the checkout on the host; the root shares
+  the host's network), a reinstall keeps a locally edited conffile, and a
+  purge removes everything but the deploy user;
 * the RPMs list the same files, require what they must, and install with
   `rpm --root` (scripts run: useradd, byte-compiling, the key) into another
   copy of that root, whose kadeploy3d then accepts the sample configuration.
 
 The chroots run in their own network, mount and pid namespaces: the server
-listens on the namespace's loopback, never the host's.
+listens on the namespace's loopback, never the host's; except for the netns
+testbed deployment, whose server listens on the testbed bridge's address, as
+the testbed's configuration says (run that test under `flock
+/tmp/kadeploy-lab.lock`: one testbed at a time).
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -37,8 +45,9 @@ from tests.requirements import require
 REPO = Path(__file__).resolve().parents[3]
 BUILD = REPO / "packaging" / "build.sh"
 CACHE = Path("/var/cache/kadeploy-packaging")
-# what the packages depend on (socat: the testbed's fake BMC), so that dpkg -i needs no network in the test
-ROOT_PACKAGES = ("python3.11", "adduser", "openssh-client", "socat")
+# what the packages depend on (socat: the testbed's fake BMC) and the server recommends (ipmitool: the power
+# commands of the netns testbed's configuration), so that dpkg -i needs no network in the test
+ROOT_PACKAGES = ("python3.11", "adduser", "openssh-client", "socat", "ipmitool")
 CLIENTS = ("kadeploy3", "kareboot3", "kapower3", "kaconsole3", "kanodes3", "kaenv3", "kastat3", "karights3")
 VERSION = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)  # type: ignore[union-attr]
 DEBVERSION = f"{VERSION}-1"
@@ -96,10 +105,24 @@ def _fresh_root(tarball: Path, where: Path) -> Path:
     return where
 
 
-def _in_root(root: Path, script: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`sh -c script` chrooted in `root`, in new network (loopback up), mount and pid namespaces."""
-    inner = f"ip link set lo up && exec chroot {root} /bin/sh -c \"$0\""
-    return _run(["unshare", "--net", "--mount", "--pid", "--fork", f"--mount-proc={root}/proc",
+def _in_root(root: Path, script: str, timeout: float = 300, *, host_network: bool = False,
+             binds: Sequence[tuple[Path, bool]] = ()) -> subprocess.CompletedProcess[str]:
+    """`sh -c script` chrooted in `root`, in new mount and pid namespaces and a new network namespace
+    (loopback up), or the host's with `host_network`.
+
+    `binds`: (host path, writable) pairs, each bind-mounted at the same path inside the root, in the
+    private mount namespace only: they vanish with it, the host never sees them (so removing the
+    root afterwards cannot reach through them). Every process started in the root dies with the pid
+    namespace, also when this call times out (--kill-child)."""
+    mounts = []
+    for path, writable in binds:
+        source, target = shlex.quote(str(path)), shlex.quote(f"{root}{path}")
+        mounts.append(f"{{ [ -e {target} ] || mkdir -p {target}; }} && mount --bind {source} {target}"
+                      + ("" if writable else f" && mount -o remount,bind,ro {target}"))
+    inner = " && ".join([*mounts, *([] if host_network else ["ip link set lo up"]),
+                         f"exec chroot {shlex.quote(str(root))} /bin/sh -c \"$0\""])
+    return _run(["unshare", *([] if host_network else ["--net"]), "--mount", "--pid", "--fork", "--kill-child",
+                 f"--mount-proc={root}/proc",
                  "/bin/sh", "-c", inner, f"set -e; export PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8; {script}"],
                 timeout=timeout)
 
@@ -277,6 +300,100 @@ kill $(cat $D/run/pid)
     assert sorted((deb_root / "var/lib/ktb/ok").read_text().split()) == sorted(nodes), output[-3000:]
     ko = deb_root / "var/lib/ktb/ko"
     assert not ko.exists() or not ko.read_text().strip(), ko.read_text()
+
+
+NETNS_NODES = 2
+SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+               "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+
+
+def _host_ssh(key: Path, node: str, command: str) -> str:
+    result = _run(["ssh", *SSH_OPTIONS, "-i", str(key), f"root@{node}", command], timeout=60)
+    assert result.returncode == 0, f"ssh {node} {command!r}: exit {result.returncode}: {result.stderr}"
+    return result.stdout
+
+
+def _testbed_mounts(directory: Path) -> list[str]:
+    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4].startswith(f"{directory}/")]
+
+
+def test_installed_server_deploys_debian_onto_the_netns_testbed(deb_root: Path,
+                                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One real deployment by the packaged kadeploy3d and kadeploy3: debian12-min onto 2 netns nodes.
+
+    The testbed (bridge ktb0, nodes in network namespaces booting by TFTP, IPMI BMCs) is brought up
+    from the checkout on the host, as tests/e2e does: it is the machine room, not the product under
+    test, and its host side (loop devices, tftpd, bridges) has no place in a server's root. The
+    chroot shares the host's network namespace, so that its kadeploy3d listens on 10.200.0.1:25300
+    as the testbed's configuration says and reaches the nodes and BMCs on ktb0; the testbed's
+    directory (configuration, TFTP repository, database) is bind-mounted at its own path in the
+    root, the image cache read-only, and /etc/hosts (the nodes' names) read-only. The server runs
+    as root, as that configuration expects (its deploy key and TFTP files are root's). The nodes are
+    checked from the host: each runs the deployed Debian 12 from its deploy partition (p3) with its
+    own sshd, as tests/e2e's `assert_debian_on_partition` checks.
+
+    One testbed at a time: run under `flock /tmp/kadeploy-lab.lock`, as the end-to-end suite.
+    """
+    from kadeploy_testbed.images import DEFAULT_CACHE, ensure_user_images
+
+    require("tftpd", "sshd")
+    if Path("/sys/class/net/ktb0").exists():
+        pytest.fail("A testbed is already up (bridge ktb0 exists): take it down with `kadeploy-testbed down` "
+                    "before running this test")
+    images = ensure_user_images()  # built on demand the first time (minutes), cached afterwards
+    description = images.descriptions["debian12-min"]
+    directory = tmp_path_factory.mktemp("ktb-pkg") / "testbed"
+    testbed = ["kadeploy-testbed", "--dir", str(directory)]
+    try:
+        started = time.monotonic()
+        up = _run([*testbed, "up", "--nodes", str(NETNS_NODES)], timeout=600)
+        assert up.returncode == 0, f"kadeploy-testbed up: exit {up.returncode}\n{up.stdout}{up.stderr}"
+        up_seconds = time.monotonic() - started
+        nodes = (directory / "nodes").read_text().split()
+        assert len(nodes) == NETNS_NODES
+        user_key = directory / "user_key"
+        _ok(_run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(user_key)], timeout=60), "ssh-keygen")
+        d = shlex.quote(str(directory))
+        script = f"""
+trap 'echo "== server output"; cat {d}/pkg-server.out 2>/dev/null' EXIT
+test ! -e {shlex.quote(str(REPO))} && test -x /usr/lib/kadeploy3/venv/bin/python3  # no checkout in the root
+export KADEPLOY3_CONFIG_DIR={d}/etc KADEPLOY3_LOG_DIR={d}/pkg-log KADEPLOY3_RUN_DIR={d}/pkg-run USER=root
+mkdir -p {d}/pkg-log {d}/pkg-run
+kadeploy3d --pidfile {d}/pkg-run/pid >{d}/pkg-server.out 2>&1 &
+i=0
+until kanodes3 --version >/dev/null 2>&1; do
+    i=$((i + 1)); [ $i -lt 240 ] || {{ echo 'kadeploy3d did not answer'; exit 1; }}; sleep 0.5
+done
+echo "== server"; readlink /proc/$(cat {d}/pkg-run/pid)/exe; tr '\\0' ' ' </proc/$(cat {d}/pkg-run/pid)/cmdline; echo
+kaenv3 -a {shlex.quote(str(description))}
+echo "== kadeploy3"
+kadeploy3 -e debian12-min -f {d}/nodes -k {d}/user_key.pub -o {d}/ok -n {d}/ko
+kill $(cat {d}/pkg-run/pid)
+"""
+        started = time.monotonic()
+        output = _ok(_in_root(deb_root, script, timeout=1200, host_network=True,
+                              binds=[(directory, True), (DEFAULT_CACHE, False), (Path("/etc/hosts"), False)]),
+                     "netns-testbed deployment with the installed server and client")
+        deploy_seconds = time.monotonic() - started
+        server = output.split("== server\n", 1)[1].splitlines()
+        # the packaged interpreter ran the packaged launcher (python3 -I /usr/sbin/kadeploy3d)
+        assert server[0].startswith("/usr/bin/python3"), server[:2]
+        assert "/usr/lib/kadeploy3/venv/bin/python3 -I /usr/sbin/kadeploy3d" in server[1], server[:2]
+        assert "The deployment is successful on nodes" in output, output[-4000:]
+        assert sorted((directory / "ok").read_text().split()) == sorted(nodes), output[-4000:]
+        assert not (directory / "ko").read_text().strip(), (directory / "ko").read_text()
+        for node in nodes:  # the deployed system answers, with its own sshd, from the deploy partition
+            assert 'VERSION_ID="12"' in _host_ssh(user_key, node, "cat /etc/os-release")
+            root_device = _host_ssh(user_key, node, "findmnt -n -o SOURCE /").strip()
+            assert root_device.endswith("p3"), f"{node}: / is {root_device}, expected the deploy partition"
+            assert _host_ssh(user_key, node, "cat /etc/hostname").strip() == "debian12-min"
+            assert _host_ssh(user_key, node, "pgrep -x sshd >/dev/null && echo up").strip() == "up"
+        print(f"netns testbed up: {up_seconds:.0f} s; packaged server's deployment run: {deploy_seconds:.0f} s")
+    finally:
+        _run([*testbed, "down"], timeout=300)
+        if not _testbed_mounts(directory):  # never remove through a mount the testbed left
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_reinstall_keeps_an_edited_conffile_and_purge_leaves_only_the_user(deb_root: Path) -> None:
