@@ -103,9 +103,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(directory: Path) -> int:
     try:
-        pids = list(load_state(directory).pids.values())
+        recorded = load_state(directory).pids
     except KadeployError:
-        pids = []
+        recorded = {}
+    # the Redfish service first, then the BMCs: nothing may power a VM on during the teardown
+    pids = sorted(recorded.values(), key=lambda pid: pid != recorded.get("redfish"))
     started = time.monotonic()
     removed = host.teardown(directory, pids)
     print(f"QEMU testbed down in {time.monotonic() - started:.1f}s: removed {len(removed)} resource(s)"
