@@ -102,16 +102,15 @@ PARTITIONING = PARTITIONING_SCRIPT + """dd if=/dev/zero of="$BD${KADEPLOY_DEPLOY
 """
 
 
-def _ipmitool(bmc_user: str, bmc_password: str, action: str) -> str:
-    # generous retries: the BMCs share two cores with emulated VMs and may answer late;
-    # -C 3: ipmi_sim answers no cipher-suite query, ipmitool would warn on every call
-    return (f"ipmitool -I lanplus -C 3 -N 2 -R 5 -H HOSTNAME_SHORT-bmc.{CLUSTER}.testbed "
-            f"-U {shlex.quote(bmc_user)} -P {shlex.quote(bmc_password)} chassis power {action}")
-
-
 def _bmc_options(bmc_user: str, bmc_password: str) -> str:
+    # -C 3: ipmi_sim answers no cipher-suite query, ipmitool would warn on every call
     return (f"-I lanplus -C 3 -H HOSTNAME_SHORT-bmc.{CLUSTER}.testbed "
             f"-U {shlex.quote(bmc_user)} -P {shlex.quote(bmc_password)}")
+
+
+def _ipmitool(bmc_user: str, bmc_password: str, action: str) -> str:
+    # generous retries: the BMCs share two cores with emulated VMs and may answer late
+    return f"ipmitool {_bmc_options(bmc_user, bmc_password)} -N 2 -R 5 chassis power {action}"
 
 
 def sol_console(bmc_user: str, bmc_password: str) -> str:
