@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from kadeploy_testbed.answering import wait_answering
+from tests.deployed import assert_debian_on_partition
 from tests.processgroups import stop_process
 
 E2E_DIR = Path(os.environ.get("KADEPLOY_E2E_DIR", "/var/lib/kadeploy-testbed-e2e"))
@@ -189,12 +190,7 @@ class Site:
 
     def assert_debian_on_partition(self, node: str, partition: int = 3, *, key: Path | None = None) -> None:
         """The node runs the deployed Debian 12 (its own sshd) from partition `partition`."""
-        release = self.ssh(node, "cat /etc/os-release", key=key).stdout
-        assert 'VERSION_ID="12"' in release, release
-        root = self.ssh(node, "findmnt -n -o SOURCE /", key=key).stdout.strip()
-        assert root.endswith(f"p{partition}"), f"{node}: / is {root}, expected partition {partition}"
-        # not the deployment environment: its marker port 25300 is closed
-        assert self.ssh(node, "cat /etc/hostname", key=key).stdout.strip() == "debian12-min"
+        assert_debian_on_partition(lambda command: self.ssh(node, command, key=key).stdout, node, partition)
 
 
 _RUNNING: list[Site] = []  # the site while it is up, for the early teardown below

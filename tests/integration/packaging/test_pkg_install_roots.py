@@ -28,6 +28,7 @@ the testbed's configuration says (run that test under `flock
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.deployed import assert_debian_on_partition
 from tests.requirements import require
 
 REPO = Path(__file__).resolve().parents[3]
@@ -384,10 +386,7 @@ kill $(cat {d}/pkg-run/pid)
         assert sorted((directory / "ok").read_text().split()) == sorted(nodes), output[-4000:]
         assert not (directory / "ko").read_text().strip(), (directory / "ko").read_text()
         for node in nodes:  # the deployed system answers, with its own sshd, from the deploy partition
-            assert 'VERSION_ID="12"' in _host_ssh(user_key, node, "cat /etc/os-release")
-            root_device = _host_ssh(user_key, node, "findmnt -n -o SOURCE /").strip()
-            assert root_device.endswith("p3"), f"{node}: / is {root_device}, expected the deploy partition"
-            assert _host_ssh(user_key, node, "cat /etc/hostname").strip() == "debian12-min"
+            assert_debian_on_partition(functools.partial(_host_ssh, user_key, node), node, 3)
             assert _host_ssh(user_key, node, "pgrep -x sshd >/dev/null && echo up").strip() == "up"
         print(f"netns testbed up: {up_seconds:.0f} s; packaged server's deployment run: {deploy_seconds:.0f} s")
     finally:
