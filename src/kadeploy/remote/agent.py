@@ -28,16 +28,29 @@ agent was killed), and the agent kills the group on timeout, `kill` and EOF.
 Its ssh children get SIGTERM when it dies (PR_SET_PDEATHSIG), so a killed
 relay takes its subtree's connections (and through them its subtree) down.
 
+A stream run ("stream": true; the broadcast's long-lived relays) differs in
+the command only: it gets a stdin pipe fed by the server (`in`, `eof`), its
+stdout and stderr go up as they come (`out`, base64 chunks of at most
+READ_SIZE bytes), `exit` replaces `result`, and `kill` addressed to the node
+kills that node's command only (its agent keeps relaying for its subtree).
+The node's own argument (`arg`, e.g. a relay's JSON config) is appended
+shell-quoted to the shared `line`: it travels in the grant, so that a large
+shared line (the relay's source) is in the run's configuration once.
+
 Configuration (first stdin line): {"host", "run", "line" (the shell line to
 run), "timeout" (s or null), "input" (base64 or null), "arity", "outputs_size",
 "heartbeat", "stall", "connect_timeout", "lock_dir", "ssh" (argv prefix for a
 child, the address follows), "prefer" (ssh algorithms to put first),
-"python", "source" (this file, to propagate)}.
-Commands (stdin): {"op": "grant", "to": host, "nodes": [[host, address], ...]},
-                  {"op": "quit"} (forwarded to every child), {"op": "kill"}; EOF = kill.
+"python", "source" (this file, to propagate), "stream" (bool), "arg" (this
+node's argument or null)}.
+Commands (stdin): {"op": "grant", "to": host, "nodes": [[host, address(, arg)], ...]},
+                  {"op": "quit"} (forwarded to every child), {"op": "kill"}; EOF = kill;
+                  stream runs: {"op": "in", "to", "data"}, {"op": "eof", "to"},
+                  {"op": "kill", "to"} (that node's command only).
 Events (stdout):  hello, beat, want {n}, started, result {status, signal, stdout,
                   stderr, error}, failed {error} (a child that never started),
-                  lost (a child that went away); every event names its `host`.
+                  lost (a child that went away); stream runs: out {fd, data},
+                  exit {status, signal, error}; every event names its `host`.
 """
 
 import base64
@@ -235,6 +248,8 @@ class Logic(object):
     `io` provides: send_up(data) -> bool (False: the parent is gone), pid(),
     take_lock() -> bool (may raise OSError), release_lock(),
     start_command(line, input_base64, timeout) -> None or an error text,
+    start_stream(line) -> None or an error text (a stream run's command: its
+    output goes to `on_command_output`), command_input(data), command_eof(),
     kill_command(), spawn(host, address, config_line) -> None or an error text,
     send_down(host, data) -> bool, close_child(host, kill) -> (status, stderr bytes)
     (after it, nothing more comes from that child).
@@ -256,6 +271,7 @@ class Logic(object):
         self.parent_alive = True
         self.next_beat = None
         self.stop_deadline = None
+        self.stream = bool(config.get("stream"))
 
     # -- events up ---------------------------------------------------------------------------
 
@@ -301,12 +317,24 @@ class Logic(object):
             self.reported = True
             return
         timeout = self.config.get("timeout")
-        error = self.io.start_command(self.config["line"], self.config.get("input"), timeout)
+        if self.stream:
+            line = self.config["line"]
+            if self.config.get("arg") is not None:
+                line += " " + shlex.quote(self.config["arg"])
+            error = self.io.start_stream(line)
+            timeout = None
+        else:
+            error = self.io.start_command(self.config["line"], self.config.get("input"), timeout)
         if error is not None:
             self.finish_command(None, None, error="Cannot start the command: %s" % error)
             return
         self.command_running = True
         self.deadline = now + timeout if timeout else None
+
+    def on_command_output(self, fd, chunk):
+        """A stream run's command wrote `chunk` on `fd` (1 or 2): up it goes, as it comes."""
+        if not self.reported:
+            self.emit("out", fd=fd, data=base64.b64encode(chunk).decode("ascii"))
 
     def on_command_end(self, status, stdout, stderr):
         """The command ended (`status`: its exit status, minus the signal number if killed)."""
@@ -334,17 +362,21 @@ class Logic(object):
 
     def finish_command(self, status, sig, error=None, stdout="", stderr=""):
         self.reported = True
-        self.emit("result", status=status, signal=sig, stdout=stdout, stderr=stderr, error=error)
+        if self.stream:
+            self.emit("exit", status=status, signal=sig, error=error)
+        else:
+            self.emit("result", status=status, signal=sig, stdout=stdout, stderr=stderr, error=error)
 
     # -- children ------------------------------------------------------------------------------
 
-    def child_config(self, host):
+    def child_config(self, host, arg=None):
         config = dict(self.config)
         config["host"] = host
+        config["arg"] = arg
         return (json.dumps(config, separators=(",", ":")) + "\n").encode()
 
-    def spawn(self, host, address, now):
-        error = self.io.spawn(host, address, self.child_config(host))
+    def spawn(self, host, address, now, arg=None):
+        error = self.io.spawn(host, address, self.child_config(host, arg))
         if error is not None:
             self.emit("failed", host=host, error="Cannot run ssh on the relay %s: %s" % (self.host, error))
             return
@@ -431,8 +463,16 @@ class Logic(object):
             return
         if op == "grant":
             self.want_pending = False
-            for host, address in message.get("nodes", []):
-                self.spawn(host, address, now)
+            for node in message.get("nodes", []):
+                self.spawn(node[0], node[1], now, node[2] if len(node) > 2 else None)
+        elif op == "in" and self.stream:
+            if self.command_running and not self.command_killed:
+                self.io.command_input(base64.b64decode(message.get("data") or ""))
+        elif op == "eof" and self.stream:
+            if self.command_running:
+                self.io.command_eof()
+        elif op == "kill" and target is not None and self.stream:
+            self.kill_command()  # this node's command only: its subtree's streams go on
         elif op == "quit":
             self.quitting = True
             for child in list(self.children.values()):
@@ -497,6 +537,8 @@ class Command(object):
         self.status = None
         self.killed = False
         self.done = False
+        self.stream = False        # a stream run: output goes up as it comes, not into the captures
+        self.stdin_closed = False
 
 
 class Agent(object):
@@ -534,8 +576,27 @@ class Agent(object):
             os.unlink(self.lock)
             self.lock = None
 
-    def start_command(self, line, data, timeout):
-        stdin = subprocess.PIPE if data else subprocess.DEVNULL
+    def start_stream(self, line):
+        return self.start_command(line, None, None, stream=True)
+
+    def command_input(self, data):
+        # blocking: a relay reads its control stdin at once (small JSON commands)
+        command = self.command
+        if command is not None and command.process.stdin is not None and not command.stdin_closed:
+            if not write_all(command.process.stdin.fileno(), data):
+                self.command_eof()
+
+    def command_eof(self):
+        command = self.command
+        if command is not None and command.process.stdin is not None and not command.stdin_closed:
+            command.stdin_closed = True
+            try:
+                command.process.stdin.close()
+            except OSError:
+                pass
+
+    def start_command(self, line, data, timeout, stream=False):
+        stdin = subprocess.PIPE if data or stream else subprocess.DEVNULL
         release_r, release_w = os.pipe()
 
         def prepare():
@@ -552,6 +613,7 @@ class Agent(object):
             return str(exc)
         os.close(release_r)
         self.command = Command(process, release_w, self.config["outputs_size"])
+        self.command.stream = stream
         self.selector.register(process.stdout, selectors.EVENT_READ, ("cmd", "stdout"))
         self.selector.register(process.stderr, selectors.EVENT_READ, ("cmd", "stderr"))
         if data:
@@ -635,7 +697,10 @@ class Agent(object):
         except OSError:
             chunk = b""
         if chunk:
-            getattr(command, which).feed(chunk)
+            if command.stream:
+                self.logic.on_command_output(1 if which == "stdout" else 2, chunk)
+            else:
+                getattr(command, which).feed(chunk)
             return
         self.selector.unregister(fileobj)
         fileobj.close()
@@ -656,6 +721,7 @@ class Agent(object):
         if command.open_streams == 0:
             command.done = True
             os.close(command.release)
+            self.command_eof()
             self.logic.on_command_end(command.status, command.stdout.text(), command.stderr.text())
 
     def on_child_output(self, child, fileobj, is_stderr, now):

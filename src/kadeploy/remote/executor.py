@@ -22,6 +22,7 @@ import asyncssh
 
 from kadeploy.errors import ErrorCode, KadeployError
 from kadeploy.remote.connections import ConnectError, ConnectionPool
+from kadeploy.remote.launch import FlatLaunch, Launch, TreeLaunch
 from kadeploy.remote.process import RemoteProcess
 from kadeploy.remote.result import CommandResult
 from kadeploy.remote.shell import wrap_command
@@ -81,6 +82,25 @@ class Executor:
                 if attempt == 1:
                     raise ConnectError(f"Connection lost: {exc}") from None
         raise AssertionError("unreachable")
+
+    async def start_many(self, hosts: Mapping[str, str], command: str,
+                         args: Mapping[str, str | None]) -> Launch:
+        """Start long-lived commands on many nodes (`command` then each node's `args[host]`, quoted).
+
+        Through the tree when a run on that many nodes would use it (`mode_for`):
+        the server then holds at most `tree_arity` connections; flat otherwise,
+        `start()` per node. See `remote/launch.py`.
+        """
+        mode = self.mode_for(len(hosts))
+        self.last_mode = mode
+        if mode == "flat":
+            return FlatLaunch(self, hosts, command, args)
+        assert self._tree is not None
+        run = TreeRun(await self._first_level_pool(), hosts, command, input=None, timeout=None, env=None,
+                      options=self._tree, outputs_size=self._output_limit, user=self._user, port=self._port,
+                      connect_timeout=self._connect_timeout, stream_args=args)
+        self.last_tree = run
+        return TreeLaunch(run)
 
     async def run(self, hosts: Mapping[str, str], command: str, *, input: bytes | Path | None = None,
                   timeout: float | None = None, env: Mapping[str, str] | None = None,

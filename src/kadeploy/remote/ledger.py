@@ -37,6 +37,8 @@ class Ledger:
         self.parked: dict[str, int] = {}
         #: how many times each node was given to an agent or the server (the tests read it)
         self.grants: dict[str, int] = {}
+        #: nodes whose result was decided, in order, for a caller that follows them (a stream run)
+        self.decided: list[str] = []
 
     @property
     def done(self) -> bool:
@@ -89,14 +91,28 @@ class Ledger:
         """Record a node's result; False for a node not in the tree or already decided."""
         if result.hostname not in self.parent or result.hostname in self.results:
             return False
-        self.results[result.hostname] = result
+        self._decide(result)
         return True
 
     def on_failed(self, host: str, error: str) -> None:
         """The node could not be reached (its agent never started): that is its result."""
         if host in self.parent and host not in self.results:
-            self.results[host] = CommandResult(host, None, error=error)
+            self._decide(CommandResult(host, None, error=error))
         self._detach(host)
+
+    def drop_queue(self, error: str) -> None:
+        """The caller wants no more node started: every queued node gets `error` as its result."""
+        while self.queue:
+            host = self.queue.popleft()
+            if host not in self.results:
+                self._decide(CommandResult(host, None, error=error))
+        self.parked.clear()
+
+    def give_up(self, error: str) -> None:
+        """No relay is left: every undecided node gets `error` as its result."""
+        for host in self.address:
+            if host not in self.results:
+                self._decide(CommandResult(host, None, error=error))
 
     def on_lost(self, agent: str) -> list[str]:
         """A relay went away: its subtree's unstarted nodes go back to the queue (returned)."""
@@ -108,9 +124,9 @@ class Ledger:
             self.parked.pop(node, None)
             if node not in self.results:
                 if node in self.started:
-                    self.results[node] = CommandResult(
+                    self._decide(CommandResult(
                         node, None, error=f"Relay {agent} lost: the command had started on this node, "
-                                          "it was stopped and its result did not come back")
+                                          "it was stopped and its result did not come back"))
                 else:
                     requeued.append(node)
             self.children.pop(node, None)
@@ -120,6 +136,10 @@ class Ledger:
         requeued.sort(key=self._order.__getitem__)
         self.queue.extendleft(reversed(requeued))
         return requeued
+
+    def _decide(self, result: CommandResult) -> None:
+        self.results[result.hostname] = result
+        self.decided.append(result.hostname)
 
     def _take(self, agent: str | None, count: int) -> list[str]:
         taken = []

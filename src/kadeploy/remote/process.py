@@ -4,16 +4,56 @@
 broadcast uses directly for its long-lived relays (stdin/stdout as a control
 channel). The wrapper of `shell.wrap_command` prints the process group id as the
 first stderr line; `kill()` uses it to kill everything the command started.
+
+`NodeProcess` is the surface the broadcast needs of a long-lived command: a
+`RemoteProcess` (flat: its own SSH channel) and a `tree.TreeStream` (tree: the
+node's command started by the node's agent, its streams carried by the tree's
+messages) both provide it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Protocol
 
 import asyncssh
 
 from kadeploy.remote.shell import kill_command, parse_pgid
+
+
+class ByteWriter(Protocol):
+    """A long-lived command's stdin."""
+
+    def write(self, data: bytes) -> None: ...
+    def write_eof(self) -> None: ...
+
+
+class ByteReader(Protocol):
+    """A long-lived command's stdout or stderr."""
+
+    async def readline(self) -> bytes: ...
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class NodeProcess(Protocol):
+    """A long-lived command on one node, as its driver (the broadcast) sees it."""
+
+    hostname: str
+    first_stderr: bytes
+
+    @property
+    def stdin(self) -> ByteWriter: ...
+    @property
+    def stdout(self) -> ByteReader: ...
+    @property
+    def stderr(self) -> ByteReader: ...
+    @property
+    def exit_status(self) -> int | None: ...
+
+    async def kill(self, timeout: float = 5.0) -> None: ...
+    async def wait_closed(self) -> None: ...
+    def watch_liveness(self, interval: float, count_max: int) -> None: ...
 
 
 class RemoteProcess:
@@ -94,6 +134,10 @@ class RemoteProcess:
         self.process.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.process.wait_closed(), timeout=timeout)
+
+    async def wait_closed(self) -> None:
+        """Until the channel is closed (the command ended, or the connection was lost)."""
+        await self.process.wait_closed()
 
     @property
     def exit_status(self) -> int | None:

@@ -15,6 +15,15 @@ connection-error texts. A timeout bounds each node's command from its start
 and kills its process group; cancelling the caller sends `kill` down the tree
 and then kills the first-level relays' process groups (each agent's command
 dies with its agent, and an agent with its parent's connection).
+
+A stream run (`stream_args`: the broadcast's long-lived relays, through
+`remote/launch.py`) keeps each node's command running with its streams
+carried by the tree's messages: each node is a `TreeStream` (the
+`process.NodeProcess` surface of a `RemoteProcess`), its stdin sent down as
+`in`/`eof`, its output coming up as `out`, its end as `exit`; the run lasts
+until every stream has ended. A stream whose node is lost with its relay
+ends with the ledger's reason, as a lost SSH channel would; no node is
+started twice (the agents' run lock).
 """
 
 from __future__ import annotations
@@ -116,19 +125,135 @@ def input_fits_tree(input: bytes | Path | None) -> bool:
         return False  # the flat mode reports the unreadable file as it always did
 
 
+class _TreeStdin:
+    """A stream's stdin: each write is an `in` message down the tree, EOF an `eof` one."""
+
+    def __init__(self, stream: TreeStream) -> None:
+        self._stream = stream
+
+    def write(self, data: bytes) -> None:
+        self._stream.send({"op": "in", "to": self._stream.hostname, "data": base64.b64encode(data).decode()})
+
+    def write_eof(self) -> None:
+        self._stream.send({"op": "eof", "to": self._stream.hostname})
+
+
+class TreeStream:
+    """One node's long-lived command in a stream run, as a process (`process.NodeProcess`).
+
+    Its output is what the node's agent sent up (`out`), its end the node's
+    `exit`, or the ledger's reason when the node was not reached or was lost
+    with its relay: that reason is this stream's stderr, as a lost channel's
+    last words.
+    """
+
+    def __init__(self, run: TreeRun, hostname: str) -> None:
+        self.hostname = hostname
+        self.first_stderr = b""
+        self._run = run
+        self._stdin = _TreeStdin(self)
+        self._stdout = asyncio.StreamReader(limit=MAX_EVENT_LINE)
+        self._stderr = asyncio.StreamReader(limit=MAX_EVENT_LINE)
+        self._started = asyncio.Event()
+        self._closed = asyncio.Event()
+        self.exit_status: int | None = None
+        self.exit_signal: str | None = None
+        #: why the stream ended without an exit status (not reached, lost, killed), None otherwise
+        self.reason: str | None = None
+        self.killed = False
+
+    @property
+    def stdin(self) -> _TreeStdin:
+        return self._stdin
+
+    @property
+    def stdout(self) -> asyncio.StreamReader:
+        return self._stdout
+
+    @property
+    def stderr(self) -> asyncio.StreamReader:
+        return self._stderr
+
+    @property
+    def ended(self) -> bool:
+        return self._closed.is_set()
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        if not self.ended:
+            self._run.send_to(self.hostname, message)
+
+    async def wait_started(self) -> None:
+        """Until the node's agent took its run lock and starts the command; raises ConnectError
+        with the reason when the node ended first (not reached, ssh failed, relay lost)."""
+        if not self._started.is_set() and not self.ended:
+            waiters = [asyncio.ensure_future(self._started.wait()), asyncio.ensure_future(self._closed.wait())]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        if not self._started.is_set():
+            raise ConnectError(self.reason or "Not started")
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def kill(self, timeout: float = 5.0) -> None:
+        """Kill the node's command (its process group, by its agent); never raises."""
+        self.killed = True
+        if self.ended:
+            return
+        self.send({"op": "kill", "to": self.hostname})
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._closed.wait()
+
+    def watch_liveness(self, interval: float, count_max: int) -> None:
+        """Nothing to do: the tree's heartbeats already end a silent node's stream within `stall`."""
+
+    # -- fed by the run ------------------------------------------------------------------------
+
+    def on_started(self) -> None:
+        self._started.set()
+
+    def on_output(self, fd: int, data: bytes) -> None:
+        if not self.ended:
+            (self._stderr if fd == 2 else self._stdout).feed_data(data)
+
+    def on_end(self, result: CommandResult, signal: str | None) -> None:
+        if self.ended:
+            return
+        self.exit_status = result.exit_status
+        self.exit_signal = signal
+        if result.error:
+            self.reason = result.error
+            if self._started.is_set():
+                self._stderr.feed_data(f"{result.error}\n".encode())
+        self._stdout.feed_eof()
+        self._stderr.feed_eof()
+        self._closed.set()
+
+
 class TreeRun:
     """One command on many nodes through the tree; `await TreeRun(...).run()`."""
 
     def __init__(self, pool: ConnectionPool, hosts: Mapping[str, str], command: str, *,
                  input: bytes | None, timeout: float | None, env: Mapping[str, str] | None,
                  options: TreeOptions, outputs_size: int, user: str, port: int,
-                 connect_timeout: float) -> None:
+                 connect_timeout: float, stream_args: Mapping[str, str | None] | None = None) -> None:
+        """`stream_args`: a stream run (long-lived commands, `TreeStream`), each node's command being
+        `command` followed by its own argument shell-quoted (None: none)."""
         self._pool = pool
         self._options = options
         self._connect_timeout = connect_timeout
         self.ledger = Ledger(hosts)
+        self._stream_args = dict(stream_args) if stream_args is not None else None
+        #: a stream run's nodes (empty otherwise)
+        self.streams: dict[str, TreeStream] = {host: TreeStream(self, host) for host in (stream_args or {})}
+        line = f"{env_prefix(env)}{command}" if stream_args is not None else \
+            f"{env_prefix(env)}exec sh -c {shlex.quote(command)}"
         self._config: dict[str, Any] = {
-            "run": secrets.token_hex(12), "line": f"{env_prefix(env)}exec sh -c {shlex.quote(command)}",
+            "run": secrets.token_hex(12), "line": line, "stream": stream_args is not None,
             "timeout": timeout, "input": base64.b64encode(input).decode() if input else None,
             "arity": options.arity, "outputs_size": outputs_size, "heartbeat": options.heartbeat,
             "stall": options.stall, "connect_timeout": connect_timeout, "python": options.python,
@@ -142,6 +267,7 @@ class TreeRun:
         self._events: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
         self._links: dict[str, asyncio.Task[None]] = {}
         self._processes: dict[str, RemoteProcess] = {}
+        self._signals: dict[str, str] = {}  # a stream's exit signal, until its stream ends
         #: the most first-level links open at once (what the server's connection count is bounded by)
         self.peak_links = 0
 
@@ -150,18 +276,41 @@ class TreeRun:
             self._fill_first_level()
             while not self.ledger.done:
                 if not self._links:
-                    self._give_up("Not reached: no relay was left to start it")
+                    self.ledger.give_up("Not reached: no relay was left to start it")
                     break
                 kind, host, payload = await self._events.get()
                 self._handle(kind, host, payload)
                 for agent, nodes in self.ledger.dispatch().items():
                     self._grant(agent, nodes)
                 self._fill_first_level()
+                self._end_streams()
+            self._end_streams()
             await self._stop("quit", self._options.stall)
         except BaseException:
             await asyncio.shield(self._stop("kill", 5.0))
             raise
+        finally:
+            for stream in self.streams.values():
+                stream.on_end(CommandResult(stream.hostname, None, error="The tree run ended"), None)
         return {host: self.ledger.results[host] for host in self.ledger.address}
+
+    def drain(self, reason: str) -> None:
+        """A stream run's caller is done: queued nodes are not started (`reason`), the streams still
+        running get EOF (their commands end as when their driver closes their stdin)."""
+        self.ledger.drop_queue(reason)
+        for stream in self.streams.values():
+            if not stream.ended:
+                stream.stdin.write_eof()
+        self._events.put_nowait(("wake", "", None))
+
+    def _end_streams(self) -> None:
+        """The streams of the nodes whose result the ledger decided since the last call end."""
+        if self.streams:
+            for host in self.ledger.decided:
+                stream = self.streams.get(host)
+                if stream is not None:
+                    stream.on_end(self.ledger.results[host], self._signals.pop(host, None))
+        self.ledger.decided.clear()
 
     # -- the first level ------------------------------------------------------------------------
 
@@ -209,6 +358,8 @@ class TreeRun:
         process = state.process
         self._processes[host] = process
         config = dict(self._config, host=host)
+        if self._stream_args is not None:
+            config["arg"] = self._stream_args.get(host)
         process.stdin.write((json.dumps(config, separators=(",", ":")) + "\n").encode())
         while True:
             limit = self._options.stall if state.hello else self._options.stall + self._connect_timeout
@@ -236,6 +387,8 @@ class TreeRun:
 
     def _handle(self, kind: str, link: str, payload: Any) -> None:
         ledger = self.ledger
+        if kind == "wake":
+            return
         if kind == "failed":
             self._links.pop(link, None)
             ledger.on_failed(link, payload)
@@ -264,7 +417,16 @@ class TreeRun:
                     self._grant(host, nodes)
         elif what == "started":
             ledger.on_started(host)
-        elif what == "result":
+            if host in self.streams and host in ledger.started:
+                self.streams[host].on_started()
+        elif what == "out":
+            stream = self.streams.get(host)
+            if stream is not None:
+                with contextlib.suppress(ValueError, TypeError):
+                    stream.on_output(2 if event.get("fd") == 2 else 1, base64.b64decode(event.get("data") or ""))
+        elif what == "result" or (what == "exit" and self.streams):
+            if isinstance(event.get("signal"), str):
+                self._signals[host] = event["signal"]
             ledger.on_result(_result(host, event))
         elif what in ("failed", "lost"):
             # reported by the parent of `host`, which is in the same subtree
@@ -274,18 +436,21 @@ class TreeRun:
                 ledger.on_lost(host)
 
     def _grant(self, agent: str, nodes: list[tuple[str, str]]) -> None:
+        granted: list[list[Any]] = [list(node) for node in nodes]
+        if self._stream_args is not None:
+            granted = [[host, address, self._stream_args.get(host)] for host, address in nodes]
+        # its link is ending when it cannot be sent: the "end" event gives the nodes back
+        self.send_to(agent, {"op": "grant", "to": agent, "nodes": granted})
+
+    def send_to(self, agent: str, message: Mapping[str, Any]) -> None:
+        """One command down the tree to `agent` (through its first-level link); dropped when that
+        link is gone (the link's end decides the node)."""
         root = self.ledger.root(agent)
         process = self._processes.get(root) if root is not None else None
         if process is None:
-            return  # its link is ending: the "end" event gives the nodes back
-        message = {"op": "grant", "to": agent, "nodes": [list(node) for node in nodes]}
+            return
         with contextlib.suppress(asyncssh.Error, OSError):
             process.stdin.write((json.dumps(message, separators=(",", ":")) + "\n").encode())
-
-    def _give_up(self, error: str) -> None:
-        for host in self.ledger.address:
-            if host not in self.ledger.results:
-                self.ledger.results[host] = CommandResult(host, None, error=error)
 
     async def _stop(self, op: str, grace: float) -> None:
         """Tell every first-level relay to `quit` (or `kill`), wait `grace`, then kill what is left."""

@@ -171,3 +171,48 @@ def _gone(text: str, timeout: float = 5.0) -> bool:
     while _pids(text) and time.monotonic() < deadline:
         time.sleep(0.05)
     return not _pids(text)
+
+
+def _send(process: subprocess.Popen[bytes], message: dict) -> None:
+    process.stdin.write((json.dumps(message) + "\n").encode())
+    process.stdin.flush()
+
+
+def test_a_stream_run_forwards_stdin_and_output_as_they_come_then_exit(tmp_path):
+    import base64
+    # the node's own argument is appended shell-quoted: quotes and spaces arrive intact
+    process = _start(tmp_path, 'f() { read line; echo "got $line [$1]"; echo warn >&2; cat; exit 3; }; f',
+                     stream=True, arg="it's mine")
+    _events(process, "started")
+    _send(process, {"op": "in", "to": "self", "data": base64.b64encode(b"first\n").decode()})
+    out = _events(process, "out")[-1]
+    assert out["fd"] in (1, 2)
+    outputs = {1: b"", 2: b""}
+    outputs[out["fd"]] += base64.b64decode(out["data"])
+    _send(process, {"op": "in", "to": "self", "data": base64.b64encode(b"rest").decode()})
+    _send(process, {"op": "eof", "to": "self"})
+    events = _events(process, "exit")
+    for event in events:
+        if event["ev"] == "out":
+            outputs[event["fd"]] += base64.b64decode(event["data"])
+    _send(process, {"op": "quit"})
+    assert process.wait(10) == 0
+    assert outputs[1] == b"got first [it's mine]\nrest" and outputs[2] == b"warn\n"
+    assert events[-1] == {"ev": "exit", "host": "self", "status": 3, "signal": None, "error": None}
+    assert not any(event["ev"] == "result" for event in events)
+
+
+def test_a_stream_runs_kill_ends_its_command_only(tmp_path):
+    marker = f"sleep 9{os.getpid() % 100}1"
+    process = _start(tmp_path, f"{marker} & {marker}", stream=True)
+    _events(process, "started")
+    deadline = time.monotonic() + 5
+    while not _pids(marker) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _send(process, {"op": "kill", "to": "self"})
+    end = _events(process, "exit")[-1]
+    assert end["status"] is None and end["signal"] == "KILL" and end["error"] == "Killed by signal KILL"
+    assert _gone(marker)
+    assert process.poll() is None  # the agent stays, for its subtree, until quit
+    _send(process, {"op": "quit"})
+    assert process.wait(10) == 0

@@ -75,3 +75,19 @@ def test_failed_nodes_are_results_and_done_counts_every_node():
     ledger.on_result(_ok("n1"))
     assert ledger.done
     assert ledger.results["n2"] == CommandResult("n2", None, error="Connection refused")
+
+
+def test_decided_nodes_are_listed_in_order_for_a_stream_run_and_a_dropped_queue_decides_the_rest():
+    ledger = Ledger(_hosts(6))
+    ledger.first_level(2)                       # n1, n2
+    ledger.want("n1", 2)                        # n3, n4
+    ledger.on_started("n1")
+    ledger.on_started("n3")
+    ledger.on_result(_ok("n3"))
+    ledger.on_failed("n4", "Connection refused")
+    ledger.on_lost("n1")                        # n1 had started: failed, not rerun
+    assert ledger.decided == ["n3", "n4", "n1"]
+    ledger.drop_queue("Not started: the broadcast ended before this node's turn")
+    assert ledger.decided[3:] == ["n5", "n6"] and not ledger.queue
+    assert ledger.results["n6"].error == "Not started: the broadcast ended before this node's turn"
+    assert not ledger.done                      # n2 is still running: its stream decides it
