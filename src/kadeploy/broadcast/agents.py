@@ -1,11 +1,15 @@
 """The server's side of a node agent (the chain's relay.py, BitTorrent's btnode.py), stated once.
 
-Both broadcasts start one stdlib agent per node over SSH (`exec python3 -c
-<source> <json config>`), read JSON events from its stdout, write JSON commands
-to its stdin, and end it the same way: EOF on stdin, a bounded wait for the
-channel to close, then a kill. What differs (the events, the verdicts' wording
-of start-up failures) is named by the caller; the lifecycle lives here so that
-a fix to it reaches both methods.
+Both broadcasts start one stdlib agent per node (`exec python3 -c <source>
+<json config>`), read JSON events from its stdout, write JSON commands to its
+stdin, and end it the same way: EOF on stdin, a bounded wait for the command to
+end, then a kill. The agents are started with `Executor.start_many`: each on
+its own SSH channel from the server (flat), or, for as many nodes as make the
+executor use its tree, by the tree's agents (the server then holds at most
+`tree_arity` connections; the agents' streams travel in the tree's messages).
+Both give a `NodeProcess`, which is all this module uses. What differs (the
+events, the verdicts' wording of start-up failures) is named by the caller;
+the lifecycle lives here so that a fix to it reaches both methods.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from kadeploy.broadcast.source import file_digest
-from kadeploy.remote import ConnectError, Executor, RemoteProcess
+from kadeploy.remote import ConnectError, Executor, Launch, NodeProcess
 
 #: the stdlib helpers both agents use (emit, Crc32, new_digest): prepended to each agent's source when sent
 NODE_COMMON = Path(__file__).with_name("nodecommon.py")
@@ -35,7 +39,7 @@ class AgentNode(Protocol):
 
     hostname: str
     address: str
-    process: RemoteProcess | None
+    process: NodeProcess | None
 
 
 NodeT = TypeVar("NodeT", bound=AgentNode)
@@ -54,9 +58,28 @@ def _quoted_source(source: Path) -> str:
     return shlex.quote(shipped_source(source))
 
 
+def agent_line(source: Path) -> str:
+    """The part of an agent's command that every node shares: python3 and the whole quoted source."""
+    return f"exec python3 -c {_quoted_source(source)}"
+
+
+def agent_argument(config: Mapping[str, Any]) -> str:
+    """A node's own part of its agent's command: its configuration (quoted when appended)."""
+    return json.dumps(dict(config))
+
+
 def agent_command(source: Path, config: Mapping[str, Any]) -> str:
     """The node command that starts an agent: its whole source and its config as quoted arguments."""
-    return f"exec python3 -c {_quoted_source(source)} {shlex.quote(json.dumps(dict(config)))}"
+    return f"{agent_line(source)} {shlex.quote(agent_argument(config))}"
+
+
+async def start_many(executor: Executor, nodes: Iterable[AgentNode], source: Path,
+                     configs: Mapping[str, Mapping[str, Any]]) -> Launch:
+    """Begin starting the agent `source` on `nodes`, each with its own config (flat or tree: the executor's
+    choice for that many nodes); each node is then awaited by `start_agent`."""
+    nodes = list(nodes)
+    return await executor.start_many({node.hostname: node.address for node in nodes}, agent_line(source),
+                                     {node.hostname: agent_argument(configs[node.hostname]) for node in nodes})
 
 
 def expected_digest(image: Path, given: str | None, algorithm: str) -> asyncio.Future[str]:
@@ -88,12 +111,12 @@ async def start_all(nodes: Iterable[NodeT], window: int, start: Callable[[NodeT]
     await asyncio.gather(*(one(node) for node in nodes))
 
 
-async def start_agent(executor: Executor, node: AgentNode, command: str, timeout: float, label: str,
+async def start_agent(launch: Launch, node: AgentNode, timeout: float, label: str,
                       until: Collection[str] = ("ready",)) -> dict[str, Any] | str:
-    """Start the agent on `node` (node.process is set as soon as it runs, so that stop_agents ends it)
-    and read its events until one whose kind is in `until`: that event, or why the node failed."""
+    """Wait for the agent on `node` to run (node.process is set as soon as it runs, so that stop_agents
+    ends it) and read its events until one whose kind is in `until`: that event, or why the node failed."""
     try:
-        node.process = await asyncio.wait_for(executor.start(node.hostname, node.address, command), timeout)
+        node.process = await launch.start(node.hostname, timeout)
         while True:
             line = await asyncio.wait_for(node.process.stdout.readline(), timeout)
             if not line:
@@ -124,7 +147,7 @@ async def events(node: AgentNode, log: Callable[[str], None] | None = None) -> A
         yield parse_event(line)
 
 
-async def death_reason(process: RemoteProcess, label: str) -> str:
+async def death_reason(process: NodeProcess, label: str) -> str:
     """Why an agent whose channel closed before its verdict is KO (its exit status, its stderr)."""
     tail = await stderr_tail(process)
     status = process.exit_status
@@ -145,7 +168,7 @@ def verdict(event: Mapping[str, Any], total: int, expected: str) -> str:
     return ""
 
 
-def send(process: RemoteProcess | None, command: Mapping[str, Any]) -> None:
+def send(process: NodeProcess | None, command: Mapping[str, Any]) -> None:
     """One JSON command line to an agent; a gone agent's channel is not an error here (its watcher decides)."""
     if process is None:
         return
@@ -153,23 +176,23 @@ def send(process: RemoteProcess | None, command: Mapping[str, Any]) -> None:
         process.stdin.write((json.dumps(command) + "\n").encode())
 
 
-async def stop_agents(processes: Iterable[RemoteProcess | None]) -> None:
+async def stop_agents(processes: Iterable[NodeProcess | None]) -> None:
     """End of a broadcast: close every control channel (EOF), kill what does not exit within STOP_GRACE."""
     running = [process for process in processes if process is not None]
     for process in running:
         with contextlib.suppress(Exception):
             process.stdin.write_eof()
 
-    async def stop(process: RemoteProcess) -> None:
+    async def stop(process: NodeProcess) -> None:
         try:
-            await asyncio.wait_for(process.process.wait_closed(), STOP_GRACE)
+            await asyncio.wait_for(process.wait_closed(), STOP_GRACE)
         except (asyncio.TimeoutError, Exception):  # noqa: BLE001
             await process.kill()
 
     await asyncio.gather(*(stop(process) for process in running))
 
 
-async def stderr_tail(process: RemoteProcess | None) -> str:
+async def stderr_tail(process: NodeProcess | None) -> str:
     """The last 500 characters of an agent's stderr (what it said before failing)."""
     if process is None:
         return ""

@@ -36,7 +36,7 @@ from kadeploy.broadcast import agents
 from kadeploy.broadcast.result import BroadcastResult
 from kadeploy.cancelling import cancel_and_wait
 from kadeploy.errors import ErrorCode, KadeployError
-from kadeploy.remote import Executor, RemoteProcess
+from kadeploy.remote import Executor, Launch, NodeProcess
 
 log = logging.getLogger("kadeploy.broadcast")
 
@@ -142,7 +142,7 @@ def agent_command(config: Mapping[str, Any]) -> str:
 class _Node:
     hostname: str
     address: str
-    process: RemoteProcess | None = None
+    process: NodeProcess | None = None
     reason: str | None = None   # None: pending; "": OK
     progress: int = 0
 
@@ -165,6 +165,7 @@ class BittorrentBroadcast:
         self._workdir: Path | None = None
         self._node_cpu = 0.0
         self._tasks: list[asyncio.Future[Any]] = []
+        self._launch: Launch | None = None
 
     async def run(self, timeout: float | None) -> BroadcastResult:
         started = time.monotonic()
@@ -196,6 +197,8 @@ class BittorrentBroadcast:
             self._decided.set()
 
     async def _swarm(self) -> None:
+        self._launch = await agents.start_many(self._executor, self._nodes, AGENT_SOURCE,
+                                               {node.hostname: self._agent_config(node) for node in self._nodes})
         await agents.start_all(self._nodes, self._options.start_window, self._start_agent)
         ready = self._pending()
         if not ready:
@@ -208,12 +211,16 @@ class BittorrentBroadcast:
             self._send(node, {"op": "start", "torrent": encoded})
         await self._decided.wait()
 
-    async def _start_agent(self, node: _Node) -> None:
+    def _agent_config(self, node: _Node) -> dict[str, Any]:
         config: dict[str, Any] = {"total": self._total, "sink": self._sink, "store": self._options.store,
                                   "stall": self._options.stall, "digest": self._options.digest,
                                   "address": node.address, "announce": self._options.announce}
         config.update(self._options.node_options.get(node.hostname, {}))
-        first = await agents.start_agent(self._executor, node, agent_command(config), self._options.start_timeout,
+        return config
+
+    async def _start_agent(self, node: _Node) -> None:
+        assert self._launch is not None
+        first = await agents.start_agent(self._launch, node, self._options.start_timeout,
                                          "BitTorrent agent", until=("ready", "refused"))
         if isinstance(first, str):
             self._decide(node, first)
@@ -312,6 +319,8 @@ class BittorrentBroadcast:
     async def _stop(self) -> None:
         """Everyone decided (or the broadcast ended): agents stop seeding, then the seed and tracker."""
         await agents.stop_agents(node.process for node in self._nodes)
+        if self._launch is not None:
+            await self._launch.close()
         for process in self._services:
             kill_group(process)
         for process in self._services:

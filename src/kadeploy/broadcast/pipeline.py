@@ -1,9 +1,11 @@
 """The coordinator of a relay pipeline (chain, fault-tolerant chain, tree).
 
-Starts one relay per node over SSH (the executor's long-lived processes), wires
-each one to its children, feeds the first node(s) from the server, and decides
-every node's fate from the relays' events and from their SSH channels: a
-channel that closes before `done` is a dead node. With `repair` (the
+Starts one relay per node (the executor's long-lived processes,
+`Executor.start_many`: one SSH channel each, or through the executor's tree
+for as many nodes as make it use its tree), wires each one to its children,
+feeds the first node(s) from the server, and decides every node's fate from
+the relays' events and from their channels: a channel that closes before
+`done` (or a tree stream that ends, its relay lost) is a dead node. With `repair` (the
 fault-tolerant chain, and the tree) a dead node is announced to every relay:
 in the chain its predecessor moves on to the next live node; in the tree its
 parent (a relay, or the server) adopts its children, each resumed at its own
@@ -26,7 +28,7 @@ from kadeploy.broadcast.result import BroadcastResult
 from kadeploy.cancelling import cancel_and_wait
 from kadeploy.broadcast.source import SourceSender, Target
 from kadeploy.broadcast.topology import descendants, tree_children
-from kadeploy.remote import Executor, RemoteProcess
+from kadeploy.remote import Executor, Launch, NodeProcess
 from kadeploy.states import BroadcastState
 
 log = logging.getLogger("kadeploy.broadcast")
@@ -74,7 +76,7 @@ class _Node:
     index: int
     hostname: str
     address: str
-    process: RemoteProcess | None = None
+    process: NodeProcess | None = None
     port: int | None = None
     state: BroadcastState = BroadcastState.PENDING
     reason: str = ""
@@ -110,6 +112,7 @@ class Pipeline:
         self._node_cpu = 0.0
         self._decided = asyncio.Event()
         self._background: set[asyncio.Future[Any]] = set()
+        self._launch: Launch | None = None
 
     async def run(self, timeout: float | None) -> BroadcastResult:
         started = time.monotonic()
@@ -133,6 +136,8 @@ class Pipeline:
         return result
 
     async def _stream(self) -> None:
+        self._launch = await agents.start_many(self._executor, self._nodes, RELAY_SOURCE,
+                                               {node.hostname: self._relay_config(node) for node in self._nodes})
         await agents.start_all(self._nodes, self._options.start_window, self._start_relay)
         live = [node for node in self._nodes if node.state == BroadcastState.PENDING]
         if not live:
@@ -145,15 +150,18 @@ class Pipeline:
         self._check_decided()
         await self._decided.wait()
 
-    async def _start_relay(self, node: _Node) -> None:
+    def _relay_config(self, node: _Node) -> dict[str, Any]:
         config: dict[str, Any] = {
             "total": self._total, "sink": self._sink_command, "stall": self._options.stall,
             "connect_timeout": self._options.connect_timeout, "ring": self._options.ring,
             "digest": self._options.digest, "port": self._options.port,
         }
         config.update(self._options.relay_options.get(node.hostname, {}))
-        ready = await agents.start_agent(self._executor, node, relay_command(config), self._options.start_timeout,
-                                         "Relay")
+        return config
+
+    async def _start_relay(self, node: _Node) -> None:
+        assert self._launch is not None
+        ready = await agents.start_agent(self._launch, node, self._options.start_timeout, "Relay")
         if isinstance(ready, str):
             self._set(node, BroadcastState.KO, ready)
             return
@@ -332,5 +340,7 @@ class Pipeline:
     async def _stop_relays(self) -> None:
         """End of the broadcast: close every control channel, kill what does not exit."""
         await agents.stop_agents(node.process for node in self._nodes)
+        if self._launch is not None:
+            await self._launch.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)

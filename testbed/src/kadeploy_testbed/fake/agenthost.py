@@ -16,7 +16,10 @@ implementation. Only the I/O differs:
   refused"), over a real SSH connection to its fake sshd when another worker
   process serves it;
 * ending a child's link gives the child end of file, as a dead ssh gives the
-  remote agent: it kills its command and its own children.
+  remote agent: it kills its command and its own children;
+* a stream run's command (the broadcast's relay started through the tree) is
+  the fake node's own too, over a channel whose writes go up as the agent's
+  `out` events and whose reads come from the server's `in` and `eof`.
 
 The source the server sent must be this checkout's agent: any other is refused
 (exit 127), since what would run is not what was sent.
@@ -114,6 +117,47 @@ class _ChildChannel:
         self.on_stderr(data.encode())
 
 
+class _StreamChannel:
+    """A stream run's command channel: reads from the server's `in`/`eof`, writes up as `out` events."""
+
+    def __init__(self, on_output: Callable[[int, bytes], None]) -> None:
+        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.pending = b""
+        self.at_eof = False
+        self.on_output = on_output
+
+    async def _more(self) -> bool:
+        if self.at_eof:
+            return False
+        chunk = await self.inbox.get()
+        if not chunk:
+            self.at_eof = True
+            return False
+        self.pending += chunk
+        return True
+
+    async def readline(self) -> bytes:
+        while b"\n" not in self.pending:
+            if not await self._more():
+                line, self.pending = self.pending, b""
+                return line
+        cut = self.pending.index(b"\n") + 1
+        line, self.pending = self.pending[:cut], self.pending[cut:]
+        return line
+
+    async def read(self, size: int) -> bytes:
+        if not self.pending:
+            await self._more()
+        chunk, self.pending = self.pending[:size], self.pending[size:]
+        return chunk
+
+    def write(self, data: str) -> None:
+        self.on_output(1, data.encode())
+
+    def write_err(self, data: str) -> None:
+        self.on_output(2, data.encode())
+
+
 class _Link:
     """A parent agent's view of one child: how to write to it, how to end it, what it said on stderr."""
 
@@ -138,6 +182,7 @@ class HostedAgent:
         self.logic: agent.Logic | None = None
         self.links: dict[str, _Link] = {}
         self.command_task: asyncio.Task[None] | None = None
+        self.stream_channel: _StreamChannel | None = None
         self.wake = asyncio.Event()
         self.ssh_key: asyncssh.SSHKey | None = None
 
@@ -230,6 +275,40 @@ class HostedAgent:
             channel.write_err(outcome.stderr.rstrip("\n") + "\n")
         self.logic.on_command_end(outcome.status, channel.stdout.text(), channel.stderr.text())
         self.wake.set()
+
+    def start_stream(self, line: str) -> str | None:
+        command = classify(line)
+        if command.kind != "relay":
+            return f"fake node {self.node.hostname}: not a long-lived command it can run: {line[:200]!r}"
+        channel = self.stream_channel = _StreamChannel(self._stream_output)
+        self.command_task = asyncio.ensure_future(self._stream(command, line, channel))
+        return None
+
+    def _stream_output(self, fd: int, data: bytes) -> None:
+        if self.logic is not None:
+            self.logic.on_command_output(fd, data)
+
+    async def _stream(self, command: Any, line: str, channel: _StreamChannel) -> None:
+        assert self.logic is not None
+        try:
+            outcome = await self.node.execute(command, line, channel)
+        except asyncio.CancelledError:
+            if self.logic.command_killed:
+                self.logic.on_command_end(-9, "", "")
+                self.wake.set()
+            raise
+        if outcome.stderr:
+            channel.write_err(outcome.stderr.rstrip("\n") + "\n")
+        self.logic.on_command_end(outcome.status, "", "")
+        self.wake.set()
+
+    def command_input(self, data: bytes) -> None:
+        if self.stream_channel is not None and data:
+            self.stream_channel.inbox.put_nowait(data)
+
+    def command_eof(self) -> None:
+        if self.stream_channel is not None:
+            self.stream_channel.inbox.put_nowait(b"")
 
     def kill_command(self) -> None:
         if self.command_task is not None:

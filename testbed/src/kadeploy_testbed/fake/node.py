@@ -112,6 +112,7 @@ class FakeNode:
         self.agent_locks: set[tuple[str, str]] = set()  # tree agents' run locks (the node's /tmp)
         self.agent_runs = 0                         # tree agents this node hosted (the server's or a relay's)
         self.first_relay_at: float | None = None     # wall time of this node's first broadcast relay
+        self.last_relay_end_at: float | None = None  # wall time its last broadcast relay ended
         self._boot_task: asyncio.Task[None] | None = None
         self._listeners: list[Any] = []
         self._lock = asyncio.Lock()
@@ -394,6 +395,7 @@ class FakeNode:
         finally:
             self.relay = None
             self.image_bytes += relay.received
+            self.last_relay_end_at = time.time()
         if relay.sink_done.is_set() and sink.error == "" and not failing:
             number = partition_number(sink_spec.target) if sink_spec.kind == "dd" else \
                 self.mounted.get(sink_spec.target)
@@ -426,6 +428,7 @@ class FakeNode:
             "image_bytes": self.image_bytes + (self.relay.received if self.relay is not None else 0),
             "agent_runs": self.agent_runs,
             "first_relay_at": self.first_relay_at,
+            "last_relay_end_at": self.last_relay_end_at,
         }
 
 
