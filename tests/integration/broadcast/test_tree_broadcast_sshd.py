@@ -167,3 +167,21 @@ async def test_a_relay_agent_killed_mid_broadcast_fails_its_subtree_with_a_reaso
         assert _runs(node) <= 1, node.hostname
         if node.hostname in result.ok:
             assert sha256_of(node.directory / "out") == expected, node.hostname
+
+
+async def test_bittorrent_agents_started_through_the_tree_reach_8_nodes_byte_exact(
+        tree_nodes, tree_executor, image, tmp_path):
+    path, expected = image
+    nodes = tree_nodes[:8]
+    order = [(node.hostname, node.address) for node in nodes]
+    store = tmp_path / "store"
+    store.mkdir()
+    with _Connections() as connections:
+        result = await broadcast(path, order, 'cat > "$KBT_NODE_DIR/out"', method="bittorrent",
+                                 executor=tree_executor, timeout=180, store=str(store))
+    assert result.ko == {}, result.ko
+    assert tree_executor.last_mode == "tree"
+    assert 0 < max(connections.samples, default=0) <= ARITY, connections.samples
+    for node in nodes:
+        assert sha256_of(node.directory / "out") == expected, node.hostname
+    assert list(store.iterdir()) == []  # every node's stored copy removed once all had finished

@@ -356,3 +356,11 @@ def test_relay_on_python_3_9_writes_the_pipeline_without_splice(tmp_path, wrappi
         assert out.read_bytes() == wrapping_data
     finally:
         node.stop()
+
+
+def test_the_flat_launch_sends_the_same_relay_command_as_before():
+    """Flat mode is unchanged: the shared line and a node's argument make the one-string command."""
+    from kadeploy.broadcast import agents
+    from kadeploy.remote.launch import node_command
+    config = {"sink": "tar -C '/mnt/dest' -xzf -; echo $HOME", "total": 3}
+    assert node_command(agents.agent_line(RELAY_SOURCE), agents.agent_argument(config)) == relay_command(config)
