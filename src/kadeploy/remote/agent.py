@@ -539,6 +539,9 @@ class Command(object):
         self.done = False
         self.stream = False        # a stream run: output goes up as it comes, not into the captures
         self.stdin_closed = False
+        self.pending_input = b""   # a stream command's stdin not written yet (it was not reading)
+        self.input_registered = False
+        self.eof_wanted = False
 
 
 class Agent(object):
@@ -580,18 +583,49 @@ class Agent(object):
         return self.start_command(line, None, None, stream=True)
 
     def command_input(self, data):
-        # blocking: a relay reads its control stdin at once (small JSON commands)
+        """Queue `data` for a stream command's stdin, written as it reads (never blocking the agent:
+        a command that stops reading, e.g. a frozen relay, must not stop this agent's heartbeats,
+        which would make its parent take its whole subtree as lost)."""
         command = self.command
         if command is not None and command.process.stdin is not None and not command.stdin_closed:
-            if not write_all(command.process.stdin.fileno(), data):
-                self.command_eof()
+            command.pending_input += data
+            self.flush_input()
 
     def command_eof(self):
+        """EOF on a stream command's stdin once what is queued was written."""
         command = self.command
-        if command is not None and command.process.stdin is not None and not command.stdin_closed:
+        if command is not None and not command.stdin_closed:
+            command.eof_wanted = True
+            self.flush_input()
+
+    def flush_input(self):
+        command = self.command
+        if command is None or command.process.stdin is None or command.stdin_closed:
+            return
+        stream = command.process.stdin
+        while command.pending_input:
+            try:
+                done = os.write(stream.fileno(), command.pending_input[:READ_SIZE])
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                break
+            except OSError:  # the command closed its stdin: what it did not read is dropped
+                command.pending_input = b""
+                command.eof_wanted = True
+                break
+            command.pending_input = command.pending_input[done:]
+        waiting = bool(command.pending_input)
+        if waiting != command.input_registered:
+            if waiting:
+                self.selector.register(stream, selectors.EVENT_WRITE, ("cmd-in", None))
+            else:
+                self.selector.unregister(stream)
+            command.input_registered = waiting
+        if command.eof_wanted and not waiting:
             command.stdin_closed = True
             try:
-                command.process.stdin.close()
+                stream.close()
             except OSError:
                 pass
 
@@ -614,6 +648,8 @@ class Agent(object):
         os.close(release_r)
         self.command = Command(process, release_w, self.config["outputs_size"])
         self.command.stream = stream
+        if stream:
+            os.set_blocking(process.stdin.fileno(), False)
         self.selector.register(process.stdout, selectors.EVENT_READ, ("cmd", "stdout"))
         self.selector.register(process.stderr, selectors.EVENT_READ, ("cmd", "stderr"))
         if data:
@@ -721,6 +757,7 @@ class Agent(object):
         if command.open_streams == 0:
             command.done = True
             os.close(command.release)
+            command.pending_input = b""  # nobody left to read it
             self.command_eof()
             self.logic.on_command_end(command.status, command.stdout.text(), command.stderr.text())
 
@@ -777,6 +814,8 @@ class Agent(object):
                     self.on_parent_input(now)
                 elif kind == "cmd":
                     self.on_command_output(data, key.fileobj)
+                elif kind == "cmd-in":
+                    self.flush_input()
                 elif kind in ("child", "child-err"):
                     if self.children.get(data.host) is data:  # not closed earlier in this batch
                         self.on_child_output(data, key.fileobj, kind == "child-err", now)

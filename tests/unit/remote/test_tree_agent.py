@@ -216,3 +216,29 @@ def test_a_stream_runs_kill_ends_its_command_only(tmp_path):
     assert process.poll() is None  # the agent stays, for its subtree, until quit
     _send(process, {"op": "quit"})
     assert process.wait(10) == 0
+
+
+def test_a_stream_command_not_reading_its_stdin_does_not_block_its_agent(tmp_path):
+    import base64
+    payload = os.urandom(512 * 1024)  # far more than a pipe holds
+    process = _start(tmp_path, "sleep 1; cat", stream=True)
+    _events(process, "started")
+    sent = time.monotonic()
+    _send(process, {"op": "in", "to": "self", "data": base64.b64encode(payload).decode()})
+    _send(process, {"op": "eof", "to": "self"})
+    beats_before_output = 0
+    received = b""
+    while True:
+        line = process.stdout.readline()
+        assert line
+        event = json.loads(line)
+        if event["ev"] == "beat" and not received and time.monotonic() - sent < 0.9:
+            beats_before_output += 1
+        elif event["ev"] == "out":
+            received += base64.b64decode(event["data"])
+        elif event["ev"] == "exit":
+            break
+    _send(process, {"op": "quit"})
+    assert process.wait(10) == 0
+    assert beats_before_output >= 2  # the agent kept beating while its command did not read
+    assert received == payload and event["status"] == 0
