@@ -71,7 +71,7 @@ def _reclaim_stale_testbed() -> None:
 
 
 SESSION = pytest.StashKey[pytest.Session]()
-QEMU_DEPLOYMENTS = ("tests/qemu/test_qemu_deploy.py", "tests/qemu/test_qemu_pivot_root.py")
+QEMU_DEPLOYMENTS = ("tests/qemu/test_qemu_deploy.py",)
 
 
 def _qemu_deployment(item: pytest.Item) -> bool:
@@ -93,7 +93,7 @@ def pytest_sessionstart(session):
 
 def pytest_collection_modifyitems(config, items):
     # QEMU under software emulation on 2 cores: each PXE method boots the deployment kernel
-    # in about a minute, the four deployments take about 21 minutes. They run every time;
+    # in about a minute, the four deployments take about 10 minutes. They run every time;
     # KADEPLOY_TEST_QEMU=0 skips the deployments for a quicker local run (refused under CI).
     if os.environ.get("KADEPLOY_TEST_QEMU") == "0" and not under_ci():
         skip_qemu = pytest.mark.skip(reason="QEMU deployment tests skipped (KADEPLOY_TEST_QEMU=0)")

@@ -6,7 +6,7 @@ its bzImage header on the deployed partition) is not the running one and
 BootNewEnvPivotRoot must not apply; the node goes on to the next
 implementation (Kexec) with a line saying both versions, and the statistics
 hold both implementations. The switch itself (a PID 1 exec'ing switch_root,
-no firmware) is proven on the QEMU testbed (tests/qemu/test_qemu_pivot_root.py).
+no firmware) is proven on the QEMU testbed (tests/qemu/test_qemu_deploy.py).
 """
 
 from __future__ import annotations
