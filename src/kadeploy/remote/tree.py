@@ -52,10 +52,11 @@ AGENT_SOURCE = Path(__file__).with_name("agent.py")
 
 #: the arity used when server.conf's `external/taktuk/tree_arity` is 0 (Kadeploy3's "dynamic")
 DEFAULT_ARITY = 8
-#: node count from which the executor runs in tree mode (when configured). benchmarks/parallel_exec.py
-#: found no crossing up to the sshd lab's 240 nodes (flat faster at every size, docs/design.md "Tree
-#: mode"): above every measured size, provisional until the fake testbed measures thousands of nodes
-TREE_CROSSING = 1000
+#: node count from which the executor runs in tree mode (when configured). No crossing has been measured:
+#: flat was faster on the sshd lab up to its 240 nodes, and on the fake testbed flat deployed 4,000 of
+#: 4,000 nodes where the tree lost nodes (docs/design.md "Tree mode"). Above every size where flat was
+#: measured to win, provisional until the tree holds at 4,000 and 10,000 is measured
+TREE_CROSSING = 4001
 #: stdin a tree run carries inline (base64 in every agent's configuration); larger input runs flat
 TREE_INPUT_LIMIT = 1024 * 1024
 #: the longest line an agent may send (two captures of `outputs_size` plus JSON escaping)
