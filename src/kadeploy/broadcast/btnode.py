@@ -1,6 +1,7 @@
 """BitTorrent node agent: runs ON A NODE for the `bittorrent` broadcast method.
 
-Like relay.py, this file is sent over the SSH channel and started with
+Like relay.py, this file is sent over the SSH channel (or by the executor's
+tree agent) and started with
 `python3 -c <source> <json config>`, after nodecommon.py's source (emit,
 new_digest): stdlib-only (python3 >= 3.9), importing nothing from kadeploy on
 a node. It drives `aria2c` (Debian's aria2), the

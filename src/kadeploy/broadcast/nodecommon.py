@@ -24,7 +24,8 @@ def event_line(event, **fields):
 
 
 def emit(event, **fields):
-    """Write one event line for the server (stdout is the SSH channel); threads write whole lines."""
+    """Write one event line for the server (stdout: the SSH channel, or the tree agent's pipe);
+    threads write whole lines."""
     line = event_line(event, **fields)
     with _emit_lock:
         try:

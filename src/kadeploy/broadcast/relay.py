@@ -4,8 +4,10 @@ pipeline and forwards it to the next node(s).
 This file is sent over the SSH channel and started with `python3 -c <source>
 <json config>`, its source after nodecommon.py's (the helpers it shares with
 btnode.py): both stay stdlib-only, compatible with python3 >= 3.9, importing
-nothing from kadeploy on a node. The server talks to it through the SSH
-channel: JSON lines on stdin (commands) and on stdout (events).
+nothing from kadeploy on a node. The server talks to it through its stdin
+(commands) and stdout (events), JSON lines: the server's SSH channel in flat
+mode, the pipes of the executor's tree agent on the node in tree mode
+(`remote/launch.py`).
 
 Data path: upstream TCP socket -> ring buffer (recv_into, the one copy; the
 digest is computed there, while the bytes are in the cache) -> (a) the local
