@@ -17,7 +17,6 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -31,7 +30,6 @@ pytestmark = pytest.mark.root
 NODES = 16
 ARITY = 4
 #: text only the tree agent's command line holds (its source is its argument)
-AGENT_MARK = "Tree-mode agent: runs ON A NODE"
 SINK = 'echo x >> "$KBT_NODE_DIR/runs-bcast"; cat > "$KBT_NODE_DIR/out"'
 
 
@@ -90,19 +88,6 @@ def _written(node) -> int:
         return -1
 
 
-def _agent_pids(node) -> list[int]:
-    """The node's tree agent (python3; its ssh children carry the source too and are not counted)."""
-    found = []
-    for pid in node.pids_matching(AGENT_MARK):
-        try:
-            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            continue
-        if argv0.endswith(b"python3"):
-            found.append(pid)
-    return found
-
-
 async def test_a_chain_broadcast_through_a_tree_of_arity_4_is_byte_exact_with_4_connections(
         tree_nodes, tree_executor, image):
     path, expected = image
@@ -144,7 +129,7 @@ async def test_a_relay_agent_killed_mid_broadcast_fails_its_subtree_with_a_reaso
             for node in tree_nodes[1:]:
                 if ledger.parent.get(node.hostname, "") is None and ledger.children.get(node.hostname):
                     subtree.extend(ledger._subtree(node.hostname))
-                    for pid in _agent_pids(node):
+                    for pid in node.tree_agent_pids():
                         os.kill(pid, signal.SIGKILL)
                     return node.hostname
 

@@ -32,6 +32,8 @@ HOST_ADDRESS = "10.201.0.1"
 MAX_NODES = 240
 #: the pid of the process whose lab holds the bridge: a second run (a benchmark beside CI) must not tear it down
 OWNER_FILE = Path("/run/kadeploy-sshlab.owner")
+#: what a tree agent's command line holds (the first line of remote/agent.py's docstring)
+TREE_AGENT_MARK = "Tree-mode agent: runs ON A NODE"
 
 
 def _sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -61,6 +63,19 @@ class SshNode:
             except OSError:
                 continue
             if text in cmdline:
+                found.append(pid)
+        return found
+
+    def tree_agent_pids(self) -> list[int]:
+        """The node's executor tree agents: python3 processes running remote/agent.py's source (its ssh
+        children carry the source too, in their command line, and are not counted)."""
+        found = []
+        for pid in self.pids_matching(TREE_AGENT_MARK):
+            try:
+                argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if argv0.endswith(b"python3"):
                 found.append(pid)
         return found
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sshnodes import SshLab, SshNode, acquire_shared, release_shared
+from sshnodes import TREE_AGENT_MARK, SshLab, SshNode, acquire_shared, release_shared
 
 from kadeploy.remote import Executor
 from kadeploy.remote.tree import TreeOptions
@@ -26,7 +26,6 @@ pytestmark = pytest.mark.root
 NODES = 32
 ARITY = 4
 #: text only the agent's command line holds (its source is its argument)
-AGENT_MARK = "Tree-mode agent: runs ON A NODE"
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +50,6 @@ def _runs(lab: SshLab, tag: str) -> dict[str, int]:
         path = node.directory / f"runs-{tag}"
         counts[node.hostname] = len(path.read_text().splitlines()) if path.exists() else 0
     return counts
-
-
-def _agents(node: SshNode) -> list[int]:
-    """The node's agent processes (python3; its ssh children carry the source too and are not counted)."""
-    found = []
-    for pid in node.pids_matching(AGENT_MARK):
-        try:
-            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            continue
-        if argv0.endswith(b"python3"):
-            found.append(pid)
-    return found
 
 
 async def test_tree_of_arity_4_gives_flat_results_on_32_nodes(tree_lab, tmp_path):
@@ -110,7 +96,7 @@ async def _first_relay_with_agent(executor: Executor, lab: SshLab, deadline: flo
             first = [host for host, parent in run.ledger.parent.items() if parent is None]
             for host in first:
                 node = lab.node(host)
-                if _agents(node):
+                if node.tree_agent_pids():
                     return node
         await asyncio.sleep(0.02)
     raise AssertionError("no first-level agent appeared")
@@ -133,7 +119,7 @@ async def test_a_relay_killed_mid_command_loses_no_node_and_runs_none_twice(tree
         task = asyncio.ensure_future(executor.run(tree_lab.hosts, command))
         # once its own command runs and it has started children: then kill the agent alone
         victim = await _first_relay_with_children(executor, tree_lab)
-        for pid in _agents(victim):
+        for pid in victim.tree_agent_pids():
             os.kill(pid, signal.SIGKILL)
         results = await asyncio.wait_for(task, 60)
     finally:
@@ -158,7 +144,7 @@ async def test_a_relay_killed_mid_command_loses_no_node_and_runs_none_twice(tree
     assert len(lost) <= 1 + ARITY + ARITY * ARITY
     assert sum(result.ok for result in results.values()) >= NODES - len(lost)
     for node in tree_lab.nodes:  # nothing left behind on any node
-        assert await _gone(node, AGENT_MARK) == [] and await _gone(node, "sleep 1.5") == []
+        assert await _gone(node, TREE_AGENT_MARK) == [] and await _gone(node, "sleep 1.5") == []
 
 
 async def _gone(node: SshNode, text: str, timeout: float = 5.0) -> list[int]:
@@ -182,7 +168,7 @@ async def test_a_stalled_relay_is_overtaken_within_the_stall_bound(tree_lab, tmp
         # once it has said hello and been granted children (before that, its silence limit also
         # holds the connect timeout, which is about ssh and python start-up rather than stalls)
         victim = await _first_relay_with_children(executor, tree_lab)
-        for pid in _agents(victim):
+        for pid in victim.tree_agent_pids():
             os.kill(pid, signal.SIGSTOP)
             stopped.append(pid)
         stopped_at = time.monotonic()
@@ -230,4 +216,4 @@ async def test_a_timeout_and_a_cancellation_kill_the_commands_on_every_node(tree
     finally:
         await executor.close()
     for node in tree_lab.nodes:
-        assert await _gone(node, marker) == [] and await _gone(node, AGENT_MARK) == []
+        assert await _gone(node, marker) == [] and await _gone(node, TREE_AGENT_MARK) == []
