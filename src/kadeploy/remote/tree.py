@@ -221,11 +221,15 @@ class TreeStream:
         if not self.ended:
             (self._stderr if fd == 2 else self._stdout).feed_data(data)
 
-    def on_end(self, result: CommandResult, signal: str | None) -> None:
+    def on_exit_signal(self, signal: str) -> None:
+        """The node's `exit` named the signal that ended its command (its end follows through the ledger)."""
+        if not self.ended:
+            self.exit_signal = signal
+
+    def on_end(self, result: CommandResult) -> None:
         if self.ended:
             return
         self.exit_status = result.exit_status
-        self.exit_signal = signal
         if result.error:
             self.reason = result.error
             if self._started.is_set():
@@ -268,7 +272,6 @@ class TreeRun:
         self._events: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
         self._links: dict[str, asyncio.Task[None]] = {}
         self._processes: dict[str, RemoteProcess] = {}
-        self._signals: dict[str, str] = {}  # a stream's exit signal, until its stream ends
         #: the most first-level links open at once (what the server's connection count is bounded by)
         self.peak_links = 0
 
@@ -292,7 +295,7 @@ class TreeRun:
             raise
         finally:
             for stream in self.streams.values():
-                stream.on_end(CommandResult(stream.hostname, None, error="The tree run ended"), None)
+                stream.on_end(CommandResult(stream.hostname, None, error="The tree run ended"))
         return {host: self.ledger.results[host] for host in self.ledger.address}
 
     def drain(self, reason: str) -> None:
@@ -310,7 +313,7 @@ class TreeRun:
             for host in self.ledger.decided:
                 stream = self.streams.get(host)
                 if stream is not None:
-                    stream.on_end(self.ledger.results[host], self._signals.pop(host, None))
+                    stream.on_end(self.ledger.results[host])
         self.ledger.decided.clear()
 
     # -- the first level ------------------------------------------------------------------------
@@ -426,8 +429,9 @@ class TreeRun:
                 with contextlib.suppress(ValueError, TypeError):
                     stream.on_output(2 if event.get("fd") == 2 else 1, base64.b64decode(event.get("data") or ""))
         elif what == "result" or (what == "exit" and self.streams):
-            if isinstance(event.get("signal"), str):
-                self._signals[host] = event["signal"]
+            stream = self.streams.get(host)
+            if stream is not None and isinstance(event.get("signal"), str):
+                stream.on_exit_signal(event["signal"])
             ledger.on_result(_result(host, event))
         elif what in ("failed", "lost"):
             # reported by the parent of `host`, which is in the same subtree
