@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import tarfile
+from pathlib import Path
 
 
 def ok_nodes(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -44,3 +46,15 @@ def assert_batch_ok(results: dict[str, subprocess.CompletedProcess[str]], out) -
 def machine_args(nodes) -> list[str]:
     """`-m node` for each node, as the tools take them."""
     return [arg for node in nodes for arg in ("-m", node)]
+
+
+def user_script_archive(directory: Path, name: str, text: str) -> dict[str, str]:
+    """A user pre/postinstall as an environment description names it: the executable script `name`
+    (holding `text`) in a gzip tarball written under `directory`."""
+    script = directory / name
+    script.write_text(text)
+    script.chmod(0o755)
+    archive = directory / f"{Path(name).stem}.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(script, arcname=name)
+    return {"archive": str(archive), "compression": "gzip", "script": name}

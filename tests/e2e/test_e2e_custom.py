@@ -5,12 +5,11 @@
 from __future__ import annotations
 
 import socket
-import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
-from scenario import assert_batch_ok, workflow_id
+from scenario import assert_batch_ok, user_script_archive, workflow_id
 
 from kadeploy_testbed.configdir import PARTITIONING_SCRIPT
 
@@ -29,15 +28,9 @@ echo "$KADEPLOY_ENV" > "$KADEPLOY_ENV_EXTRACTION_DIR/root/preinstall-done"
 
 
 def _preinstall_env(site, directory: Path) -> Path:
-    script = directory / "pre.sh"
-    script.write_text(PREINSTALL_SCRIPT)
-    script.chmod(0o755)
-    archive = directory / "pre.tgz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(script, arcname="pre.sh")
     description = yaml.safe_load(site.environments["debian12-min"].read_text())
     description["name"] = "debian12-min-pre"
-    description["preinstall"] = {"archive": str(archive), "compression": "gzip", "script": "pre.sh"}
+    description["preinstall"] = user_script_archive(directory, "pre.sh", PREINSTALL_SCRIPT)
     path = directory / "pre-env.yaml"
     path.write_text(yaml.safe_dump(description))
     return path

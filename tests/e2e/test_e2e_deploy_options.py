@@ -6,12 +6,11 @@ with the image extracted under /mnt/dest). One batch: each scenario on its own n
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
-from scenario import assert_batch_ok
+from scenario import assert_batch_ok, user_script_archive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.testbed]
 
@@ -32,15 +31,9 @@ END
 
 def postinstall_env(site, directory: Path) -> Path:
     """An anonymous environment (local files) with one user postinstall archive."""
-    script = directory / "post.sh"
-    script.write_text(POSTINSTALL_SCRIPT)
-    script.chmod(0o755)
-    archive = directory / "post.tgz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(script, arcname="post.sh")
     description = yaml.safe_load(site.environments["debian12-min"].read_text())
     description["name"] = "debian12-min-post"
-    description["postinstalls"] = [{"archive": str(archive), "compression": "gzip", "script": "post.sh"}]
+    description["postinstalls"] = [user_script_archive(directory, "post.sh", POSTINSTALL_SCRIPT)]
     path = directory / "post-env.yaml"
     path.write_text(yaml.safe_dump(description))
     return path

@@ -34,7 +34,6 @@ import pty
 import re
 import socket
 import subprocess
-import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.scenario import workflow_id
+from tests.e2e.scenario import user_script_archive, workflow_id
 from tests.ptyconsole import detach, read_until, reap
 from tests.qemu.conftest import CACHE, QemuSite, qemu_site
 
@@ -223,16 +222,10 @@ def console_size(site: QemuSite, index: int) -> int:
 
 
 def relabelled_environment(directory: Path) -> Path:
-    script = directory / "relabel.sh"
-    script.write_text(RELABEL)
-    script.chmod(0o755)
-    archive = directory / "relabel.tgz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(script, arcname="relabel.sh")
     description = yaml.safe_load((CACHE / "user-images" / "debian12-min.yaml").read_text())
     description["name"] = "debian12-min-relabelled"
     description["boot"]["kernel"] = "/boot/vmlinuz-relabelled"
-    description["postinstalls"] = [{"archive": str(archive), "compression": "gzip", "script": "relabel.sh"}]
+    description["postinstalls"] = [user_script_archive(directory, "relabel.sh", RELABEL)]
     path = directory / "relabelled.yaml"
     path.write_text(yaml.safe_dump(description))
     return path
