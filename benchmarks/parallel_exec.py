@@ -2,7 +2,7 @@
 """Benchmark (not a test): `hostname` on N sshd nodes with our executor (flat and tree), pdsh, clush and TakTuk.
 
 Needs root: it builds its own lab of sshd nodes in network namespaces on the
-bridge kbtbr0 (10.201.0.0/24, see tests/integration/remote/sshnodes.py) and
+bridge kbtbr0 (10.201.0.0/23, see tests/integration/remote/sshnodes.py) and
 removes it at the end. Prints times and ratios side by side:
 
     python3 benchmarks/parallel_exec.py --nodes 64 [--nodes 128] [--fanout 64] [--arity 8]

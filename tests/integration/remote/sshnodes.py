@@ -1,10 +1,13 @@
 """A small lab of real sshd "nodes", each in its own network namespace (root only).
 
 Used by the remote and broadcast integration tests and by the benchmarks.
-Layout: bridge `kbtbr0` (10.201.0.1/24 on the host), namespaces `kbt-<i>` with
-veth `kbtv<i>` and address 10.201.0.<10+i>, one `sshd -D` per namespace with a
-generated host key and a generated client key in its authorized_keys. Node
-files (sinks) live under the host filesystem in `<workdir>/node-<i>/`.
+Layout: bridge `kbtbr0` (10.201.0.1/23 on the host), namespaces `kbt-<i>` with
+veth `kbtv<i>` and address 10.201.0.<10+i> for the first 240 nodes, then
+10.201.1.<10+i-240> (up to 480 nodes; one /23, so every node reaches every
+other without routing, as the tree mode's agents need), one `sshd -D` per
+namespace with a generated host key and a generated client key in its
+authorized_keys. Node files (sinks) live under the host filesystem in
+`<workdir>/node-<i>/`.
 Everything is removed by `teardown()`; only processes started here are killed.
 
 The nodes share the host's filesystem, and bash sources root's ~/.bashrc for
@@ -29,11 +32,26 @@ from pathlib import Path
 
 BRIDGE = "kbtbr0"
 HOST_ADDRESS = "10.201.0.1"
-MAX_NODES = 240
+#: 10.201.0.0/23: node i is 10.201.0.<10+i> up to NODES_PER_BLOCK, then 10.201.1.<10+i-NODES_PER_BLOCK>
+PREFIX_LENGTH = 23
+NODES_PER_BLOCK = 240
+MAX_NODES = 2 * NODES_PER_BLOCK
 #: the pid of the process whose lab holds the bridge: a second run (a benchmark beside CI) must not tear it down
 OWNER_FILE = Path("/run/kadeploy-sshlab.owner")
+#: the host's queue of received packets (per CPU), which every node's veth shares: see SshLab.fit_host
+BACKLOG_SYSCTL = Path("/proc/sys/net/core/netdev_max_backlog")
+#: the ARP table's garbage-collection thresholds: one table for every namespace (see SshLab.fit_host)
+NEIGHBOUR_SYSCTLS = tuple(Path(f"/proc/sys/net/ipv4/neigh/default/gc_thresh{level}") for level in (1, 2, 3))
 #: what a tree agent's command line holds (the first line of remote/agent.py's docstring)
 TREE_AGENT_MARK = "Tree-mode agent: runs ON A NODE"
+
+
+def node_address(index: int) -> str:
+    """Node `index`'s address (1-based): the first 240 where they always were, the next 240 in 10.201.1.0/24."""
+    if not 1 <= index <= MAX_NODES:
+        raise ValueError(f"at most {MAX_NODES} nodes on 10.201.0.0/{PREFIX_LENGTH}")
+    block, offset = divmod(index - 1, NODES_PER_BLOCK)
+    return f"10.201.{block}.{11 + offset}"
 
 
 def _sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -87,11 +105,13 @@ class SshLab:
     workdir: Path
     private_key: Path
     nodes: list[SshNode] = field(default_factory=list)
+    #: the host settings this lab raised and their values before (fit_host), put back by teardown()
+    saved_host_settings: dict[Path, str] = field(default_factory=dict)
 
     @classmethod
     def create(cls, count: int, workdir: Path | None = None) -> SshLab:
         if count > MAX_NODES:
-            raise ValueError(f"at most {MAX_NODES} nodes on 10.201.0.0/24")
+            raise ValueError(f"at most {MAX_NODES} nodes on 10.201.0.0/{PREFIX_LENGTH}")
         cleanup_stale()
         OWNER_FILE.write_text(f"{os.getpid()}\n")
         workdir = Path(workdir or tempfile.mkdtemp(prefix="kbt-lab-"))
@@ -103,9 +123,10 @@ class SshLab:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         lab = cls(workdir=workdir, private_key=keys / "id_deploy")
         _sh("ip", "link", "add", BRIDGE, "type", "bridge")
-        _sh("ip", "addr", "add", f"{HOST_ADDRESS}/24", "dev", BRIDGE)
+        _sh("ip", "addr", "add", f"{HOST_ADDRESS}/{PREFIX_LENGTH}", "dev", BRIDGE)
         _sh("ip", "link", "set", BRIDGE, "up")
         try:
+            lab.fit_host(count)
             for index in range(1, count + 1):
                 lab.nodes.append(lab._add_node(index))
             for node in lab.nodes:
@@ -120,14 +141,14 @@ class SshLab:
     def _add_node(self, index: int) -> SshNode:
         namespace = f"kbt-{index}"
         veth = f"kbtv{index}"
-        address = f"10.201.0.{10 + index}"
+        address = node_address(index)
         directory = self.workdir / f"node-{index}"
         directory.mkdir(exist_ok=True)
         _sh("ip", "netns", "add", namespace)
         _sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", namespace)
         _sh("ip", "link", "set", veth, "master", BRIDGE)
         _sh("ip", "link", "set", veth, "up")
-        _sh("ip", "-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0")
+        _sh("ip", "-n", namespace, "addr", "add", f"{address}/{PREFIX_LENGTH}", "dev", "eth0")
         _sh("ip", "-n", namespace, "link", "set", "eth0", "up")
         _sh("ip", "-n", namespace, "link", "set", "lo", "up")
         keys = self.workdir / "keys"
@@ -144,13 +165,45 @@ class SshLab:
     def ensure(self, count: int) -> None:
         """Grow the lab to `count` nodes (a test that needs more than the shared lab's size)."""
         if count > MAX_NODES:
-            raise ValueError(f"at most {MAX_NODES} nodes on 10.201.0.0/24")
+            raise ValueError(f"at most {MAX_NODES} nodes on 10.201.0.0/{PREFIX_LENGTH}")
+        self.fit_host(count)
         added = [self._add_node(index) for index in range(len(self.nodes) + 1, count + 1)]
         self.nodes.extend(added)
         for node in added:
             self.start_sshd(node)
         for node in added:
             self.wait_port(node)
+
+    def fit_host(self, count: int) -> None:
+        """Give `count` nodes the room in the host's network tables that nodes of their own would have.
+
+        The namespaces share two tables that real nodes each have for themselves, and from
+        256 nodes the tree mode overflowed both:
+
+        * the ARP table (gc_thresh1..3: 128, 512, 1024 by default) holds every namespace's
+          entries: the host's one per node, each node's for the host, its parent and its
+          children. Full, the kernel logs "neighbor table overflow" and a node's ssh to a child
+          fails with "No route to host" or a connection timeout (25 to 186 of 256 nodes in a
+          warm tree run). When count * (count + 1) entries (everyone knowing everyone) could
+          overflow it, each threshold is multiplied by count + 1: a table per node and the host.
+        * every packet a node sends on its veth waits in a host CPU's backlog
+          (netdev_max_backlog, 1000 by default), and the bridge floods each ARP request to every
+          port: 100,000 packets dropped in three tree runs on 256 nodes, each drop a retransmit
+          later. It gets count * count (one broadcast in flight per node).
+
+        Only ever raised, never below the host's setting: with the kernel's defaults a lab of
+        up to 31 nodes runs with the host's tables as they are. (A lab that crashed before its
+        teardown leaves them raised: larger limits, nothing else.)
+        """
+        wanted = {BACKLOG_SYSCTL: count * count}
+        if count * (count + 1) > int(NEIGHBOUR_SYSCTLS[-1].read_text()):
+            wanted.update({path: int(self.saved_host_settings.get(path) or path.read_text()) * (count + 1)
+                           for path in NEIGHBOUR_SYSCTLS})
+        for path, value in wanted.items():
+            current = path.read_text().strip()
+            if value > int(current):
+                self.saved_host_settings.setdefault(path, current)
+                path.write_text(f"{value}\n")
 
     @property
     def hosts(self) -> dict[str, str]:
@@ -210,6 +263,9 @@ class SshLab:
             _sh("ip", "link", "del", f"kbtv{node.index}", check=False)
         self.nodes.clear()
         _sh("ip", "link", "del", BRIDGE, check=False)
+        for path, value in self.saved_host_settings.items():
+            path.write_text(f"{value}\n")
+        self.saved_host_settings.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
         if _owner() == os.getpid():
             OWNER_FILE.unlink(missing_ok=True)
