@@ -19,14 +19,34 @@ never decide which node runs where, so that no node can run twice):
   agent, forwarded hop by hop with `ssh -A`: no private key on any node);
 * forwards its children's events up, and the server's commands down (`to`);
 * watches its children: a child silent for `stall` seconds (heartbeats every
-  `heartbeat`) is killed and reported `lost`; a child whose ssh ended before
+  `heartbeat`) is cut off and reported `lost`; a child whose ssh ended before
   it said `hello` is reported `failed` with ssh's reason.
+
+Orphans and adoption (why a relay's death costs one node, not its subtree):
+an agent whose parent link ends without `quit` or `kill` (its relay died, or
+was taken as stalled and cut off) keeps its command and its children running
+for `orphan` seconds, keeping what it would have sent up, and listens on a
+Unix socket named by its run and node (Linux's abstract namespace: nothing
+left on disk, gone with the process; only a peer of its own uid is accepted,
+SO_PEERCRED). The server then
+grants the node again to the lost relay's parent; the agent that ssh starts
+there finds the socket and becomes a mere proxy between its ssh and the
+orphan (`proxy`), which is thereby adopted: it says `hello` again (with
+`adopted` and the hosts of its subtree, so that every relay above routes to
+them), replays its journal (the `started`, `result`, `exit`, `failed`,
+`lost` and `gone` events of its subtree: the last ones sent may have died
+with the old link), sends what it held, then `synced` with its children (the
+server re-grants a node it had granted that is not among them), and has its
+subtree do the same (`sync`: a grant or a want lost deeper is found too). An agent
+that finds the run's lock taken and nobody on the socket says `gone` (the
+agent that ran there died: whatever it started is lost, never rerun) and
+exits. An orphan nobody adopts in time kills its command and its subtree.
 
 Its command dies with it: a watchdog in the command's process group kills the
 group when the agent's end of a pipe closes without the release line (the
-agent was killed), and the agent kills the group on timeout, `kill` and EOF.
-Its ssh children get SIGTERM when it dies (PR_SET_PDEATHSIG), so a killed
-relay takes its subtree's connections (and through them its subtree) down.
+agent was killed), and the agent kills the group on timeout, `kill`, and at
+the end of an orphan's wait. Its ssh children get SIGTERM when it dies
+(PR_SET_PDEATHSIG), so a killed relay's children become orphans.
 
 A stream run ("stream": true; the broadcast's long-lived relays) differs in
 the command only: it gets a stdin pipe fed by the server (`in`, `eof`), its
@@ -39,18 +59,25 @@ shared line (the relay's source) is in the run's configuration once.
 
 Configuration (first stdin line): {"host", "run", "line" (the shell line to
 run), "timeout" (s or null), "input" (base64 or null), "arity", "outputs_size",
-"heartbeat", "stall", "connect_timeout", "lock_dir", "ssh" (argv prefix for a
+"heartbeat", "stall", "orphan" (how long an orphan waits to be adopted),
+"connect_timeout", "lock_dir", "ssh" (argv prefix for a
 child, the address follows), "prefer" (ssh algorithms to put first),
 "python", "source" (this file, to propagate), "stream" (bool), "arg" (this
 node's argument or null)}.
 Commands (stdin): {"op": "grant", "to": host, "nodes": [[host, address(, arg)], ...]},
-                  {"op": "quit"} (forwarded to every child), {"op": "kill"}; EOF = kill;
+                  {"op": "quit"} (forwarded to every child), {"op": "kill"},
+                  {"op": "sync"} (answered with `synced`, forwarded to every child);
+                  EOF = orphan (kill once quitting);
                   stream runs: {"op": "in", "to", "data"}, {"op": "eof", "to"},
                   {"op": "kill", "to"} (that node's command only).
-Events (stdout):  hello, beat, want {n}, started, result {status, signal, stdout,
-                  stderr, error}, failed {error} (a child that never started),
-                  lost (a child that went away); stream runs: out {fd, data},
-                  exit {status, signal, error}; every event names its `host`.
+Events (stdout):  hello {protocol, pid(, adopted, subtree)}, beat, want {n}, started,
+                  result {status, signal, stdout, stderr, error}, failed {error, by}
+                  (a child that never started), lost {by} (a child that went away),
+                  gone {error} (instead of hello: this node's agent of the run died),
+                  synced {children} (an adopted agent's replay is over),
+                  kept {by} (a node granted again to the relay that still holds it);
+                  stream runs: out {fd, data}, exit {status, signal, error};
+                  every event names its `host`.
 """
 
 import base64
@@ -58,9 +85,11 @@ import errno
 import hashlib
 import json
 import os
+import select
 import selectors
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -84,6 +113,15 @@ SSH_REASONS = (
 )
 
 READ_SIZE = 65536
+
+#: events that decide or describe a node's state: every agent keeps the last of each kind per node of
+#: its subtree (its journal) and replays them when it is adopted (the old link may have lost them)
+DECISIVE = ("started", "result", "exit", "failed", "lost", "gone")
+#: the most bytes of other events (a stream's output, descendants' wants) an orphan holds for its
+#: next parent; beyond it, the orphan gives up waiting (its command and subtree end)
+HELD_LIMIT = 16 * 1024 * 1024
+#: the text of a node whose run lock is taken and whose agent is gone
+GONE_ERROR = "Already started by another relay for this run (that relay was lost: the result is unknown)"
 
 
 def event_line(event, **fields):
@@ -142,6 +180,23 @@ def lock_path(run, host, directory="/tmp"):
     """The per-run lock of one node (the host name is hashed: it may hold any character)."""
     digest = hashlib.sha256(("%s\0%s" % (run, host)).encode()).hexdigest()[:32]
     return os.path.join(directory, "kadeploy-agent-%s.lock" % digest)
+
+
+def socket_address(run, host, directory="/tmp"):
+    """Where a node's agent of a run listens for its adopter: an abstract Unix socket (Linux), so that
+    a dead agent leaves nothing that answers, and no path length limit applies."""
+    digest = hashlib.sha256(("%s\0%s\0%s" % (run, host, directory)).encode()).hexdigest()[:32]
+    return "\0kadeploy-agent-%s" % digest
+
+
+def peer_uid(connection):
+    """The uid of the process at the other end of a Unix socket (None when it cannot be told)."""
+    try:
+        import struct
+        data = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return struct.unpack("3i", data)[1]
+    except (OSError, AttributeError):
+        return None
 
 
 def take_lock(path):
@@ -243,10 +298,12 @@ class Logic(object):
     serving thousands of nodes in one process; there is one implementation of
     the protocol, not one per host. The host calls the `on_*` methods when
     something happens, `beat` and `tick` regularly (at least every
-    `heartbeat`), and stops when `tick` answers True, then calls `close`.
+    `heartbeat`), and stops when `tick` answers True, then calls `close`. When
+    another parent connects to this agent (its adopter), the host makes
+    `send_up` write there and calls `on_adopted`.
 
     `io` provides: send_up(data) -> bool (False: the parent is gone), pid(),
-    take_lock() -> bool (may raise OSError), release_lock(),
+    take_lock() -> bool (may raise OSError),
     start_command(line, input_base64, timeout) -> None or an error text,
     start_stream(line) -> None or an error text (a stream run's command: its
     output goes to `on_command_output`), command_input(data), command_eof(),
@@ -272,50 +329,97 @@ class Logic(object):
         self.next_beat = None
         self.stop_deadline = None
         self.stream = bool(config.get("stream"))
+        #: True when this node's run lock was taken by an agent that is gone: nothing to do but say so
+        self.gone = False
+        #: (host, kind) -> the last DECISIVE event of that kind for that node of the subtree, in order
+        self.journal = {}
+        #: other events kept while orphaned, for the next parent
+        self.held = []
+        self.held_size = 0
+        #: when an orphan stops waiting for an adopter (None: not an orphan)
+        self.orphan_deadline = None
 
     # -- events up ---------------------------------------------------------------------------
 
-    def send(self, data):
-        if self.parent_alive and not self.io.send_up(data):
-            self.parent_alive = False
+    def up(self, data, kind, host):
+        """One event line towards the server: journaled when decisive, held while orphaned."""
+        if kind in DECISIVE:
+            key = (host, kind)
+            self.journal.pop(key, None)
+            self.journal[key] = data
+        elif kind == "hello" and host != self.host:
+            for stale in ("lost", "failed", "gone"):  # it is back: what was said of its end is over
+                self.journal.pop((host, stale), None)
+        if self.parent_alive:
+            if self.io.send_up(data):
+                return
+            self.parent_alive = False  # an orphan from now on (`tick` starts its clock)
+        if kind not in DECISIVE and kind != "beat" and not (host == self.host and kind in ("want", "hello", "synced")):
+            self.held.append(data)
+            self.held_size += len(data)
 
     def emit(self, event, **fields):
         fields.setdefault("host", self.host)
-        self.send(event_line(event, **fields))
+        self.up(event_line(event, **fields), event, fields["host"])
 
     def begin(self, now):
-        """Say hello, start the own command, ask for work."""
-        self.emit("hello", protocol=PROTOCOL, pid=self.io.pid())
-        self.start_command(now)
+        """Take the run lock, say hello, start the own command, ask for work."""
+        try:
+            first = self.io.take_lock()
+        except OSError as exc:
+            self.emit("hello", protocol=PROTOCOL, pid=self.io.pid())
+            self.finish_command(None, None, error="Cannot take the run lock on the node: %s" % exc)
+            first = None
+        if first is False:
+            # the node's agent of this run is gone (nobody answered on its socket): what it
+            # started is lost, and nothing is run twice
+            self.gone = True
+            self.emit("gone", error=GONE_ERROR)
+            return
+        if first:
+            self.emit("hello", protocol=PROTOCOL, pid=self.io.pid())
+            self.start_command(now)
         self.maybe_want()
         self.next_beat = now + self.config["heartbeat"]
 
     def beat(self, now):
-        if self.next_beat is None or now >= self.next_beat:
+        if self.parent_alive and (self.next_beat is None or now >= self.next_beat):
             self.emit("beat")
             self.next_beat = now + self.config["heartbeat"]
+
+    def on_adopted(self, now):
+        """A new parent took this agent over (the host's `send_up` now writes to it): say who we are
+        and which nodes are behind us, replay the journal and what was held, then `synced`."""
+        self.parent_alive = True
+        self.orphan_deadline = None
+        self.want_pending = False
+        self.emit("hello", protocol=PROTOCOL, pid=self.io.pid(), adopted=True,
+                  subtree=sorted(set(self.routes) | {self.host}))
+        held, self.held, self.held_size = self.held, [], 0
+        journal = list(self.journal.values())
+        for index, data in enumerate(journal + held):
+            if not self.parent_alive or not self.io.send_up(data):
+                # that parent is gone too: keep what it did not get for the next one
+                self.parent_alive = False
+                self.held = held[max(0, index - len(journal)):]
+                self.held_size = sum(len(line) for line in self.held)
+                return
+        self.sync()
+        self.next_beat = now + self.config["heartbeat"]
+
+    def sync(self):
+        """Say which children we hold and ask our subtree to do the same: grants and wants that died
+        with a lost link anywhere above us are thereby found (the server grants a missing child
+        again; a relay whose want was lost asks again)."""
+        self.want_pending = False
+        self.emit("synced", children=sorted(self.children))
+        for child in list(self.children.values()):
+            self.send_down(child, b'{"op":"sync"}\n')
 
     # -- the own command ---------------------------------------------------------------------
 
     def start_command(self, now):
-        if not self.parent_alive:
-            self.reported = True  # the parent went away before we said hello: run nothing
-            return
-        try:
-            first = self.io.take_lock()
-        except OSError as exc:
-            self.finish_command(None, None, error="Cannot take the run lock on the node: %s" % exc)
-            return
-        if not first:
-            self.finish_command(None, None, error="Already started by another relay for this run "
-                                                  "(that relay was lost: the result is unknown)")
-            return
         self.emit("started")
-        if not self.parent_alive:
-            # nobody heard "started" and nothing ran: free the lock for whoever gets the node
-            self.io.release_lock()
-            self.reported = True
-            return
         timeout = self.config.get("timeout")
         if self.stream:
             line = self.config["line"]
@@ -376,9 +480,13 @@ class Logic(object):
         return (json.dumps(config, separators=(",", ":")) + "\n").encode()
 
     def spawn(self, host, address, now, arg=None):
+        if host in self.children:
+            self.emit("kept", host=host, by=self.host)  # granted again while we still hold it
+            return
         error = self.io.spawn(host, address, self.child_config(host, arg))
         if error is not None:
-            self.emit("failed", host=host, error="Cannot run ssh on the relay %s: %s" % (self.host, error))
+            self.emit("failed", host=host, by=self.host,
+                      error="Cannot run ssh on the relay %s: %s" % (self.host, error))
             return
         child = ChildState(host, now)
         self.children[host] = child
@@ -405,7 +513,10 @@ class Logic(object):
             if source == child.host:
                 child.hello = True
             self.routes[source] = child
-        self.send(line + b"\n")
+            for name in event.get("subtree") or ():  # an adopted agent brings its subtree along
+                if isinstance(name, str):
+                    self.routes[name] = child
+        self.up(line + b"\n", kind, source)
 
     def end_child(self, host, killed):
         """The child's streams ended (`killed` False), or it must go (True: stalled, broken)."""
@@ -425,9 +536,9 @@ class Logic(object):
                     self.config["stall"] + self.config["connect_timeout"])
             else:
                 error = describe_ssh_failure(stderr, status)
-            self.emit("failed", host=host, error=error)
+            self.emit("failed", host=host, by=self.host, error=error)
         else:
-            self.emit("lost", host=host)
+            self.emit("lost", host=host, by=self.host)
 
     def check_children(self, now):
         stall = self.config["stall"]
@@ -443,7 +554,7 @@ class Logic(object):
 
     def maybe_want(self):
         free = self.config["arity"] - len(self.children)
-        if free > 0 and not self.want_pending and not self.quitting:
+        if free > 0 and not self.want_pending and not self.quitting and self.parent_alive and not self.gone:
             self.want_pending = True
             self.emit("want", n=free)
 
@@ -473,6 +584,8 @@ class Logic(object):
                 self.io.command_eof()
         elif op == "kill" and target is not None and self.stream:
             self.kill_command()  # this node's command only: its subtree's streams go on
+        elif op == "sync":
+            self.sync()
         elif op == "quit":
             self.quitting = True
             for child in list(self.children.values()):
@@ -481,8 +594,11 @@ class Logic(object):
             self.shutdown(kill=True)
 
     def on_parent_eof(self):
+        """The parent link ended: without `quit` or `kill` first, this agent is an orphan (see the
+        module's docstring); otherwise the end it was told."""
         self.parent_alive = False
-        self.shutdown(kill=True)
+        if self.quitting:
+            self.shutdown(kill=True)
 
     def shutdown(self, kill):
         self.quitting = True
@@ -494,11 +610,20 @@ class Logic(object):
     # -- the clock ------------------------------------------------------------------------------
 
     def tick(self, now):
-        """Timeouts, stalled children, asking for work; True when the agent is done."""
+        """Timeouts, stalled children, asking for work, an orphan's wait; True when the agent is done."""
+        if self.gone:
+            return True
         if self.command_running and self.deadline is not None and now >= self.deadline:
             self.timed_out = True
             self.kill_command()
         self.check_children(now)
+        if not self.parent_alive and not self.quitting:
+            if self.orphan_deadline is None:
+                self.orphan_deadline = now + self.config.get("orphan", 0)
+            if now >= self.orphan_deadline or self.held_size > HELD_LIMIT:
+                self.shutdown(kill=True)  # nobody adopted it: its command and its subtree end
+                return True
+            return False
         if not self.quitting:
             self.maybe_want()
             return False
@@ -556,13 +681,78 @@ class Agent(object):
         self.command = None
         self.in_lines = LineBuffer()
         self.lock = None
+        self.listener = None
+        self.parent = None            # the adopter's connection (None: the stdin/stdout we were started with)
+        self.parent_reading = False   # the parent link is open for reading
+        self.up_pending = bytearray() # events the parent has not read yet
+        self.watched = {}             # fd -> selector events, for the parent's fds
         self.ssh_options = None  # the algorithm preferences, read from ssh once, at the first child
         self.logic = Logic(config, self)
 
     # -- the io the logic uses ----------------------------------------------------------------
 
     def send_up(self, data):
-        return write_all(self.out_fd, data)
+        """Queue `data` for the parent, written as it reads: a parent that stops reading (stalled,
+        stopped) must not freeze this agent, or its heartbeats, its command's output and its
+        children's events would stop with it and its whole subtree would be taken as lost. False
+        once the parent is gone, or has left more than HELD_LIMIT bytes unread."""
+        if self.up_pending:
+            if len(self.up_pending) > HELD_LIMIT:
+                return False
+            self.up_pending += data
+            return True
+        try:
+            done = os.write(self.out_fd, data)
+        except (BlockingIOError, InterruptedError):
+            done = 0
+        except OSError:
+            return False
+        if done < len(data):
+            self.up_pending += data[done:]
+            self.watch_parent()
+        return True
+
+    def flush_up(self):
+        while self.up_pending:
+            try:
+                done = os.write(self.out_fd, self.up_pending[:READ_SIZE])
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # the parent is gone: what it did not read is lost (the journal is not)
+                self.up_pending = bytearray()
+                self.parent_reading = False
+                self.logic.on_parent_eof()
+                break
+            del self.up_pending[:done]
+        self.watch_parent()
+
+    def drain_up(self, timeout):
+        """At the end: what is still queued for the parent, for at most `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.up_pending and time.monotonic() < deadline:
+            _, writable, _ = select.select([], [self.out_fd], [], max(0.0, deadline - time.monotonic()))
+            if writable:
+                self.flush_up()
+
+    def watch_parent(self):
+        """The selector's interest in the parent's fds: reading while its link is open, writing while
+        output waits (one registration when both are the adopter's socket)."""
+        wanted = {}
+        if self.parent_reading:
+            wanted[self.in_fd] = selectors.EVENT_READ
+        if self.up_pending:
+            wanted[self.out_fd] = wanted.get(self.out_fd, 0) | selectors.EVENT_WRITE
+        for fd in set(self.watched) | set(wanted):
+            events, old = wanted.get(fd, 0), self.watched.get(fd, 0)
+            if events == old:
+                continue
+            if not old:
+                self.selector.register(fd, events, ("parent", None))
+            elif not events:
+                self.selector.unregister(fd)
+            else:
+                self.selector.modify(fd, events, ("parent", None))
+        self.watched = wanted
 
     def pid(self):
         return os.getpid()
@@ -574,10 +764,42 @@ class Agent(object):
         self.lock = path
         return True
 
-    def release_lock(self):
-        if self.lock is not None:
-            os.unlink(self.lock)
-            self.lock = None
+    def listen(self):
+        """Listen for an adopter on the run's socket (see `proxy`); without it, no adoption."""
+        address = socket_address(self.config["run"], self.config["host"], self.config.get("lock_dir", "/tmp"))
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(address)
+            listener.listen(4)
+        except OSError:
+            listener.close()
+            return
+        listener.setblocking(False)
+        self.listener = listener
+        self.selector.register(listener, selectors.EVENT_READ, ("listen", None))
+
+    def adopt(self, now):
+        """A proxy connected: it is our parent from now on (the old link, if still open, is dropped)."""
+        try:
+            connection, _ = self.listener.accept()
+        except OSError:
+            return
+        if peer_uid(connection) != os.getuid():
+            connection.close()  # only an agent of our own user adopts us
+            return
+        connection.setblocking(False)
+        # what the old parent did not read is dropped (it may end mid-line; the journal is replayed)
+        self.parent_reading = False
+        self.up_pending = bytearray()
+        self.watch_parent()
+        if self.parent is not None:
+            self.parent.close()
+        self.parent = connection
+        self.in_fd = self.out_fd = connection.fileno()
+        self.in_lines = LineBuffer()
+        self.parent_reading = True
+        self.watch_parent()
+        self.logic.on_adopted(now)
 
     def start_stream(self, line):
         return self.start_command(line, None, None, stream=True)
@@ -791,6 +1013,8 @@ class Agent(object):
         except OSError:
             chunk = b""
         if not chunk:
+            self.parent_reading = False
+            self.watch_parent()
             self.logic.on_parent_eof()
             return
         for line in self.in_lines.feed(chunk):
@@ -800,18 +1024,30 @@ class Agent(object):
 
     def run(self):
         logic = self.logic
+        try:
+            os.set_blocking(self.out_fd, False)  # see send_up
+        except OSError:
+            pass
         logic.begin(time.monotonic())
-        self.selector.register(self.in_fd, selectors.EVENT_READ, ("parent", None))
+        if self.lock is not None:
+            self.listen()
+        self.parent_reading = True
+        self.watch_parent()
         for line in self.in_lines.feed(b""):  # what came with the configuration
             logic.on_parent_line(line, time.monotonic())
         heartbeat = self.config["heartbeat"]
         while True:
             logic.beat(time.monotonic())
-            for key, _ in self.selector.select(timeout=min(0.2, heartbeat)):
+            for key, events in self.selector.select(timeout=min(0.2, heartbeat)):
                 kind, data = key.data
                 now = time.monotonic()
                 if kind == "parent":
-                    self.on_parent_input(now)
+                    if events & selectors.EVENT_WRITE and key.fd == self.out_fd:
+                        self.flush_up()
+                    if events & selectors.EVENT_READ and self.parent_reading and key.fd == self.in_fd:
+                        self.on_parent_input(now)
+                elif kind == "listen":
+                    self.adopt(now)
                 elif kind == "cmd":
                     self.on_command_output(data, key.fileobj)
                 elif kind == "cmd-in":
@@ -822,7 +1058,11 @@ class Agent(object):
             self.poll_command()
             if logic.tick(time.monotonic()):
                 break
+        if self.listener is not None:
+            # first: from now on an agent started here for this run finds nobody and says `gone`
+            self.listener.close()
         logic.close()
+        self.drain_up(self.config["stall"])
 
 
 def read_config(fd=0):
@@ -838,10 +1078,52 @@ def read_config(fd=0):
             return json.loads(found[0]), rest
 
 
+def connect_orphan(config):
+    """A connection to this node's live agent of the run (its socket), or None when there is none."""
+    address = socket_address(config["run"], config["host"], config.get("lock_dir", "/tmp"))
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connection.connect(address)
+    except OSError:
+        connection.close()
+        return None
+    return connection
+
+
+def proxy(connection, rest, in_fd=0, out_fd=1):
+    """Be the pipe between our parent (stdin/stdout: the ssh that started us) and the node's live agent:
+    it is adopted through us. Ends when either side does (each end then sees end of file)."""
+    selector = selectors.DefaultSelector()
+    selector.register(in_fd, selectors.EVENT_READ, "parent")
+    selector.register(connection, selectors.EVENT_READ, "agent")
+    try:
+        if rest and not write_all(connection.fileno(), rest):
+            return 0
+        while True:
+            for key, _ in selector.select():
+                try:
+                    chunk = os.read(key.fileobj if key.data == "parent" else connection.fileno(), READ_SIZE)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    return 0
+                if not write_all(connection.fileno() if key.data == "parent" else out_fd, chunk):
+                    return 0
+    finally:
+        connection.close()
+
+
 def main():
     # The lock files are kept: removing one would let a node of a lost relay run twice.
     # They live in the node's /tmp (a deployment environment's tmpfs) and are named by run.
     config, rest = read_config()
+    connection = connect_orphan(config)
+    if connection is None and os.path.exists(lock_path(config["run"], config["host"],
+                                                       config.get("lock_dir", "/tmp"))):
+        time.sleep(0.5)  # an agent that has just taken the lock is about to listen
+        connection = connect_orphan(config)
+    if connection is not None:
+        return proxy(connection, rest)
     agent = Agent(config)
     agent.in_lines.data = rest
     agent.run()

@@ -4,13 +4,19 @@ Pure logic, no I/O (unit-tested on its own). The server is the only scheduler
 of a tree run: agents ask for work (`want`, their free child slots) and get
 nodes from one queue, so nothing is assigned ahead of a free slot and a slow
 branch simply asks less often (TakTuk's adaptive work stealing, with the
-server as the one pool every idle relay steals from). A relay that is lost
-(dead, or silent for the stall time) gives back the nodes of its subtree that
-had not reported `started`; the ones that had are failed with a clear error
-(their commands were cut with the relay, never rerun), and the ones that have
-a result keep it. A node given back may in fact have started behind a stalled
-relay: the per-run lock on the node refuses a second start, so no node ever
-runs twice.
+server as the one pool every idle relay steals from).
+
+A relay that is lost (its parent's link to it ended, or it was silent for the
+stall time and cut off) is granted again to its parent (`rejoin`), beyond
+that parent's arity: if its agent is alive, an orphan waiting with its
+command and subtree (`agent.py`), the new link adopts it and nothing of its
+subtree is lost; it then lists its children (`synced`), and a node it had
+been granted but does not hold is granted to it again. If the node answers
+`gone` (its agent died: the run lock is taken and nobody listens), or no
+join succeeds in MAX_JOINS tries, the node is decided (a started command is
+lost, never rerun) and its children are granted to its own parent in turn.
+The per-run lock on each node means no node ever runs twice; results keep
+what they had.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from collections import deque
 from collections.abc import Mapping
 
 from kadeploy.remote.result import CommandResult
+
+#: how many times a lost relay is granted again before it is taken as gone
+MAX_JOINS = 2
 
 
 class Ledger:
@@ -39,6 +48,12 @@ class Ledger:
         self.grants: dict[str, int] = {}
         #: nodes whose result was decided, in order, for a caller that follows them (a stream run)
         self.decided: list[str] = []
+        #: nodes to grant again to their parent (their link was lost): node -> joins tried so far
+        self.rejoin: dict[str, int] = {}
+        #: nodes of `rejoin` granted again, waiting for their hello or their failure
+        self.joining: set[str] = set()
+        #: what happened to lost relays, for the run's log: lost, adopted, started afresh, gone
+        self.counts = {"lost": 0, "adopted": 0, "afresh": 0, "gone": 0}
 
     @property
     def done(self) -> bool:
@@ -60,9 +75,18 @@ class Ledger:
             node = parent
         return None
 
+    def reachable(self, agent: str) -> bool:
+        """Whether a message to `agent` gets through: it and every relay above it hold their link."""
+        node: str | None = agent
+        while node is not None:
+            if node in self.rejoin or node not in self.parent:
+                return False
+            node = self.parent[node]
+        return True
+
     def want(self, agent: str, count: int) -> list[tuple[str, str]]:
         """An agent has `count` free slots: grant what the queue holds, park the rest of the wish."""
-        if agent not in self.parent:
+        if not self.reachable(agent):
             return []
         granted = self._take(agent, count)
         if len(granted) < count:
@@ -77,11 +101,97 @@ class Ledger:
         for agent in list(self.parked):
             if not self.queue:
                 break
+            if not self.reachable(agent):
+                continue  # kept parked: its want stands once it is adopted
             count = self.parked.pop(agent)
             nodes = self.want(agent, count)
             if nodes:
                 grants[agent] = nodes
         return grants
+
+    def joins(self) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
+        """The lost relays to grant again now: grants to their (reachable) parents, and the first-level
+        ones the server links to itself."""
+        grants: dict[str, list[tuple[str, str]]] = {}
+        links: list[str] = []
+        for host in sorted(self.rejoin, key=self._order.__getitem__):
+            if host in self.joining:
+                continue
+            parent = self.parent.get(host, "")
+            if parent is None:
+                links.append(host)
+            elif parent != "" and self.reachable(parent):
+                grants.setdefault(parent, []).append((host, self.address[host]))
+            else:
+                continue
+            self.joining.add(host)
+            self.rejoin[host] += 1
+        return grants, links
+
+    def on_hello(self, host: str, adopted: bool) -> None:
+        """A joining node answered: afresh (no agent of the run was there; what it had been granted goes
+        again), or adopted (wait for its `synced`)."""
+        if host in self.joining and not adopted:
+            self.counts["afresh"] += 1
+            self._joined(host, ())
+
+    def on_synced(self, host: str, children: list[str]) -> None:
+        """An adopted node replayed its journal and holds `children` (a node granted to it that it
+        does not hold is granted to it again: the grant died with its old link)."""
+        if host in self.parent:
+            if host in self.joining:
+                self.counts["adopted"] += 1
+            self._joined(host, children)
+
+    def on_kept(self, host: str, by: str) -> None:
+        """`by`, granted `host` again, still held it: nothing was lost on that link."""
+        if host in self.joining and self.parent.get(host, "") == by:
+            self.rejoin.pop(host, None)
+            self.joining.discard(host)
+
+    def on_gone(self, host: str, error: str) -> None:
+        """The node's agent of this run died (its lock is taken, nobody answers)."""
+        if host in self.parent:
+            self._gone(host, error)
+
+    def _joined(self, host: str, live: list[str] | tuple[()]) -> None:
+        if host in self.joining:
+            self.rejoin.pop(host, None)
+            self.joining.discard(host)
+        for child in self.children.get(host, ()):
+            if child in live or not self._undecided(child):
+                continue
+            if child not in self.rejoin:
+                self.rejoin[child] = 0  # granted to it but not held (the grant died with a lost link)
+            else:
+                self.joining.discard(child)  # its join's grant died too: granted again
+
+    def _gone(self, host: str, error: str) -> None:
+        """Decide `host` (a started command is lost), hand its children to its parent, drop it."""
+        self.counts["gone"] += 1
+        self.rejoin.pop(host, None)
+        self.joining.discard(host)
+        if host not in self.results:
+            if host in self.started:
+                error = (f"Relay {host} lost: the command had started on this node, "
+                         "it was stopped and its result did not come back")
+            self._decide(CommandResult(host, None, error=error))
+        parent = self.parent.get(host)
+        for child in self.children.pop(host, set()):
+            self.parent[child] = parent
+            self.children.setdefault(parent, set()).add(child)
+            self.joining.discard(child)
+            if self._undecided(child):
+                self.rejoin[child] = 0
+            else:
+                self.rejoin.pop(child, None)
+        self._detach(host)
+        self.parent.pop(host, None)
+        self.parked.pop(host, None)
+        self.started.discard(host)
+
+    def _undecided(self, node: str) -> bool:
+        return any(host not in self.results for host in self._subtree(node))
 
     def on_started(self, host: str) -> None:
         if host in self.parent:
@@ -94,11 +204,18 @@ class Ledger:
         self._decide(result)
         return True
 
-    def on_failed(self, host: str, error: str) -> None:
-        """The node could not be reached (its agent never started): that is its result."""
-        if host in self.parent and host not in self.results:
+    def on_failed(self, host: str, error: str, by: str | None = None) -> None:
+        """`by` (None: the server) could not reach the node (its agent never said hello): that is its
+        result; for a joining node, one more failed try."""
+        if host not in self.parent or self.parent[host] != by:
+            return  # not (or no longer) that relay's child
+        if host in self.rejoin:
+            self._failed_join(host, error)
+            return
+        if host not in self.results:
             self._decide(CommandResult(host, None, error=error))
         self._detach(host)
+        self.parent.pop(host, None)
 
     def drop_queue(self, error: str) -> None:
         """The caller wants no more node started: every queued node gets `error` as its result."""
@@ -114,28 +231,29 @@ class Ledger:
             if host not in self.results:
                 self._decide(CommandResult(host, None, error=error))
 
-    def on_lost(self, agent: str) -> list[str]:
-        """A relay went away: its subtree's unstarted nodes go back to the queue (returned)."""
-        if agent not in self.parent:
-            return []
-        requeued: list[str] = []
+    def on_lost(self, agent: str, by: str | None = None) -> None:
+        """`by` (None: the server) lost its link to `agent`, which had said hello: grant it again."""
+        if agent not in self.parent or self.parent[agent] != by:
+            return  # not (or no longer) that relay's child
+        if agent in self.rejoin:
+            if agent in self.joining:
+                self._failed_join(agent, f"Relay {agent} lost: its link ended again after it was rejoined")
+            return
+        if self._undecided(agent):
+            self.counts["lost"] += 1
+            self.rejoin[agent] = 0
+            return
+        # nothing of its subtree is left to decide: it is only dropped (messages to it would not pass)
         self._detach(agent)
         for node in self._subtree(agent):
             self.parked.pop(node, None)
-            if node not in self.results:
-                if node in self.started:
-                    self._decide(CommandResult(
-                        node, None, error=f"Relay {agent} lost: the command had started on this node, "
-                                          "it was stopped and its result did not come back"))
-                else:
-                    requeued.append(node)
             self.children.pop(node, None)
             self.parent.pop(node, None)
-            self.started.discard(node)
-        # given back in front, in the caller's order: they were due before the nodes still queued
-        requeued.sort(key=self._order.__getitem__)
-        self.queue.extendleft(reversed(requeued))
-        return requeued
+
+    def _failed_join(self, host: str, error: str) -> None:
+        self.joining.discard(host)
+        if self.rejoin[host] >= MAX_JOINS:
+            self._gone(host, error)
 
     def _decide(self, result: CommandResult) -> None:
         self.results[result.hostname] = result

@@ -6,8 +6,12 @@ every agent runs the command on its node and starts up to `arity` children
 itself with `ssh -A` (the server's own ssh-agent, forwarded hop by hop:
 `remote/sshagent.py`), and so on. The server holds the only queue
 (`remote/ledger.py`): agents with free slots ask for nodes, so a fast branch
-takes more and a slow one less (work stealing from one pool); a relay lost or
-silent for `stall` seconds gives back the nodes it had not started.
+takes more and a slow one less (work stealing from one pool). A relay lost or
+silent for `stall` seconds is cut off and granted again to its parent: its
+agent, alive, waits as an orphan with its command and subtree and is adopted
+by the new link; a dead one is decided and its children are granted to its
+parent in turn (`ledger.py`). Messages to a node whose route is being rejoined
+wait here until it is reachable again.
 
 Results are the flat mode's: one `CommandResult` per node, with the same
 output truncation (`outputs_size`, applied on the node) and the same
@@ -32,6 +36,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import secrets
 import shlex
 from collections.abc import Mapping
@@ -49,6 +54,7 @@ from kadeploy.remote.shell import env_prefix, wrap_command
 from kadeploy.remote.tuning import PREFERRED_CIPHERS, PREFERRED_KEX
 
 AGENT_SOURCE = Path(__file__).with_name("agent.py")
+log = logging.getLogger("kadeploy.remote")
 
 #: the arity used when server.conf's `external/taktuk/tree_arity` is 0 (Kadeploy3's "dynamic")
 DEFAULT_ARITY = 8
@@ -91,7 +97,8 @@ class TreeOptions:
 
     arity: int = DEFAULT_ARITY       # first-level connections of the server, children per agent
     heartbeat: float = 1.0           # an agent's "beat" period
-    stall: float = 10.0              # silence after which a relay is lost (its unstarted nodes go elsewhere)
+    stall: float = 10.0              # silence after which a relay is cut off (and granted again)
+    orphan: float = 60.0             # how long an agent cut off from its parent waits to be adopted
     python: str = "python3"          # the interpreter on the nodes
     lock_dir: str = "/tmp"           # where an agent takes its per-run lock on its node
 
@@ -100,6 +107,8 @@ class TreeOptions:
             raise ValueError(f"tree arity must be at least 1, not {self.arity}")
         if not 0 < self.heartbeat < self.stall:
             raise ValueError("the heartbeat must be positive and shorter than the stall time")
+        if self.orphan < self.stall:
+            raise ValueError("an orphan must wait at least the stall time for its adoption")
 
 
 def agent_source() -> str:
@@ -261,7 +270,8 @@ class TreeRun:
             "run": secrets.token_hex(12), "line": line, "stream": stream_args is not None,
             "timeout": timeout, "input": base64.b64encode(input).decode() if input else None,
             "arity": options.arity, "outputs_size": outputs_size, "heartbeat": options.heartbeat,
-            "stall": options.stall, "connect_timeout": connect_timeout, "python": options.python,
+            "stall": options.stall, "orphan": options.orphan, "connect_timeout": connect_timeout,
+            "python": options.python,
             "lock_dir": options.lock_dir,
             "ssh": child_ssh_argv(user=user, port=port, connect_timeout=connect_timeout),
             # the server's own preferences (remote/tuning.py), for the nodes' ssh clients
@@ -272,6 +282,9 @@ class TreeRun:
         self._events: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
         self._links: dict[str, asyncio.Task[None]] = {}
         self._processes: dict[str, RemoteProcess] = {}
+        #: messages for nodes whose route is being rejoined, sent once they are reachable again
+        self._held: dict[str, list[Mapping[str, Any]]] = {}
+        self._stopping = False
         #: the most first-level links open at once (what the server's connection count is bounded by)
         self.peak_links = 0
 
@@ -284,11 +297,12 @@ class TreeRun:
                     break
                 kind, host, payload = await self._events.get()
                 self._handle(kind, host, payload)
-                for agent, nodes in self.ledger.dispatch().items():
-                    self._grant(agent, nodes)
-                self._fill_first_level()
+                self._dispatch()
                 self._end_streams()
             self._end_streams()
+            if self.ledger.counts["lost"]:
+                log.warning("tree run %s on %d nodes: relays lost %d, adopted %d, started afresh %d, gone %d",
+                            self._config["run"], len(self.ledger.address), *self.ledger.counts.values())
             await self._stop("quit", self._options.stall)
         except BaseException:
             await asyncio.shield(self._stop("kill", 5.0))
@@ -318,6 +332,22 @@ class TreeRun:
 
     # -- the first level ------------------------------------------------------------------------
 
+    def _dispatch(self) -> None:
+        """Grants for parked wants and lost relays, first-level links, held messages now deliverable."""
+        for agent, nodes in self.ledger.dispatch().items():
+            self._grant(agent, nodes)
+        grants, links = self.ledger.joins()
+        for agent, nodes in grants.items():
+            self._grant(agent, nodes)
+        for host in links:  # a lost first-level relay: the server links to it again (beyond the arity)
+            self._links[host] = asyncio.ensure_future(self._link(host))
+        self._fill_first_level()
+        for agent in [agent for agent in self._held if self.ledger.reachable(agent)]:
+            for message in self._held.pop(agent):
+                self.send_to(agent, message)
+        for agent in [agent for agent in self._held if agent not in self.ledger.parent]:
+            del self._held[agent]  # decided and gone: nobody to tell
+
     def _fill_first_level(self) -> None:
         free = self._options.arity - len(self._links)
         for host in self.ledger.first_level(max(0, free)):
@@ -341,7 +371,11 @@ class TreeRun:
             else:
                 self._events.put_nowait(("end", host, (state.hello, state.reason)))
             if state.process is not None and state.process.exit_status is None:
-                await asyncio.shield(state.process.kill())
+                if self._stopping or not state.hello:
+                    await asyncio.shield(state.process.kill())
+                else:
+                    # only the channel: the agent, alive, waits as an orphan for the link that adopts it
+                    state.process.process.close()
 
     async def _serve_link(self, host: str, state: _LinkState) -> None:
         address = self.ledger.address[host]
@@ -384,6 +418,8 @@ class TreeRun:
                 continue
             if kind == "hello" and event.get("host") == host:
                 state.hello = True
+            if kind == "gone" and event.get("host") == host:
+                state.reason = str(event.get("error") or "gone")
             if kind != "beat":
                 self._events.put_nowait(("event", host, event))
         if not state.hello and state.reason is None:
@@ -404,16 +440,25 @@ class TreeRun:
             if ledger.done:
                 return
             if hello:
-                ledger.on_lost(link)
+                ledger.on_lost(link, None)
             else:
-                ledger.on_failed(link, reason or "Connection lost before the agent started")
+                ledger.on_failed(link, reason or "Connection lost before the agent started", None)
             return
         event: dict[str, Any] = payload
         host = event.get("host")
         if not isinstance(host, str) or ledger.root(host) != link:
             return  # a node may only speak for its own subtree
         what = event.get("ev")
-        if what == "want":
+        if what == "hello":
+            ledger.on_hello(host, bool(event.get("adopted")))
+        elif what == "synced":
+            children = event.get("children")
+            ledger.on_synced(host, [c for c in children if isinstance(c, str)] if isinstance(children, list) else [])
+        elif what == "kept":
+            ledger.on_kept(host, str(event.get("by")))
+        elif what == "gone":
+            ledger.on_gone(host, str(event.get("error") or "gone"))
+        elif what == "want":
             count = event.get("n")
             if isinstance(count, int) and 0 < count <= self._options.arity:
                 nodes = ledger.want(host, count)
@@ -434,11 +479,13 @@ class TreeRun:
                 stream.on_exit_signal(event["signal"])
             ledger.on_result(_result(host, event))
         elif what in ("failed", "lost"):
-            # reported by the parent of `host`, which is in the same subtree
-            if what == "failed":
-                ledger.on_failed(host, str(event.get("error") or "Connection failed"))
-            else:
-                ledger.on_lost(host)
+            # reported by the parent of `host` (`by`), which is in the same subtree
+            by = event.get("by")
+            if isinstance(by, str):
+                if what == "failed":
+                    ledger.on_failed(host, str(event.get("error") or "Connection failed"), by)
+                else:
+                    ledger.on_lost(host, by)
 
     def _grant(self, agent: str, nodes: list[tuple[str, str]]) -> None:
         granted: list[list[Any]] = [list(node) for node in nodes]
@@ -448,8 +495,11 @@ class TreeRun:
         self.send_to(agent, {"op": "grant", "to": agent, "nodes": granted})
 
     def send_to(self, agent: str, message: Mapping[str, Any]) -> None:
-        """One command down the tree to `agent` (through its first-level link); dropped when that
-        link is gone (the link's end decides the node)."""
+        """One command down the tree to `agent` (through its first-level link); held while its route
+        is being rejoined, dropped when the node is no longer in the tree (decided)."""
+        if agent in self.ledger.parent and not self.ledger.reachable(agent):
+            self._held.setdefault(agent, []).append(message)
+            return
         root = self.ledger.root(agent)
         process = self._processes.get(root) if root is not None else None
         if process is None:
@@ -459,6 +509,7 @@ class TreeRun:
 
     async def _stop(self, op: str, grace: float) -> None:
         """Tell every first-level relay to `quit` (or `kill`), wait `grace`, then kill what is left."""
+        self._stopping = True
         line = (json.dumps({"op": op}) + "\n").encode()
         for process in list(self._processes.values()):
             with contextlib.suppress(asyncssh.Error, OSError):

@@ -109,7 +109,7 @@ async def test_a_chain_broadcast_through_a_tree_of_arity_4_is_byte_exact_with_4_
         assert _runs(node) == 1, node.hostname
 
 
-async def test_a_relay_agent_killed_mid_broadcast_fails_its_subtree_with_a_reason_and_no_node_twice(
+async def test_a_relay_agent_killed_mid_broadcast_loses_its_node_only_and_no_node_twice(
         tree_nodes, tree_executor, image):
     path, expected = image
     order = [(node.hostname, node.address) for node in tree_nodes]
@@ -143,10 +143,9 @@ async def test_a_relay_agent_killed_mid_broadcast_fails_its_subtree_with_a_reaso
     # bounded by the stream's own pace and the stall times, not by the broadcast's timeout
     assert elapsed < 3 * IMAGE_SIZE / rate + 10 * stall, elapsed
     assert victim in subtree and len(subtree) > 1
-    assert set(result.ko) <= set(subtree), (result.ko, subtree)
-    assert victim in result.ko
-    for host, reason in result.ko.items():
-        assert reason, host
+    # its children's agents, orphaned, were adopted by the server: their relays went on
+    assert set(result.ko) == {victim}, (result.ko, subtree)
+    assert result.ko[victim], result.ko  # the reason given (its relay was cut, routed around)
     assert sorted(result.ok) == sorted(host for host, _ in order if host not in result.ko)
     for node in tree_nodes:
         assert _runs(node) <= 1, node.hostname

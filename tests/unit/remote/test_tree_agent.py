@@ -1,8 +1,10 @@
 """The tree agent (remote/agent.py) on its own: protocol pieces, and one agent run as a local process.
 
 The local runs use arity 0 (no children, so no ssh): the agent's own command,
-its result, its timeout, and that its command dies when it is killed or its
-parent goes away (the watchdog), which is what lets a lost relay be taken over.
+its result, its timeout, that its command dies when it is killed (the
+watchdog) or when, cut off from its parent, nobody adopts it in time, and an
+orphan's adoption through a second agent started for the same run and node
+(what a relay's parent does when it grants a lost relay again).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def test_the_agent_uses_only_the_standard_library():
 
 def _start(tmp_path: Path, line: str, **config) -> subprocess.Popen[bytes]:
     settings = {"host": "self", "run": "r1", "line": line, "timeout": None, "input": None, "arity": 0,
-                "outputs_size": 1000, "heartbeat": 0.2, "stall": 5.0, "connect_timeout": 5.0,
+                "outputs_size": 1000, "heartbeat": 0.2, "stall": 5.0, "orphan": 0.5, "connect_timeout": 5.0,
                 "ssh": ["false"], "python": sys.executable, "source": "", "lock_dir": str(tmp_path)}
     settings.update(config)
     process = subprocess.Popen([sys.executable, "-c", agent_source()], stdin=subprocess.PIPE,
@@ -117,14 +119,14 @@ def test_the_agent_reports_started_then_the_result_with_stdin_and_truncation(tmp
     assert result["stdout"].startswith("stdin!000") and result["stdout"].endswith("[... 1006 bytes truncated]")
 
 
-def test_a_second_agent_on_the_same_node_and_run_refuses_to_start(tmp_path):
-    for expected in ("started", "result"):
-        process = _start(tmp_path, "true", lock_dir=str(tmp_path))
-        events = _events(process, "result")
-        process.stdin.close()
-        process.wait(10)
-        assert events[1]["ev"] == expected
-    assert events[-1]["error"].startswith("Already started by another relay")
+def test_an_agent_started_where_the_runs_agent_died_says_gone_and_runs_nothing(tmp_path):
+    process = _start(tmp_path, "true")
+    assert [event["ev"] for event in _events(process, "result")] == ["hello", "started", "result"]
+    process.send_signal(signal.SIGKILL)  # dies holding the run's lock (its socket stays, refusing)
+    process.wait(10)
+    second = _start(tmp_path, "touch ran-twice")
+    assert _events(second, "gone") == [{"ev": "gone", "host": "self", "error": agent.GONE_ERROR}]
+    assert second.wait(10) == 0 and not (tmp_path / "ran-twice").exists()
 
 
 def test_the_timeout_kills_the_command_group(tmp_path):
@@ -147,7 +149,7 @@ def test_the_command_dies_with_its_agent_or_its_parent(tmp_path, how):
         time.sleep(0.02)
     assert _pids(marker)
     if how == "eof":
-        process.stdin.close()  # the parent went away: the agent kills its command and leaves
+        process.stdin.close()  # the parent went away and nobody adopts the orphan (0.5 s): it kills its command
     else:
         process.send_signal(signal.SIGKILL)  # the agent dies: its watchdog kills the command
     process.wait(10)
@@ -242,3 +244,45 @@ def test_a_stream_command_not_reading_its_stdin_does_not_block_its_agent(tmp_pat
     assert process.wait(10) == 0
     assert beats_before_output >= 2  # the agent kept beating while its command did not read
     assert received == payload and event["status"] == 0
+
+
+def test_an_orphan_keeps_its_command_and_is_adopted_by_the_next_agent_of_its_run(tmp_path):
+    import base64
+    first = _start(tmp_path, 'read a; echo "one $a"; read b; echo "two $b"', stream=True, orphan=30.0)
+    _events(first, "started")
+    first.stdin.close()                                   # its parent link ends: an orphan now
+    time.sleep(0.3)
+    assert first.poll() is None                           # ... that keeps its command
+    second = _start(tmp_path, "touch ran-twice", stream=True, orphan=30.0)
+    hello = _events(second, "hello")[-1]                  # through the second, a mere proxy
+    assert hello["adopted"] is True and hello["subtree"] == ["self"]
+    _send(second, {"op": "in", "to": "self", "data": base64.b64encode(b"A\nB\n").decode()})
+    events = _events(second, "exit")
+    kinds = [event["ev"] for event in events]
+    assert kinds[0] == "started" and "synced" in kinds   # the journal replayed, then synced
+    output = b"".join(base64.b64decode(event["data"]) for event in events if event["ev"] == "out")
+    assert output == b"one A\ntwo B\n" and events[-1]["status"] == 0
+    _send(second, {"op": "quit"})
+    assert first.wait(10) == 0 and second.wait(10) == 0
+    assert not (tmp_path / "ran-twice").exists()          # the second agent ran nothing itself
+    config = {"run": "r1", "host": "self", "lock_dir": str(tmp_path)}
+    assert agent.connect_orphan(config) is None           # its socket went with it
+
+
+def test_a_parent_that_stops_reading_does_not_freeze_its_agent(tmp_path):
+    marker = f"sleep 6{os.getpid() % 100}3"
+    # 2 MB of output (30 pipes' worth) that nobody reads, then a long sleep
+    process = _start(tmp_path, f"head -c 2000000 /dev/zero; {marker}", stream=True)
+    _events(process, "started")
+    deadline = time.monotonic() + 10
+    while not _pids(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pids(marker), "the command did not get past its output"
+    _send(process, {"op": "kill", "to": "self"})  # read and obeyed although its output waits
+    assert _gone(marker)
+    events = _events(process, "exit")             # nothing was lost meanwhile
+    import base64
+    size = sum(len(base64.b64decode(event["data"])) for event in events if event["ev"] == "out")
+    assert size == 2000000 and events[-1]["signal"] == "KILL"
+    _send(process, {"op": "quit"})
+    assert process.wait(10) == 0

@@ -1,4 +1,4 @@
-"""The tree mode's scheduler (remote/ledger.py): pull-based grants, lost relays, no node granted twice while live."""
+"""The tree mode's scheduler (remote/ledger.py): pull-based grants, lost relays rejoined or decided, no node run twice."""
 
 from __future__ import annotations
 
@@ -31,46 +31,114 @@ def test_a_want_larger_than_the_queue_is_parked_and_served_by_dispatch():
     assert ledger.dispatch() == {}  # nothing queued
 
 
-def test_a_lost_relay_gives_back_unstarted_nodes_fails_started_ones_keeps_results():
+def _tree() -> Ledger:
+    """n1, n2 first level; n3, n4 under n1; n5, n6 under n3; n7 under n2."""
     ledger = Ledger(_hosts(8))
-    ledger.first_level(2)                       # n1, n2
-    ledger.want("n1", 2)                        # n3, n4 under n1
-    ledger.want("n3", 2)                        # n5, n6 under n3
-    for host in ("n1", "n3", "n5"):
+    ledger.first_level(2)
+    ledger.want("n1", 2)
+    ledger.want("n3", 2)
+    ledger.want("n2", 1)
+    for host in ("n1", "n2", "n3", "n4", "n5", "n6", "n7"):
         ledger.on_started(host)
+    return ledger
+
+
+def test_a_lost_relay_is_granted_again_to_its_parent_and_its_adoption_keeps_its_subtree():
+    ledger = _tree()
     assert ledger.on_result(_ok("n5"))
-    ledger.want("n2", 1)                        # n7 under n2 (another branch)
-    ledger.want("n7", 3)                        # n8, then parked for 2
-    requeued = ledger.on_lost("n1")
-    assert sorted(requeued) == ["n4", "n6"]     # granted, never started
-    assert ledger.results["n5"].ok              # finished: kept
-    for host in ("n1", "n3"):                   # started, cut with their relay: never rerun
-        assert ledger.results[host].error.startswith("Relay n1 lost")
-    assert list(ledger.queue) == ["n4", "n6"]
-    # the parked want of the live branch takes them: "stolen" from the lost branch
-    assert ledger.dispatch() == {"n7": [("n4", "10.0.0.4"), ("n6", "10.0.0.6")]}
-    assert ledger.grants["n4"] == 2 and ledger.grants["n8"] == 1
-    assert ledger.root("n4") == "n2"
+    ledger.on_lost("n3", by="n1")
+    assert ledger.rejoin == {"n3": 0} and not ledger.results.keys() - {"n5"}  # nothing decided by the loss
+    assert not ledger.reachable("n3") and not ledger.reachable("n6") and ledger.reachable("n4")
+    assert ledger.joins() == ({"n1": [("n3", "10.0.0.3")]}, [])
+    assert ledger.joins() == ({}, [])           # one join at a time per node
+    ledger.on_hello("n3", adopted=True)         # the orphan answered through the new link
+    assert not ledger.reachable("n3")           # ... but its replay is not over
+    ledger.on_synced("n3", ["n5", "n6"])
+    assert ledger.rejoin == {} and ledger.reachable("n6") and ledger.root("n6") == "n1"
+    assert ledger.grants["n3"] == 1             # granted from the queue once, joined once: never run twice
 
 
-def test_events_from_a_lost_subtree_are_ignored_and_results_are_kept_once():
+def test_an_adopted_relay_is_granted_again_what_its_lost_link_did_not_deliver():
+    ledger = _tree()
+    ledger.on_lost("n3", by="n1")
+    ledger.joins()
+    ledger.on_hello("n3", adopted=True)
+    ledger.on_synced("n3", ["n5"])              # the grant of n6 died with the old link
+    assert ledger.rejoin == {"n6": 0}
+    assert ledger.joins() == ({"n3": [("n6", "10.0.0.6")]}, [])
+    ledger.on_hello("n6", adopted=False)        # no agent of the run was there: started afresh
+    assert ledger.rejoin == {} and ledger.reachable("n6")
+
+
+def test_a_dead_relay_is_decided_and_its_children_are_granted_to_its_parent():
+    ledger = _tree()
+    ledger.on_lost("n3", by="n1")
+    ledger.joins()
+    ledger.on_gone("n3", "Already started by another relay for this run")
+    assert ledger.results["n3"].error.startswith("Relay n3 lost: the command had started")  # never rerun
+    assert ledger.rejoin == {"n5": 0, "n6": 0} and ledger.parent["n5"] == "n1"
+    assert ledger.joins() == ({"n1": [("n5", "10.0.0.5"), ("n6", "10.0.0.6")]}, [])
+    ledger.on_hello("n5", adopted=True)
+    ledger.on_synced("n5", [])
+    ledger.on_failed("n6", "Connection refused", by="n1")  # one failed try: granted again
+    assert ledger.rejoin == {"n6": 1} and "n6" not in ledger.results
+    assert ledger.joins() == ({"n1": [("n6", "10.0.0.6")]}, [])
+    ledger.on_failed("n6", "Connection refused", by="n1")  # MAX_JOINS tries: decided
+    assert ledger.results["n6"].error.startswith("Relay n6 lost") and ledger.rejoin == {}
+    assert ledger.root("n5") == "n1" and "n3" not in ledger.parent
+
+
+def test_a_lost_first_level_relay_is_linked_again_by_the_server():
+    ledger = _tree()
+    ledger.on_lost("n1", by=None)
+    assert ledger.joins() == ({}, ["n1"])
+    ledger.on_failed("n1", "Connection refused", by=None)
+    ledger.joins()
+    ledger.on_failed("n1", "Connection refused", by=None)
+    assert ledger.results["n1"].error.startswith("Relay n1 lost")
+    assert ledger.rejoin == {"n3": 0, "n4": 0} and ledger.parent["n3"] is None
+    assert ledger.joins() == ({}, ["n3", "n4"])
+
+
+def test_reports_from_a_relay_that_is_no_longer_the_parent_are_ignored():
+    ledger = _tree()
+    ledger.on_lost("n5", by="n1")               # n5 is n3's child, not n1's
+    assert ledger.rejoin == {}
+    ledger.on_failed("n5", "Connection refused", by="n2")
+    assert "n5" not in ledger.results
+    ledger.on_lost("n3", by="n1")
+    ledger.joins()
+    ledger.on_kept("n3", by="n1")               # n1 still held it: nothing was lost
+    assert ledger.rejoin == {} and ledger.reachable("n5")
+
+
+def test_a_lost_relay_whose_subtree_is_decided_is_dropped():
+    ledger = _tree()
+    for host in ("n3", "n5", "n6"):
+        ledger.on_result(_ok(host))
+    ledger.on_lost("n3", by="n1")
+    assert ledger.rejoin == {} and "n3" not in ledger.parent and "n5" not in ledger.parent
+    ledger.queue.append("n9")
+    ledger.address["n9"] = "10.0.0.9"
+    assert ledger.want("n3", 1) == []           # no grant to a relay that is not linked
+
+
+def test_events_from_a_node_out_of_the_tree_are_ignored_and_results_are_kept_once():
     ledger = Ledger(_hosts(3))
     ledger.first_level(1)
-    ledger.want("n1", 2)
-    ledger.on_lost("n1")
-    assert not ledger.on_result(_ok("n2"))      # n2 went back to the queue: not from that path
-    assert ledger.want("n1", 1) == []
+    ledger.want("n1", 1)
+    assert not ledger.on_result(_ok("n3"))      # still queued: not from any relay
     ledger.first_level(3)
-    assert ledger.on_result(_ok("n2"))
-    assert not ledger.on_result(CommandResult("n2", 1))
-    assert ledger.results["n2"].exit_status == 0
+    assert ledger.on_result(_ok("n3"))
+    assert not ledger.on_result(CommandResult("n3", 1))
+    assert ledger.results["n3"].exit_status == 0
 
 
 def test_failed_nodes_are_results_and_done_counts_every_node():
     ledger = Ledger(_hosts(2))
     ledger.first_level(1)
     ledger.want("n1", 1)
-    ledger.on_failed("n2", "Connection refused")
+    ledger.on_failed("n2", "Connection refused", by="n1")
     assert not ledger.done
     ledger.on_result(_ok("n1"))
     assert ledger.done
@@ -84,10 +152,27 @@ def test_decided_nodes_are_listed_in_order_for_a_stream_run_and_a_dropped_queue_
     ledger.on_started("n1")
     ledger.on_started("n3")
     ledger.on_result(_ok("n3"))
-    ledger.on_failed("n4", "Connection refused")
-    ledger.on_lost("n1")                        # n1 had started: failed, not rerun
+    ledger.on_failed("n4", "Connection refused", by="n1")
+    ledger.on_lost("n1")                        # lost, then gone: n1 had started, failed, not rerun
+    ledger.joins()
+    ledger.on_gone("n1", "Already started")
     assert ledger.decided == ["n3", "n4", "n1"]
     ledger.drop_queue("Not started: the broadcast ended before this node's turn")
     assert ledger.decided[3:] == ["n5", "n6"] and not ledger.queue
     assert ledger.results["n6"].error == "Not started: the broadcast ended before this node's turn"
     assert not ledger.done                      # n2 is still running: its stream decides it
+
+
+def test_a_grant_lost_deeper_in_an_adopted_subtree_is_found_by_the_subtrees_sync():
+    ledger = _tree()
+    assert ledger.want("n5", 1) == [("n8", "10.0.0.8")]  # sent down through n1, n3: n1's link dies
+    ledger.on_lost("n1", by=None)
+    ledger.joins()
+    ledger.on_hello("n1", adopted=True)
+    ledger.on_synced("n1", ["n3", "n4"])
+    assert ledger.rejoin == {}
+    ledger.on_synced("n5", [])                  # n5 never got the grant: n8 is granted to it again
+    assert ledger.rejoin == {"n8": 0}
+    assert ledger.joins() == ({"n5": [("n8", "10.0.0.8")]}, [])
+    ledger.on_synced("n5", [])                  # ... and that grant died too: once more
+    assert ledger.joins() == ({"n5": [("n8", "10.0.0.8")]}, [])

@@ -16,7 +16,11 @@ implementation. Only the I/O differs:
   refused"), over a real SSH connection to its fake sshd when another worker
   process serves it;
 * ending a child's link gives the child end of file, as a dead ssh gives the
-  remote agent: it kills its command and its own children;
+  remote agent: it becomes an orphan (the agent's `Logic` decides what that means);
+* a node's live agents are listed by run (`FakeNode.tree_agents`, the real
+  agent's Unix socket): an agent started for a run whose agent is alive on the
+  node adopts it, its session then being the proxy between the new parent and
+  that agent (`agent.proxy`), until the agent ends or another adopts it;
 * a stream run's command (the broadcast's relay started through the tree) is
   the fake node's own too, over a channel whose writes go up as the agent's
   `out` events and whose reads come from the server's `in` and `eof`.
@@ -185,6 +189,9 @@ class HostedAgent:
         self.stream_channel: _StreamChannel | None = None
         self.wake = asyncio.Event()
         self.ssh_key: asyncssh.SSHKey | None = None
+        self.reader: asyncio.Task[None] | None = None
+        #: set to end the session through which this agent was last adopted
+        self.adopter_done: asyncio.Event | None = None
 
     async def run(self) -> int:
         try:
@@ -197,12 +204,18 @@ class HostedAgent:
         if self.config.get("source") != AGENT_SOURCE:
             self.channel.write_err("fake node: the agent source to propagate is not this checkout's\n")
             return 127
+        key = (str(self.config.get("run")), str(self.config.get("host")))
+        live = self.node.tree_agents.get(key)
+        if live is not None:
+            return await live.adopt(self.channel)
         self.node.agent_runs += 1
         logic = self.logic = agent.Logic(self.config, self)
-        reader = asyncio.ensure_future(self._read_parent())
+        self.reader = asyncio.ensure_future(self._read_parent())
         period = min(0.5, self.config["heartbeat"] / 2)
         try:
             logic.begin(time.monotonic())
+            if not logic.gone:
+                self.node.tree_agents[key] = self
             while True:
                 logic.beat(time.monotonic())
                 with contextlib.suppress(TimeoutError):
@@ -215,11 +228,32 @@ class HostedAgent:
             return 0
         finally:
             # killed or done: what a dead agent process leaves is nothing (watchdog, PDEATHSIG)
-            reader.cancel()
+            if self.node.tree_agents.get(key) is self:
+                del self.node.tree_agents[key]
+            if self.adopter_done is not None:
+                self.adopter_done.set()
+            if self.reader is not None:
+                self.reader.cancel()
             if self.command_task is not None:
                 self.command_task.cancel()
             for link in list(self.links.values()):
                 link.close()
+
+    async def adopt(self, channel: Channel) -> int:
+        """Another agent session for our run on this node (a relay granted us again): its channel is our
+        parent from now on; that session lasts until we end or another adopts us."""
+        assert self.logic is not None
+        if self.adopter_done is not None:
+            self.adopter_done.set()  # the previous adopter's session ends: its parent sees its end
+        done = self.adopter_done = asyncio.Event()
+        if self.reader is not None:
+            self.reader.cancel()
+        self.channel = channel
+        self.reader = asyncio.ensure_future(self._read_parent())
+        self.logic.on_adopted(time.monotonic())
+        self.wake.set()
+        await done.wait()
+        return 0
 
     async def _read_parent(self) -> None:
         assert self.logic is not None
@@ -247,9 +281,6 @@ class HostedAgent:
             return False
         self.node.agent_locks.add(key)
         return True
-
-    def release_lock(self) -> None:
-        self.node.agent_locks.discard((self.config["run"], self.config["host"]))
 
     def start_command(self, line: str, data: str | None, timeout: float | None) -> str | None:
         command = command_of(line)

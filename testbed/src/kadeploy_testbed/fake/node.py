@@ -110,6 +110,8 @@ class FakeNode:
         self.image_bytes = 0
         self.relay: FakeRelay | None = None         # the broadcast this node is taking part in, if any
         self.agent_locks: set[tuple[str, str]] = set()  # tree agents' run locks (the node's /tmp)
+        #: the live tree agents by (run, host): their Unix sockets, through which a new agent adopts them
+        self.tree_agents: dict[tuple[str, str], HostedAgent] = {}
         self.agent_runs = 0                         # tree agents this node hosted (the server's or a relay's)
         self.first_relay_at: float | None = None     # wall time of this node's first broadcast relay
         self.last_relay_end_at: float | None = None  # wall time its last broadcast relay ended
