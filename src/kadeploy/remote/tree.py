@@ -25,9 +25,9 @@ A stream run (`stream_args`: the broadcast's long-lived relays, through
 carried by the tree's messages: each node is a `TreeStream` (the
 `process.NodeProcess` surface of a `RemoteProcess`), its stdin sent down as
 `in`/`eof`, its output coming up as `out`, its end as `exit`; the run lasts
-until every stream has ended. A stream whose node is lost with its relay
-ends with the ledger's reason, as a lost SSH channel would; no node is
-started twice (the agents' run lock).
+until every stream has ended. A stream outlives its relay's link (its agent
+is adopted); one whose own agent died ends with the ledger's reason, as a
+lost SSH channel would; no node is started twice (the agents' run lock).
 """
 
 from __future__ import annotations
@@ -152,9 +152,8 @@ class TreeStream:
     """One node's long-lived command in a stream run, as a process (`process.NodeProcess`).
 
     Its output is what the node's agent sent up (`out`), its end the node's
-    `exit`, or the ledger's reason when the node was not reached or was lost
-    with its relay: that reason is this stream's stderr, as a lost channel's
-    last words.
+    `exit`, or the ledger's reason when the node was not reached or its agent
+    died: that reason is this stream's stderr, as a lost channel's last words.
     """
 
     def __init__(self, run: TreeRun, hostname: str) -> None:
