@@ -72,7 +72,8 @@ Commands (stdin): {"op": "grant", "to": host, "nodes": [[host, address(, arg)], 
                   {"op": "kill", "to"} (that node's command only).
 Events (stdout):  hello {protocol, pid(, adopted, subtree)}, beat, want {n}, started,
                   result {status, signal, stdout, stderr, error}, failed {error, by}
-                  (a child that never started), lost {by} (a child that went away),
+                  (a child that never started), lost {by(, error)} (a child that went away,
+                  or that was cut off for its silence before its hello),
                   gone {error} (instead of hello: this node's agent of the run died),
                   synced {children} (an adopted agent's replay is over),
                   kept {by} (a node granted again to the relay that still holds it);
@@ -530,13 +531,12 @@ class Logic(object):
             del self.routes[name]
         if self.quitting:
             return
-        if not child.hello:
-            if killed:
-                error = "Agent silent for %gs after its ssh started: taken as lost" % (
-                    self.config["stall"] + self.config["connect_timeout"])
-            else:
-                error = describe_ssh_failure(stderr, status)
-            self.emit("failed", host=host, by=self.host, error=error)
+        if not child.hello and killed:
+            # silent, not refused: its agent may be alive and slow, so it is granted again (lost)
+            self.emit("lost", host=host, by=self.host, error="Agent silent for %gs after its ssh started: "
+                      "taken as lost" % (self.config["stall"] + self.config["connect_timeout"]))
+        elif not child.hello:
+            self.emit("failed", host=host, by=self.host, error=describe_ssh_failure(stderr, status))
         else:
             self.emit("lost", host=host, by=self.host)
 

@@ -231,13 +231,14 @@ class Ledger:
             if host not in self.results:
                 self._decide(CommandResult(host, None, error=error))
 
-    def on_lost(self, agent: str, by: str | None = None) -> None:
-        """`by` (None: the server) lost its link to `agent`, which had said hello: grant it again."""
+    def on_lost(self, agent: str, by: str | None = None, error: str | None = None) -> None:
+        """`by` (None: the server) lost its link to `agent`, which had said hello or was cut off for
+        its silence (`error`: why): grant it again."""
         if agent not in self.parent or self.parent[agent] != by:
             return  # not (or no longer) that relay's child
         if agent in self.rejoin:
             if agent in self.joining:
-                self._failed_join(agent, f"Relay {agent} lost: its link ended again after it was rejoined")
+                self._failed_join(agent, error or f"Relay {agent} lost: its link ended again after it was rejoined")
             return
         if self._undecided(agent):
             self.counts["lost"] += 1

@@ -368,9 +368,9 @@ class TreeRun:
             if state.process is None:
                 self._events.put_nowait(("failed", host, state.reason or "Connection lost"))
             else:
-                self._events.put_nowait(("end", host, (state.hello, state.reason)))
+                self._events.put_nowait(("end", host, (state.hello, state.silent, state.reason)))
             if state.process is not None and state.process.exit_status is None:
-                if self._stopping or not state.hello:
+                if self._stopping or not (state.hello or state.silent):
                     await asyncio.shield(state.process.kill())
                 else:
                     # only the channel: the agent, alive, waits as an orphan for the link that adopts it
@@ -405,6 +405,7 @@ class TreeRun:
                     line = await process.stdout.readline()
             except TimeoutError:
                 state.reason = f"Agent silent for {limit:g}s: taken as lost"
+                state.silent = True
                 break
             except (asyncssh.Error, OSError):
                 break
@@ -435,11 +436,11 @@ class TreeRun:
         if kind == "end":
             self._links.pop(link, None)
             self._processes.pop(link, None)
-            hello, reason = payload
+            hello, silent, reason = payload
             if ledger.done:
                 return
-            if hello:
-                ledger.on_lost(link, None)
+            if hello or silent:  # silent, its agent may be alive and slow: granted again, maybe adopted
+                ledger.on_lost(link, None, None if hello else reason)
             else:
                 ledger.on_failed(link, reason or "Connection lost before the agent started", None)
             return
@@ -484,7 +485,8 @@ class TreeRun:
                 if what == "failed":
                     ledger.on_failed(host, str(event.get("error") or "Connection failed"), by)
                 else:
-                    ledger.on_lost(host, by)
+                    error = event.get("error")
+                    ledger.on_lost(host, by, error if isinstance(error, str) else None)
 
     def _grant(self, agent: str, nodes: list[tuple[str, str]]) -> None:
         granted: list[list[Any]] = [list(node) for node in nodes]
@@ -529,6 +531,7 @@ class _LinkState:
 
     process: RemoteProcess | None = None
     hello: bool = False
+    silent: bool = False    # cut off for its silence (not refused, not ended): maybe alive
     reason: str | None = None
 
 

@@ -176,3 +176,20 @@ def test_a_grant_lost_deeper_in_an_adopted_subtree_is_found_by_the_subtrees_sync
     assert ledger.joins() == ({"n5": [("n8", "10.0.0.8")]}, [])
     ledger.on_synced("n5", [])                  # ... and that grant died too: once more
     assert ledger.joins() == ({"n5": [("n8", "10.0.0.8")]}, [])
+
+
+def test_a_child_cut_off_for_its_silence_before_its_hello_is_granted_again_then_decided_with_why():
+    ledger = Ledger(_hosts(3))
+    ledger.first_level(1)
+    ledger.want("n1", 2)                        # n2, n3: their ssh and python3 are slow to start
+    silent = "Agent silent for 15s after its ssh started: taken as lost"
+    ledger.on_lost("n2", by="n1", error=silent)
+    assert ledger.rejoin == {"n2": 0} and "n2" not in ledger.results
+    for _ in range(2):                          # MAX_JOINS tries, each as silent
+        assert ledger.joins() == ({"n1": [("n2", "10.0.0.2")]}, [])
+        ledger.on_lost("n2", by="n1", error=silent)
+    assert ledger.results["n2"].error == silent  # never started: decided with why, not as a lost relay
+    ledger.on_lost("n3", by="n1", error=silent)
+    ledger.joins()
+    ledger.on_hello("n3", adopted=False)        # it had not even started: started afresh by the new grant
+    assert ledger.rejoin == {} and ledger.counts == {"lost": 2, "adopted": 0, "afresh": 1, "gone": 1}

@@ -128,6 +128,19 @@ def _kexec(command: str) -> FakeCommand:
     return FakeCommand("kexec", {"kernel": kernel, "initrd": initrd, "params": params})
 
 
+def is_relay_line(text: str) -> bool:
+    """Whether `text` starts the broadcast's relay (`exec python3 -c <its source>`, its config may follow)."""
+    return text.startswith("exec python3 -c ") and "Broadcast relay" in text
+
+
+def relay_command(config_text: str) -> FakeCommand:
+    """The relay started with the JSON configuration `config_text`."""
+    try:
+        return FakeCommand("relay", {"config": json.loads(config_text)})
+    except ValueError:
+        return FakeCommand("unknown")
+
+
 def is_agent_command(text: str) -> bool:
     return text.startswith("exec ") and " -c " in text and AGENT_MARK in text
 
@@ -146,12 +159,11 @@ def agent_source_of(text: str) -> str | None:
 def classify(command: str) -> FakeCommand:
     """What `command` (already unwrapped) asks of the node."""
     text = command.strip()
-    if text.startswith("exec python3 -c ") and "Broadcast relay" in text:
+    if is_relay_line(text):
         try:
-            config = json.loads(shlex.split(text)[-1])
+            return relay_command(shlex.split(text)[-1])
         except (ValueError, IndexError):
             return FakeCommand("unknown")
-        return FakeCommand("relay", {"config": config})
     if is_agent_command(text):
         source = agent_source_of(text)
         return FakeCommand("agent", {"source": source}) if source is not None else FakeCommand("unknown")
