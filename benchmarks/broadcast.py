@@ -2,7 +2,7 @@
 """Benchmark (not a test): our chain, our tree and the flat method on N sshd nodes.
 
 Needs root: builds its own lab of sshd nodes in network namespaces (bridge
-kbtbr0, 10.201.0.0/24; see tests/integration/remote/sshnodes.py) and removes
+kbtbr0, 10.201.0.0/23; see tests/integration/remote/sshnodes.py) and removes
 it at the end. One run prints, side by side: wall time, ratio to flat, and CPU
 seconds per GiB per node (whole machine, from /proc/stat: server, sshd and
 relays together, since all "nodes" share this host's CPUs), for

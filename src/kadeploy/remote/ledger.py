@@ -54,6 +54,8 @@ class Ledger:
         self.joining: set[str] = set()
         #: what happened to lost relays, for the run's log: lost, adopted, started afresh, gone
         self.counts = {"lost": 0, "adopted": 0, "afresh": 0, "gone": 0}
+        #: the first nodes decided as gone, for the run's log
+        self.gone_sample: list[str] = []
 
     @property
     def done(self) -> bool:
@@ -169,6 +171,8 @@ class Ledger:
     def _gone(self, host: str, error: str) -> None:
         """Decide `host` (a started command is lost), hand its children to its parent, drop it."""
         self.counts["gone"] += 1
+        if len(self.gone_sample) < 3:
+            self.gone_sample.append(host)
         self.rejoin.pop(host, None)
         self.joining.discard(host)
         if host not in self.results:

@@ -300,8 +300,11 @@ class TreeRun:
                 self._end_streams()
             self._end_streams()
             if self.ledger.counts["lost"]:
-                log.warning("tree run %s on %d nodes: relays lost %d, adopted %d, started afresh %d, gone %d",
-                            self._config["run"], len(self.ledger.address), *self.ledger.counts.values())
+                log.warning("tree run %s on %d nodes (%.60s): relays lost %d, adopted %d, started afresh %d, "
+                            "gone %d%s", self._config["run"], len(self.ledger.address), self._config["line"],
+                            *self.ledger.counts.values(),
+                            "".join(f"; {host}: {self.ledger.results[host].error}"
+                                    for host in self.ledger.gone_sample if host in self.ledger.results))
             await self._stop("quit", self._options.stall)
         except BaseException:
             await asyncio.shield(self._stop("kill", 5.0))

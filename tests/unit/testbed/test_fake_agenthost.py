@@ -108,3 +108,13 @@ async def test_a_fake_nodes_orphan_agent_is_adopted_by_the_next_session_of_its_r
 
 def _events(data: bytes) -> list[dict]:
     return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def test_a_relays_config_is_read_from_its_last_word_even_when_the_source_holds_the_same_pattern():
+    from kadeploy.broadcast.agents import agent_command
+    from kadeploy.broadcast.pipeline import RELAY_SOURCE
+    config = {"sink": "cat > '{x}'", "next": None, "note": " '{tricky}"}
+    line = agent_command(RELAY_SOURCE, config)
+    assert classify(line).kind == "relay" and classify(line).args["config"] == config
+    # a config that is not the last word's JSON: nothing is guessed
+    assert classify(line + " extra").kind == "unknown"
