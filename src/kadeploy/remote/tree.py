@@ -58,11 +58,12 @@ log = logging.getLogger("kadeploy.remote")
 
 #: the arity used when server.conf's `external/taktuk/tree_arity` is 0 (Kadeploy3's "dynamic")
 DEFAULT_ARITY = 8
-#: node count from which the executor runs in tree mode (when configured). No crossing has been measured:
-#: flat was faster on the sshd lab up to its 240 nodes, and on the fake testbed flat deployed 4,000 of
-#: 4,000 nodes where the tree lost nodes (docs/design.md "Tree mode"). Above every size where flat was
-#: measured to win, provisional until the tree holds at 4,000 and 10,000 is measured
-TREE_CROSSING = 4001
+#: node count from which the executor runs in tree mode (when configured): the crossing measured on the
+#: fake testbed (benchmarks/scale.py, real steps, docs/design.md "Tree mode"): flat deploys 100 and 300
+#: nodes sooner; at 500 both take the same time on one fake worker, and the tree 3 x flat's time when
+#: half its hops are real SSH handshakes to a second worker on the same two cores; at 1,000 and 4,000 the
+#: tree is faster and costs the server less CPU and memory (the sshd lab stops at 256 nodes: flat there)
+TREE_CROSSING = 1000
 #: stdin a tree run carries inline (base64 in every agent's configuration); larger input runs flat
 TREE_INPUT_LIMIT = 1024 * 1024
 #: the longest line an agent may send (two captures of `outputs_size` plus JSON escaping)

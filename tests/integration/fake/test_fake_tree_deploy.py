@@ -1,8 +1,8 @@
 """A fake-mode deployment of 1,000 nodes through the executor's tree (issue 18, point 2).
 
 The fake nodes host the real agent's logic (testbed fake/agenthost.py); the
-server is told to use the tree from 1,000 nodes on (KADEPLOY_TREE_FROM: its
-default crossing, TREE_CROSSING, is above every size measured yet). Every
+server is told to use the tree from the test's node count on (KADEPLOY_TREE_FROM;
+its default crossing, TREE_CROSSING, is 1,000 too). Every
 node's final state and stats record are checked, that every node hosted the
 agent, and the server's SSH connections (counted by the kernel, `ss`) before and
 during the broadcast, whose relays are started through the tree too (a stream
