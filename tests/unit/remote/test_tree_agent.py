@@ -144,10 +144,7 @@ def test_the_command_dies_with_its_agent_or_its_parent(tmp_path, how):
     marker = f"sleep 8{os.getpid() % 100}{len(how)}"
     process = _start(tmp_path, f"{marker} & {marker}")
     _events(process, "started")
-    deadline = time.monotonic() + 5
-    while not _pids(marker) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _pids(marker)
+    assert _appeared(marker, 5)
     if how == "eof":
         process.stdin.close()  # the parent went away and nobody adopts the orphan (0.5 s): it kills its command
     else:
@@ -166,6 +163,14 @@ def _pids(text: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+def _appeared(text: str, timeout: float) -> list[int]:
+    """The pids of the processes whose command line is `text`, once there are any (or [] at `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while not _pids(text) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _pids(text)
 
 
 def _gone(text: str, timeout: float = 5.0) -> bool:
@@ -208,9 +213,7 @@ def test_a_stream_runs_kill_ends_its_command_only(tmp_path):
     marker = f"sleep 9{os.getpid() % 100}1"
     process = _start(tmp_path, f"{marker} & {marker}", stream=True)
     _events(process, "started")
-    deadline = time.monotonic() + 5
-    while not _pids(marker) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    _appeared(marker, 5)
     _send(process, {"op": "kill", "to": "self"})
     end = _events(process, "exit")[-1]
     assert end["status"] is None and end["signal"] == "KILL" and end["error"] == "Killed by signal KILL"
@@ -274,10 +277,7 @@ def test_a_parent_that_stops_reading_does_not_freeze_its_agent(tmp_path):
     # 2 MB of output (30 pipes' worth) that nobody reads, then a long sleep
     process = _start(tmp_path, f"head -c 2000000 /dev/zero; {marker}", stream=True)
     _events(process, "started")
-    deadline = time.monotonic() + 10
-    while not _pids(marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _pids(marker), "the command did not get past its output"
+    assert _appeared(marker, 10), "the command did not get past its output"
     _send(process, {"op": "kill", "to": "self"})  # read and obeyed although its output waits
     assert _gone(marker)
     events = _events(process, "exit")             # nothing was lost meanwhile
