@@ -422,8 +422,6 @@ class TreeRun:
                 continue
             if kind == "hello" and event.get("host") == host:
                 state.hello = True
-            if kind == "gone" and event.get("host") == host:
-                state.reason = str(event.get("error") or "gone")
             if kind != "beat":
                 self._events.put_nowait(("event", host, event))
         if not state.hello and state.reason is None:
