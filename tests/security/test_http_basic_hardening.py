@@ -85,7 +85,12 @@ def test_password_checks_leave_the_event_loop_free(tmp_path):
 
 
 def test_repeated_failures_from_one_source_get_slower(tmp_path):
-    with served(tmp_path, rounds=4) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+    with served(tmp_path, rounds=4) as server, httpx.Client(base_url=server.url, timeout=60) as client, \
+            httpx.Client(base_url=server.url, timeout=60,
+                         transport=httpx.HTTPTransport(local_address="127.0.0.2")) as other:
+        # the first request pays the server's cold start (bcrypt's thread pool, the database, the
+        # connection: 0.41 s once in CI); paid here from another source, whose success counts nothing
+        assert timed(other, "alice", "s3cret")[0] == 200
         durations = []
         for _ in range(8):
             status, seconds = timed(client, "alice", "wrong")
@@ -95,10 +100,7 @@ def test_repeated_failures_from_one_source_get_slower(tmp_path):
         assert max(free) < 0.4, durations
         assert slowed[0] >= 0.45 and slowed[1] >= 0.95 and slowed[2] >= 1.9, durations
         # another source is not slowed by this one's failures
-        other = httpx.Client(base_url=server.url, timeout=60,
-                             transport=httpx.HTTPTransport(local_address="127.0.0.2"))
-        with other:
-            status, seconds = timed(other, "alice", "s3cret")
+        status, seconds = timed(other, "alice", "s3cret")
         assert status == 200 and seconds < 0.4, seconds
 
 
