@@ -6,6 +6,16 @@ nodes from one queue, so nothing is assigned ahead of a free slot and a slow
 branch simply asks less often (TakTuk's adaptive work stealing, with the
 server as the one pool every idle relay steals from).
 
+The queue keeps the nodes' order (the caller's, by name: nodes next to each
+other in a cluster's numbering share a rack and a switch) and grants by it
+(`NodeQueue`): the first level is spread over the whole list, and a relay
+gets the queued nodes that follow its own, so each first-level subtree grows
+over a run of neighbours and its links stay within them. A relay whose
+neighbours are all taken gets the next queued ones further on: stealing is
+not limited by it. (On the fake testbed, links between worker processes are
+real SSH handshakes while links within one are not: grants in plain queue
+order made nearly every node of the second worker a cross-worker link.)
+
 A relay that is lost (its parent's link to it ended, or it was silent for the
 stall time and cut off) is granted again to its parent (`rejoin`), beyond
 that parent's arity: if its agent is alive, an orphan waiting with its
@@ -21,13 +31,61 @@ what they had.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping
 
 from kadeploy.remote.result import CommandResult
 
 #: how many times a lost relay is granted again before it is taken as gone
 MAX_JOINS = 2
+
+
+class NodeQueue:
+    """Queued nodes in their order, taken spread out (the first level) or after a relay's own place."""
+
+    def __init__(self, hosts: Iterable[str]) -> None:
+        self._rank: dict[str, int] = {}
+        self._hosts: list[str] = []
+        #: the queued nodes' ranks, ascending
+        self._pending: list[int] = []
+        for host in hosts:
+            self.append(host)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __iter__(self) -> Iterator[str]:
+        return (self._hosts[rank] for rank in self._pending)
+
+    def append(self, host: str) -> None:
+        """Queue `host` (last in the order if it is new)."""
+        if host not in self._rank:
+            self._rank[host] = len(self._hosts)
+            self._hosts.append(host)
+        rank = self._rank[host]
+        index = bisect_left(self._pending, rank)
+        if index == len(self._pending) or self._pending[index] != rank:
+            self._pending.insert(index, rank)
+
+    def spread(self, count: int) -> list[str]:
+        """`count` nodes evenly spaced over the queue (the first of them the first queued)."""
+        total = len(self._pending)
+        indexes = sorted({index * total // count for index in range(count)}) if count and total else []
+        taken = [self._hosts[self._pending[index]] for index in indexes]
+        for index in reversed(indexes):
+            del self._pending[index]
+        return taken
+
+    def after(self, host: str, count: int) -> list[str]:
+        """The `count` queued nodes that follow `host` in the order, going round to the first ones."""
+        start = bisect_left(self._pending, self._rank.get(host, len(self._hosts)))
+        ranks = self._pending[start:start + count]
+        del self._pending[start:start + count]
+        if len(ranks) < count:
+            more = self._pending[:count - len(ranks)]
+            del self._pending[:count - len(ranks)]
+            ranks += more
+        return [self._hosts[rank] for rank in ranks]
 
 
 class Ledger:
@@ -36,7 +94,7 @@ class Ledger:
     def __init__(self, hosts: Mapping[str, str]) -> None:
         self.address = dict(hosts)
         self._order = {host: index for index, host in enumerate(hosts)}
-        self.queue: deque[str] = deque(hosts)
+        self.queue = NodeQueue(hosts)
         #: the agent a node was granted to (None: started by the server itself, first level)
         self.parent: dict[str, str | None] = {}
         self.children: dict[str | None, set[str]] = {None: set()}
@@ -223,8 +281,7 @@ class Ledger:
 
     def drop_queue(self, error: str) -> None:
         """The caller wants no more node started: every queued node gets `error` as its result."""
-        while self.queue:
-            host = self.queue.popleft()
+        for host in self.queue.spread(len(self.queue)):
             if host not in self.results:
                 self._decide(CommandResult(host, None, error=error))
         self.parked.clear()
@@ -265,13 +322,11 @@ class Ledger:
         self.decided.append(result.hostname)
 
     def _take(self, agent: str | None, count: int) -> list[str]:
-        taken = []
-        while self.queue and len(taken) < count:
-            host = self.queue.popleft()
+        taken = self.queue.spread(count) if agent is None else self.queue.after(agent, count)
+        for host in taken:
             self.parent[host] = agent
             self.children.setdefault(agent, set()).add(host)
             self.grants[host] = self.grants.get(host, 0) + 1
-            taken.append(host)
         return taken
 
     def _detach(self, host: str) -> None:

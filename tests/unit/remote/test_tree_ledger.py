@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kadeploy.remote.ledger import Ledger
+from kadeploy.remote.ledger import Ledger, NodeQueue
 from kadeploy.remote.result import CommandResult
 
 
@@ -14,13 +14,26 @@ def _ok(host: str) -> CommandResult:
     return CommandResult(host, 0, "out", "")
 
 
-def test_first_level_then_grants_follow_the_wants_in_queue_order():
+def test_the_first_level_is_spread_and_a_relay_is_granted_the_queued_nodes_after_its_own():
     ledger = Ledger(_hosts(10))
-    assert ledger.first_level(2) == ["n1", "n2"]
-    assert ledger.want("n1", 3) == [("n3", "10.0.0.3"), ("n4", "10.0.0.4"), ("n5", "10.0.0.5")]
-    assert ledger.want("n3", 2) == [("n6", "10.0.0.6"), ("n7", "10.0.0.7")]
-    assert ledger.root("n7") == "n1" and ledger.root("n2") == "n2" and ledger.root("n9") is None
+    assert ledger.first_level(2) == ["n1", "n6"]
+    assert ledger.want("n6", 3) == [("n7", "10.0.0.7"), ("n8", "10.0.0.8"), ("n9", "10.0.0.9")]
+    assert ledger.want("n1", 2) == [("n2", "10.0.0.2"), ("n3", "10.0.0.3")]
+    # nothing queued after n9: the next queued nodes from the start (stealing is not limited by order)
+    assert [host for host, _ in ledger.want("n9", 3)] == ["n10", "n4", "n5"]
+    assert ledger.root("n5") == "n6" and ledger.root("n3") == "n1" and ledger.root("n6") == "n6"
     assert ledger.want("nobody", 2) == []  # only agents in the tree get work
+    assert len(ledger.queue) == 0 and sum(ledger.grants.values()) == 10
+
+
+def test_the_queue_spreads_over_what_is_left_and_keeps_a_node_once():
+    queue = NodeQueue(f"n{i}" for i in range(1, 9))
+    assert queue.spread(3) == ["n1", "n3", "n6"]
+    queue.append("n3")                          # given back: in its place again
+    queue.append("n3")                          # once
+    queue.append("n9")                          # new: last
+    assert list(queue) == ["n2", "n3", "n4", "n5", "n7", "n8", "n9"]
+    assert queue.after("n4", 2) == ["n4", "n5"] and queue.after("n8", 3) == ["n8", "n9", "n2"]
 
 
 def test_a_want_larger_than_the_queue_is_parked_and_served_by_dispatch():
@@ -31,9 +44,18 @@ def test_a_want_larger_than_the_queue_is_parked_and_served_by_dispatch():
     assert ledger.dispatch() == {}  # nothing queued
 
 
+def _ordered(*names: str) -> Ledger:
+    """A ledger of these nodes in this order (the order decides the tree's shape)."""
+    hosts = _hosts(len(names))
+    return Ledger({host: hosts[host] for host in names})
+
+
 def _tree() -> Ledger:
-    """n1, n2 first level; n3, n4 under n1; n5, n6 under n3; n7 under n2."""
-    ledger = Ledger(_hosts(8))
+    """n1, n2 first level; n3, n4 under n1; n5, n6 under n3; n7 under n2.
+
+    The nodes' order is the one that gives this shape: the first level spread
+    (the 1st and 5th), each relay granted the queued nodes after its own."""
+    ledger = _ordered("n1", "n3", "n4", "n5", "n2", "n6", "n7", "n8")
     ledger.first_level(2)
     ledger.want("n1", 2)
     ledger.want("n3", 2)
@@ -146,7 +168,7 @@ def test_failed_nodes_are_results_and_done_counts_every_node():
 
 
 def test_decided_nodes_are_listed_in_order_for_a_stream_run_and_a_dropped_queue_decides_the_rest():
-    ledger = Ledger(_hosts(6))
+    ledger = _ordered("n1", "n3", "n4", "n2", "n5", "n6")
     ledger.first_level(2)                       # n1, n2
     ledger.want("n1", 2)                        # n3, n4
     ledger.on_started("n1")
