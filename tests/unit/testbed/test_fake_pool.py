@@ -15,7 +15,8 @@ from kadeploy_testbed.fake.control import WorkerChannel, WorkerGone, serve_chann
 from kadeploy_testbed.fake.model import Distribution, draw
 from kadeploy_testbed.fake.node import parse_fault
 from kadeploy_testbed.fake.pool import Worker, WorkerPool, exit_description, merge_stats
-from kadeploy_testbed.fake.settings import FakeSettings, worker_slices
+from kadeploy_testbed.fake import settings
+from kadeploy_testbed.fake.settings import FakeSettings, worker_slices, workers_needed
 
 
 @pytest.mark.parametrize(("nodes", "workers"), [(1, 1), (10, 3), (4000, 2), (4001, 7), (5, 5)])
@@ -32,6 +33,16 @@ def test_more_workers_than_nodes_is_refused() -> None:
     with pytest.raises(KadeployError, match="--fake-workers 0"):
         FakeSettings(directory="/nonexistent", nodes=2, workers=0).validate()
     FakeSettings(directory="/nonexistent", nodes=2, workers=2).validate()
+
+
+def test_workers_are_as_many_as_the_nodes_descriptors_need(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert workers_needed(4000, limit=20_000) == 1
+    assert workers_needed(10_000, limit=20_000) == 3        # 4,936 nodes per worker at most
+    assert workers_needed(10_000, limit=1 << 17) == 1
+    monkeypatch.setattr(settings, "file_limit", lambda: 20_000)   # this machine's hard limit, wherever run
+    with pytest.raises(KadeployError, match="--fake-workers 2: 10000 nodes need at least 3 worker processes"):
+        FakeSettings(directory="/nonexistent", nodes=10_000, workers=2).validate()
+    FakeSettings(directory="/nonexistent", nodes=10_000, workers=3).validate()
 
 
 def test_boot_delays_are_drawn_per_node_index_not_per_slice_position() -> None:

@@ -34,6 +34,7 @@ from kadeploy_testbed.fake.settings import (
     default_workers,
     is_fake,
     load_settings,
+    workers_needed,
 )
 from kadeploy_testbed.layout import DEFAULT_DIR
 from kadeploy_testbed.state import control_socket
@@ -59,7 +60,8 @@ def add_up_options(parser: argparse.ArgumentParser) -> None:
                         help="do not decompress and walk images (saves the fake process CPU at scale)")
     parser.add_argument("--fake-workers", type=int, default=None, metavar="K",
                         help="processes serving the fake nodes, each a contiguous slice of them "
-                             "(default: one per CPU, at most one per node; 1: the daemon serves every node)")
+                             "(default: one per CPU, at most one per node, and as many as the nodes' file "
+                             "descriptors need; 1: the daemon serves every node)")
 
 
 def _daemon_alive(pid: int | None, directory: Path | None = None) -> bool:
@@ -115,7 +117,8 @@ def up(args: argparse.Namespace) -> int:
                             server_port=args.server_port, initial=args.initial,
                             inspect_images=args.inspect_images)
     workers = getattr(args, "fake_workers", None)
-    settings.workers = workers if workers is not None else min(default_workers(), settings.nodes)
+    settings.workers = workers if workers is not None else max(min(default_workers(), settings.nodes),
+                                                               workers_needed(settings.nodes))
     settings.failures = FailureModel.parse(settings.seed, 0, args.fail).rates
     settings.validate()
     started = time.monotonic()

@@ -23,6 +23,31 @@ MAX_FAKE_NODES = 254 * 200  # 127.1.1.1 .. 127.1.200.254
 DEFAULT_SSH_PORT = 2222     # a high port: no root needed, no clash with the host's sshd
 DEFAULT_MARKER_PORT = 25300  # Kadeploy3's test_deploy_env port
 MAX_WORKERS = 64
+#: descriptors a worker holds per node it serves, at most: the sshd's and the marker port's listeners,
+#: a broadcast relay's listener, the server's SSH connection (flat mode)
+FILES_PER_NODE = 4
+#: and for the process itself: its logs, its control channel, in-flight connections between workers
+FILES_SPARE = 256
+
+
+def file_limit() -> int:
+    """The descriptors a worker may open: its hard limit, which the daemon raises its soft limit to.
+
+    (Raising the hard limit needs CAP_SYS_RESOURCE, which a container's root may lack: 20,000 here.)
+    """
+    import resource
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+def workers_needed(nodes: int, limit: int | None = None) -> int:
+    """The fewest worker processes whose slices fit in `limit` descriptors each.
+
+    A worker out of descriptors cannot accept (asyncio retries its listeners
+    in a loop, logging each time: 6 GB of log in minutes at 10,000 nodes in one).
+    """
+    limit = file_limit() if limit is None else limit
+    per_worker = max(1, (limit - FILES_SPARE) // FILES_PER_NODE)
+    return -(-nodes // per_worker)
 
 
 def default_workers() -> int:
@@ -95,6 +120,12 @@ class FakeSettings:
             raise KadeployError(ErrorCode.INVALID_OPTION,
                                 f"--fake-workers {self.workers}: must be between 1 and "
                                 f"{min(self.nodes, MAX_WORKERS)} (at most one per node, {MAX_WORKERS} in all)")
+        needed = workers_needed(self.nodes)
+        if self.workers < needed:
+            raise KadeployError(ErrorCode.INVALID_OPTION,
+                                f"--fake-workers {self.workers}: {self.nodes} nodes need at least {needed} worker "
+                                f"processes here (up to {FILES_PER_NODE} file descriptors per node, "
+                                f"{file_limit()} per process: ulimit -Hn)")
         if self.initial not in ("prod", "off"):
             raise KadeployError(ErrorCode.INVALID_OPTION, f"--initial {self.initial!r}: expected prod or off")
         self.boot_distribution()
