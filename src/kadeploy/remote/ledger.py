@@ -8,13 +8,12 @@ server as the one pool every idle relay steals from).
 
 The queue keeps the nodes' order (the caller's, by name: nodes next to each
 other in a cluster's numbering share a rack and a switch) and grants by it
-(`NodeQueue`): the first level is spread over the whole list, and a relay
-gets the queued nodes that follow its own, so each first-level subtree grows
-over a run of neighbours and its links stay within them. A relay whose
-neighbours are all taken gets the next queued ones further on: stealing is
-not limited by it. (On the fake testbed, links between worker processes are
-real SSH handshakes while links within one are not: grants in plain queue
-order made nearly every node of the second worker a cross-worker link.)
+(`NodeQueue`): every subtree is for a run of neighbours (its span), split
+among its children as they are granted, so few links cross from one run to
+another; a relay with nothing queued in its span steals further on. (On the
+fake testbed, links between worker processes are real SSH handshakes while
+links within one are not: grants in plain queue order made nearly every node
+of the second worker a cross-worker link.)
 
 A relay that is lost (its parent's link to it ended, or it was silent for the
 stall time and cut off) is granted again to its parent (`rejoin`), beyond
@@ -31,23 +30,37 @@ what they had.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from kadeploy.remote.result import CommandResult
 
 #: how many times a lost relay is granted again before it is taken as gone
 MAX_JOINS = 2
+#: seconds a granted relay has to ask for its span's nodes before an idle relay may take them
+STEAL_AFTER = 2.0
 
 
 class NodeQueue:
-    """Queued nodes in their order, taken spread out (the first level) or after a relay's own place."""
+    """Queued nodes in their order, each granted with a span: the run of neighbours its subtree is for.
+
+    A relay is granted the queued nodes of its own span, split in as many
+    contiguous parts as it has free slots (each child heads one part and gets
+    it as its span): subtrees are runs of neighbours laid out in preorder, and
+    a run of nodes is crossed by a handful of links (about one per level), not
+    by every node past it. The server's span is the whole order. Stealing
+    (`Ledger.dispatch`) takes a late relay's span whole (`steal`).
+    """
 
     def __init__(self, hosts: Iterable[str]) -> None:
         self._rank: dict[str, int] = {}
         self._hosts: list[str] = []
         #: the queued nodes' ranks, ascending
         self._pending: list[int] = []
+        #: the ranks [low, high) a granted node's subtree is for
+        self._span: dict[str, tuple[int, int]] = {}
         for host in hosts:
             self.append(host)
 
@@ -67,32 +80,68 @@ class NodeQueue:
         if index == len(self._pending) or self._pending[index] != rank:
             self._pending.insert(index, rank)
 
-    def spread(self, count: int) -> list[str]:
-        """`count` nodes evenly spaced over the queue (the first of them the first queued)."""
-        total = len(self._pending)
-        indexes = sorted({index * total // count for index in range(count)}) if count and total else []
-        taken = [self._hosts[self._pending[index]] for index in indexes]
-        for index in reversed(indexes):
-            del self._pending[index]
+    def drain(self) -> list[str]:
+        """Every queued node, in order; the queue is left empty."""
+        hosts, self._pending = [self._hosts[rank] for rank in self._pending], []
+        return hosts
+
+    def take(self, holder: str | None, count: int) -> list[str]:
+        """Up to `count` queued nodes of `holder`'s span (None: the server, whose span is everything),
+        each heading a contiguous part of it."""
+        low, high = self._span_of(holder)
+        if holder is not None:
+            low = max(low, self._rank.get(holder, low) + 1)
+        return self._split(low, high, count)
+
+    def has_work(self, holder: str) -> bool:
+        """Whether `holder`'s span still holds queued nodes (besides itself)."""
+        low, high = self._span_of(holder)
+        return bisect_left(self._pending, high) > bisect_left(self._pending, self._rank.get(holder, low) + 1)
+
+    def steal(self, victim: str, count: int) -> list[str]:
+        """The queued nodes of `victim`'s span, split in up to `count` parts for a thief; the victim keeps
+        only itself."""
+        taken = self.take(victim, count)
+        rank = self._rank[victim]
+        self._span[victim] = (rank, rank + 1)
         return taken
 
-    def after(self, host: str, count: int) -> list[str]:
-        """The `count` queued nodes that follow `host` in the order, going round to the first ones."""
-        start = bisect_left(self._pending, self._rank.get(host, len(self._hosts)))
-        ranks = self._pending[start:start + count]
-        del self._pending[start:start + count]
-        if len(ranks) < count:
-            more = self._pending[:count - len(ranks)]
-            del self._pending[:count - len(ranks)]
-            ranks += more
-        return [self._hosts[rank] for rank in ranks]
+    def _span_of(self, holder: str | None) -> tuple[int, int]:
+        if holder is None:
+            return 0, len(self._hosts)
+        rank = self._rank.get(holder, len(self._hosts))
+        return self._span.get(holder, (rank, rank + 1))
+
+    def _split(self, low: int, high: int, count: int) -> list[str]:
+        first = bisect_left(self._pending, low)
+        inside = self._pending[first:bisect_left(self._pending, high)]
+        parts = min(count, len(inside))
+        if not parts:
+            return []
+        heads = [inside[part * len(inside) // parts] for part in range(parts)]
+        for head, end in zip(heads, heads[1:] + [high]):
+            self._span[self._hosts[head]] = (head, end)
+        for head in reversed(heads):
+            del self._pending[bisect_left(self._pending, head)]
+        return [self._hosts[head] for head in heads]
 
 
 class Ledger:
     """The state of one tree run, updated from the agents' events."""
 
-    def __init__(self, hosts: Mapping[str, str]) -> None:
+    def __init__(self, hosts: Mapping[str, str], *, steal_after: float = STEAL_AFTER,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.address = dict(hosts)
+        self._steal_after = steal_after
+        self._clock = clock
+        #: granted nodes in grant order, with when: the relays a thief may take a span from once late
+        self._granted_at: deque[tuple[float, str]] = deque()
+        #: granted nodes that will never ask (their agent failed or is gone): their span may go at once
+        self._never: deque[str] = deque()
+        #: relays that asked for work at least once (their span is theirs to split)
+        self.asked: set[str] = set()
+        #: nodes granted to a thief from a late relay's span (the tests and the run's log read it)
+        self.stolen = 0
         self._order = {host: index for index, host in enumerate(hosts)}
         self.queue = NodeQueue(hosts)
         #: the agent a node was granted to (None: started by the server itself, first level)
@@ -119,9 +168,15 @@ class Ledger:
     def done(self) -> bool:
         return len(self.results) == len(self.address)
 
-    def first_level(self, free: int) -> list[str]:
-        """Nodes the server starts itself, for `free` free first-level slots."""
-        return self._take(None, free)
+    def first_level(self, free: int, alone: bool = False) -> list[str]:
+        """Nodes the server starts itself, for `free` free first-level slots: at the start (or `alone`,
+        no first-level link left) the queue spread over them; then a late relay's span, if any."""
+        if not free:
+            return []
+        if not self.parent or alone:
+            return self._take(None, self.queue.take(None, free))
+        victim = self._late()
+        return self._take(None, self.queue.steal(victim, free)) if victim is not None else []
 
     def root(self, agent: str) -> str | None:
         """The first-level agent whose link carries messages to `agent` (None if not in the tree)."""
@@ -145,10 +200,11 @@ class Ledger:
         return True
 
     def want(self, agent: str, count: int) -> list[tuple[str, str]]:
-        """An agent has `count` free slots: grant what the queue holds, park the rest of the wish."""
+        """An agent has `count` free slots: grant what its span holds, park the rest of the wish."""
         if not self.reachable(agent):
             return []
-        granted = self._take(agent, count)
+        self.asked.add(agent)
+        granted = self._take(agent, self.queue.take(agent, count))
         if len(granted) < count:
             self.parked[agent] = count - len(granted)
         else:
@@ -156,18 +212,36 @@ class Ledger:
         return [(host, self.address[host]) for host in granted]
 
     def dispatch(self) -> dict[str, list[tuple[str, str]]]:
-        """Grants for parked wants, after nodes were given back to the queue."""
+        """Grants for parked wants: a relay idle while a late one (granted `steal_after` ago and not
+        asking yet, or failed) has queued nodes in its span takes that span (TakTuk's work stealing)."""
         grants: dict[str, list[tuple[str, str]]] = {}
-        for agent in list(self.parked):
-            if not self.queue:
+        thieves = [agent for agent in self.parked if self.reachable(agent)]
+        while thieves and self.queue:
+            victim = self._late()
+            if victim is None:
                 break
-            if not self.reachable(agent):
-                continue  # kept parked: its want stands once it is adopted
-            count = self.parked.pop(agent)
-            nodes = self.want(agent, count)
-            if nodes:
-                grants[agent] = nodes
+            thief = thieves.pop(0)
+            count = self.parked.pop(thief)
+            taken = self._take(thief, self.queue.steal(victim, count))
+            self.stolen += len(taken)
+            grants.setdefault(thief, []).extend((host, self.address[host]) for host in taken)
+            if len(taken) < count:
+                self.parked[thief] = count - len(taken)
+                thieves.append(thief)
         return grants
+
+    def _late(self) -> str | None:
+        """The next relay whose span may be stolen: failed ones first, then the longest late to ask."""
+        while self._never:
+            host = self._never.popleft()
+            if self.queue.has_work(host):
+                return host
+        deadline = self._clock() - self._steal_after
+        while self._granted_at and self._granted_at[0][0] <= deadline:
+            _, host = self._granted_at.popleft()
+            if host not in self.asked and self.queue.has_work(host):
+                return host
+        return None
 
     def joins(self) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
         """The lost relays to grant again now: grants to their (reachable) parents, and the first-level
@@ -251,6 +325,7 @@ class Ledger:
         self.parent.pop(host, None)
         self.parked.pop(host, None)
         self.started.discard(host)
+        self._never.append(host)
 
     def _undecided(self, node: str) -> bool:
         return any(host not in self.results for host in self._subtree(node))
@@ -278,10 +353,11 @@ class Ledger:
             self._decide(CommandResult(host, None, error=error))
         self._detach(host)
         self.parent.pop(host, None)
+        self._never.append(host)
 
     def drop_queue(self, error: str) -> None:
         """The caller wants no more node started: every queued node gets `error` as its result."""
-        for host in self.queue.spread(len(self.queue)):
+        for host in self.queue.drain():
             if host not in self.results:
                 self._decide(CommandResult(host, None, error=error))
         self.parked.clear()
@@ -321,12 +397,14 @@ class Ledger:
         self.results[result.hostname] = result
         self.decided.append(result.hostname)
 
-    def _take(self, agent: str | None, count: int) -> list[str]:
-        taken = self.queue.spread(count) if agent is None else self.queue.after(agent, count)
+    def _take(self, agent: str | None, taken: list[str]) -> list[str]:
+        """Record nodes taken from the queue as granted to `agent` (None: the server)."""
+        now = self._clock()
         for host in taken:
             self.parent[host] = agent
             self.children.setdefault(agent, set()).add(host)
             self.grants[host] = self.grants.get(host, 0) + 1
+            self._granted_at.append((now, host))
         return taken
 
     def _detach(self, host: str) -> None:

@@ -353,7 +353,7 @@ class TreeRun:
 
     def _fill_first_level(self) -> None:
         free = self._options.arity - len(self._links)
-        for host in self.ledger.first_level(max(0, free)):
+        for host in self.ledger.first_level(max(0, free), alone=not self._links):
             self._links[host] = asyncio.ensure_future(self._link(host))
         self.peak_links = max(self.peak_links, len(self._links))
 

@@ -14,26 +14,65 @@ def _ok(host: str) -> CommandResult:
     return CommandResult(host, 0, "out", "")
 
 
-def test_the_first_level_is_spread_and_a_relay_is_granted_the_queued_nodes_after_its_own():
-    ledger = Ledger(_hosts(10))
-    assert ledger.first_level(2) == ["n1", "n6"]
-    assert ledger.want("n6", 3) == [("n7", "10.0.0.7"), ("n8", "10.0.0.8"), ("n9", "10.0.0.9")]
-    assert ledger.want("n1", 2) == [("n2", "10.0.0.2"), ("n3", "10.0.0.3")]
-    # nothing queued after n9: the next queued nodes from the start (stealing is not limited by order)
-    assert [host for host, _ in ledger.want("n9", 3)] == ["n10", "n4", "n5"]
-    assert ledger.root("n5") == "n6" and ledger.root("n3") == "n1" and ledger.root("n6") == "n6"
-    assert ledger.want("nobody", 2) == []  # only agents in the tree get work
-    assert len(ledger.queue) == 0 and sum(ledger.grants.values()) == 10
+def _at(*names: str) -> list[tuple[str, str]]:
+    return [(name, f"10.0.0.{name[1:]}") for name in names]
 
 
-def test_the_queue_spreads_over_what_is_left_and_keeps_a_node_once():
+def test_subtrees_are_runs_of_neighbours_and_an_idle_relay_steals_a_late_ones_span():
+    now = [0.0]
+    ledger = Ledger(_hosts(12), steal_after=2.0, clock=lambda: now[0])
+    assert ledger.first_level(2) == ["n1", "n7"]           # spans n1-n6, n7-n12
+    assert ledger.want("n1", 2) == _at("n2", "n4")         # spans n2-n3, n4-n6
+    assert ledger.want("n4", 4) == _at("n5", "n6")         # its span is exhausted: the rest of the wish waits
+    assert ledger.parked == {"n4": 2}
+    assert ledger.dispatch() == {}                         # n7 and n2 are not late yet
+    now[0] = 2.5
+    # n7 has not asked for its span (n8-n12) within 2 s: the idle n4 takes it, in two parts
+    assert ledger.dispatch() == {"n4": _at("n8", "n10")}
+    assert ledger.stolen == 2 and ledger.parent["n10"] == "n4"
+    assert ledger.want("n7", 3) == [] and ledger.parked["n7"] == 3    # n7 keeps only itself
+    assert ledger.want("n10", 8) == _at("n11", "n12")
+    now[0] = 5.0                    # n2 (span n2-n3) and n8 (n8-n9, granted at 2.5) never asked either
+    assert ledger.dispatch() == {"n7": _at("n3"), "n10": _at("n9")}
+    assert len(ledger.queue) == 0 and set(ledger.grants.values()) == {1} and len(ledger.grants) == 12
+
+
+def test_a_failed_relays_span_is_taken_at_once_by_an_idle_relay_or_the_server():
+    ledger = Ledger(_hosts(8))
+    assert ledger.first_level(2) == ["n1", "n5"]           # spans n1-n4, n5-n8
+    assert ledger.want("n1", 8) == _at("n2", "n3", "n4")
+    ledger.on_failed("n5", "Connection refused")
+    assert ledger.dispatch() == {"n1": _at("n6", "n7", "n8")}
+    server = Ledger(_hosts(8))
+    server.first_level(2)
+    assert server.first_level(1) == []                      # nobody is late: the server waits
+    server.on_failed("n5", "Connection refused")
+    assert server.first_level(1) == ["n6"]                  # the failed relay's span, whole (n6-n8)
+    assert server.want("n6", 8) == _at("n7", "n8")
+
+
+def test_a_run_of_nodes_is_crossed_by_a_few_links_not_by_every_node_past_it():
+    """10,000 nodes, arity 8, every relay asking for its 8 slots: count the links crossing n3334|n3335."""
+    hosts = {f"n{i}": f"h{i}" for i in range(1, 10_001)}
+    ledger = Ledger(hosts)
+    asking = ledger.first_level(8)
+    while asking:
+        asking = [host for agent in asking for host, _ in ledger.want(agent, 8)]
+    assert len(ledger.parent) == 10_000 and set(ledger.grants.values()) == {1}
+    index = {host: number for number, host in enumerate(hosts)}
+    crossing = [host for host, parent in ledger.parent.items()
+                if parent is not None and (index[host] < 3334) != (index[parent] < 3334)]
+    assert len(crossing) <= 8 * 5, crossing                # one per level at most (was 416 in queue order)
+
+
+def test_the_queue_keeps_a_node_once_in_its_place():
     queue = NodeQueue(f"n{i}" for i in range(1, 9))
-    assert queue.spread(3) == ["n1", "n3", "n6"]
+    assert queue.take(None, 3) == ["n1", "n3", "n6"]
     queue.append("n3")                          # given back: in its place again
     queue.append("n3")                          # once
     queue.append("n9")                          # new: last
     assert list(queue) == ["n2", "n3", "n4", "n5", "n7", "n8", "n9"]
-    assert queue.after("n4", 2) == ["n4", "n5"] and queue.after("n8", 3) == ["n8", "n9", "n2"]
+    assert queue.drain() == ["n2", "n3", "n4", "n5", "n7", "n8", "n9"] and len(queue) == 0
 
 
 def test_a_want_larger_than_the_queue_is_parked_and_served_by_dispatch():
@@ -45,21 +84,22 @@ def test_a_want_larger_than_the_queue_is_parked_and_served_by_dispatch():
 
 
 def _ordered(*names: str) -> Ledger:
-    """A ledger of these nodes in this order (the order decides the tree's shape)."""
-    hosts = _hosts(len(names))
-    return Ledger({host: hosts[host] for host in names})
+    """A ledger of these nodes in this order (the order decides the tree's shape); f-names are fillers."""
+    return Ledger({name: f"10.0.{1 if name[0] == 'f' else 0}.{name[1:]}" for name in names})
 
 
 def _tree() -> Ledger:
-    """n1, n2 first level; n3, n4 under n1; n5, n6 under n3; n7 under n2.
+    """n1, n2 first level; n3, n4 under n1; n5, n6 under n3; n7 under n2; n8 queued in n5's span.
 
-    The nodes' order is the one that gives this shape: the first level spread
-    (the 1st and 5th), each relay granted the queued nodes after its own."""
-    ledger = _ordered("n1", "n3", "n4", "n5", "n2", "n6", "n7", "n8")
-    ledger.first_level(2)
-    ledger.want("n1", 2)
-    ledger.want("n3", 2)
-    ledger.want("n2", 1)
+    The order is the one that gives this shape, each relay splitting its span
+    among the children it asks for (fillers, never granted here, make the spans
+    that long)."""
+    ledger = _ordered("n1", "n3", "n5", "n8", "n6", "f1", "n4", "f2", "f3", "f4", "f5",
+                      "n2", "n7", *(f"f{i}" for i in range(6, 15)))
+    assert ledger.first_level(2) == ["n1", "n2"]
+    assert [host for host, _ in ledger.want("n1", 2)] == ["n3", "n4"]
+    assert [host for host, _ in ledger.want("n3", 2)] == ["n5", "n6"]
+    assert [host for host, _ in ledger.want("n2", 1)] == ["n7"]
     for host in ("n1", "n2", "n3", "n4", "n5", "n6", "n7"):
         ledger.on_started(host)
     return ledger
@@ -150,7 +190,7 @@ def test_events_from_a_node_out_of_the_tree_are_ignored_and_results_are_kept_onc
     ledger.first_level(1)
     ledger.want("n1", 1)
     assert not ledger.on_result(_ok("n3"))      # still queued: not from any relay
-    ledger.first_level(3)
+    assert ledger.want("n1", 1) == [("n3", "10.0.0.3")]
     assert ledger.on_result(_ok("n3"))
     assert not ledger.on_result(CommandResult("n3", 1))
     assert ledger.results["n3"].exit_status == 0
