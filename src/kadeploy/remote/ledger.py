@@ -30,6 +30,7 @@ what they had.
 
 from __future__ import annotations
 
+import itertools
 import time
 from bisect import bisect_left
 from collections import deque
@@ -213,21 +214,29 @@ class Ledger:
 
     def dispatch(self) -> dict[str, list[tuple[str, str]]]:
         """Grants for parked wants: a relay idle while a late one (granted `steal_after` ago and not
-        asking yet, or failed) has queued nodes in its span takes that span (TakTuk's work stealing)."""
+        asking yet, or failed) has queued nodes in its span takes that span (TakTuk's work stealing).
+
+        Called after every event: a victim is looked for first, the parked relays (thousands of idle
+        leaves) only walked when there is one."""
         grants: dict[str, list[tuple[str, str]]] = {}
-        thieves = [agent for agent in self.parked if self.reachable(agent)]
-        while thieves and self.queue:
+        if not self.parked:
+            return grants
+        thieves = iter(list(self.parked))
+        while self.queue:
             victim = self._late()
             if victim is None:
                 break
-            thief = thieves.pop(0)
+            thief = next((agent for agent in thieves if agent in self.parked and self.reachable(agent)), None)
+            if thief is None:
+                self._never.appendleft(victim)  # nobody to take it now: first in line next time
+                break
             count = self.parked.pop(thief)
             taken = self._take(thief, self.queue.steal(victim, count))
             self.stolen += len(taken)
             grants.setdefault(thief, []).extend((host, self.address[host]) for host in taken)
             if len(taken) < count:
                 self.parked[thief] = count - len(taken)
-                thieves.append(thief)
+                thieves = itertools.chain(thieves, [thief])  # its turn again after the others
         return grants
 
     def _late(self) -> str | None:
