@@ -10,10 +10,12 @@ The queue keeps the nodes' order (the caller's, by name: nodes next to each
 other in a cluster's numbering share a rack and a switch) and grants by it
 (`NodeQueue`): every subtree is for a run of neighbours (its span), split
 among its children as they are granted, so few links cross from one run to
-another; a relay with nothing queued in its span steals further on. (On the
-fake testbed, links between worker processes are real SSH handshakes while
-links within one are not: grants in plain queue order made nearly every node
-of the second worker a cross-worker link.)
+another. A relay with free slots and nothing queued in its span waits
+(parked) until a relay is late to ask for its own span (`STEAL_AFTER`) or
+failed, and then takes that span whole. (On the fake testbed, links between
+worker processes are real SSH handshakes while links within one are not:
+grants in plain queue order made nearly every node of the second worker a
+cross-worker link.)
 
 A relay that is lost (its parent's link to it ended, or it was silent for the
 stall time and cut off) is granted again to its parent (`rejoin`), beyond
