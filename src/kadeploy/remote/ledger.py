@@ -143,7 +143,7 @@ class Ledger:
         self._never: deque[str] = deque()
         #: relays that asked for work at least once (their span is theirs to split)
         self.asked: set[str] = set()
-        #: nodes granted to a thief from a late relay's span (the tests and the run's log read it)
+        #: nodes granted to a thief from a late or failed relay's span (for the run's log)
         self.stolen = 0
         self._order = {host: index for index, host in enumerate(hosts)}
         self.queue = NodeQueue(hosts)

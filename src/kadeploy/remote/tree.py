@@ -302,8 +302,8 @@ class TreeRun:
             self._end_streams()
             if self.ledger.counts["lost"]:
                 log.warning("tree run %s on %d nodes (%.60s): relays lost %d, adopted %d, started afresh %d, "
-                            "gone %d%s", self._config["run"], len(self.ledger.address), self._config["line"],
-                            *self.ledger.counts.values(),
+                            "gone %d, nodes stolen %d%s", self._config["run"], len(self.ledger.address),
+                            self._config["line"], *self.ledger.counts.values(), self.ledger.stolen,
                             "".join(f"; {host}: {self.ledger.results[host].error}"
                                     for host in self.ledger.gone_sample if host in self.ledger.results))
             await self._stop("quit", self._options.stall)
