@@ -88,18 +88,19 @@ class NodeQueue:
         hosts, self._pending = [self._hosts[rank] for rank in self._pending], []
         return hosts
 
+    def rank(self, host: str) -> int:
+        """`host`'s place in the order."""
+        return self._rank[host]
+
     def take(self, holder: str | None, count: int) -> list[str]:
         """Up to `count` queued nodes of `holder`'s span (None: the server, whose span is everything),
         each heading a contiguous part of it."""
-        low, high = self._span_of(holder)
-        if holder is not None:
-            low = max(low, self._rank.get(holder, low) + 1)
-        return self._split(low, high, count)
+        return self._split(*self._below(holder), count)
 
     def has_work(self, holder: str) -> bool:
         """Whether `holder`'s span still holds queued nodes (besides itself)."""
-        low, high = self._span_of(holder)
-        return bisect_left(self._pending, high) > bisect_left(self._pending, self._rank.get(holder, low) + 1)
+        low, high = self._below(holder)
+        return bisect_left(self._pending, high) > bisect_left(self._pending, low)
 
     def steal(self, victim: str, count: int) -> list[str]:
         """The queued nodes of `victim`'s span, split in up to `count` parts for a thief; the victim keeps
@@ -109,11 +110,13 @@ class NodeQueue:
         self._span[victim] = (rank, rank + 1)
         return taken
 
-    def _span_of(self, holder: str | None) -> tuple[int, int]:
+    def _below(self, holder: str | None) -> tuple[int, int]:
+        """The ranks of `holder`'s span without `holder` itself (None: the whole order)."""
         if holder is None:
             return 0, len(self._hosts)
         rank = self._rank.get(holder, len(self._hosts))
-        return self._span.get(holder, (rank, rank + 1))
+        low, high = self._span.get(holder, (rank, rank + 1))
+        return max(low, rank + 1), high
 
     def _split(self, low: int, high: int, count: int) -> list[str]:
         first = bisect_left(self._pending, low)
@@ -145,7 +148,6 @@ class Ledger:
         self.asked: set[str] = set()
         #: nodes granted to a thief from a late or failed relay's span (for the run's log)
         self.stolen = 0
-        self._order = {host: index for index, host in enumerate(hosts)}
         self.queue = NodeQueue(hosts)
         #: the agent a node was granted to (None: started by the server itself, first level)
         self.parent: dict[str, str | None] = {}
@@ -259,7 +261,7 @@ class Ledger:
         ones the server links to itself."""
         grants: dict[str, list[tuple[str, str]]] = {}
         links: list[str] = []
-        for host in sorted(self.rejoin, key=self._order.__getitem__):
+        for host in sorted(self.rejoin, key=self.queue.rank):
             if host in self.joining:
                 continue
             parent = self.parent.get(host, "")

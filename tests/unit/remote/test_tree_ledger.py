@@ -6,8 +6,13 @@ from kadeploy.remote.ledger import Ledger, NodeQueue
 from kadeploy.remote.result import CommandResult
 
 
+def _address(name: str) -> str:
+    """n<i> at 10.0.0.<i>; f<i> (fillers) at 10.0.1.<i>."""
+    return f"10.0.{1 if name[0] == 'f' else 0}.{name[1:]}"
+
+
 def _hosts(count: int) -> dict[str, str]:
-    return {f"n{i}": f"10.0.0.{i}" for i in range(1, count + 1)}
+    return {f"n{i}": _address(f"n{i}") for i in range(1, count + 1)}
 
 
 def _ok(host: str) -> CommandResult:
@@ -15,7 +20,7 @@ def _ok(host: str) -> CommandResult:
 
 
 def _at(*names: str) -> list[tuple[str, str]]:
-    return [(name, f"10.0.0.{name[1:]}") for name in names]
+    return [(name, _address(name)) for name in names]
 
 
 def test_subtrees_are_runs_of_neighbours_and_an_idle_relay_steals_a_late_ones_span():
@@ -85,7 +90,7 @@ def test_a_want_larger_than_the_queue_is_parked_and_served_by_dispatch():
 
 def _ordered(*names: str) -> Ledger:
     """A ledger of these nodes in this order (the order decides the tree's shape); f-names are fillers."""
-    return Ledger({name: f"10.0.{1 if name[0] == 'f' else 0}.{name[1:]}" for name in names})
+    return Ledger({name: _address(name) for name in names})
 
 
 def _tree() -> Ledger:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +36,6 @@ def file_limit() -> int:
 
     (Raising the hard limit needs CAP_SYS_RESOURCE, which a container's root may lack: 20,000 here.)
     """
-    import resource
     return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
 
